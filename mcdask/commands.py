@@ -1,0 +1,195 @@
+"""``mcdask demo`` and ``mcdask run``: stream frames through a deployed plan.
+
+With ``--json`` the last line of stdout is one JSON object (the summary); everything for
+people goes before it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+
+import workloads
+
+from .errors import McdaskError
+from .plan import Plan
+
+
+def _say(as_json: bool, *lines: str) -> None:
+    """Human output: to stderr when stdout is reserved for JSON."""
+    for line in lines:
+        click.echo(line, err=as_json)
+
+
+def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
+    """The planner's optimal plan for ``n`` devices on a built-in device profile."""
+    from .planner import plan_for
+
+    return plan_for(workload, n, profile)
+
+
+def check_against_reference(workload, items, records, weights) -> dict:
+    """Compare every classified frame with the unsplit model run in this process."""
+    from .local import reference_outputs
+
+    ref = reference_outputs(workload.name, items, weights)
+    diffs, scale, missing = [], 0.0, []
+    for r in records:
+        if r.status != "ok":
+            continue
+        if r.frame not in ref:
+            missing.append(r.frame)
+            continue
+        diffs.append(float(np.abs(r.output - ref[r.frame]).max()))
+        scale = max(scale, float(np.abs(ref[r.frame]).max()))
+    worst = max(diffs) if diffs else None
+    return {"checked": len(diffs), "max_abs_diff": worst, "output_scale": scale,
+            "equal": bool(diffs) and not missing and worst <= 1e-5 * max(scale, 1e-12),
+            "missing_in_reference": missing}
+
+
+def stream_through(client, plan: Plan, items: list, weights, depth: int | None, out_path: str | None,
+                   progress: bool):
+    """Deploy ``plan``, stream ``items``, return (records, summary)."""
+    from rich.progress import Progress
+
+    from .runtime import DaskRunner, deploy
+    from .stream import Stream, summarize
+
+    workload = workloads.get(plan.workload)
+    t0 = time.perf_counter()
+    dep = deploy(client, plan, weights)
+    deploy_s = time.perf_counter() - t0
+    stream = Stream(DaskRunner(client, dep), plan, workload, depth)
+    records = []
+    out = open(out_path, "w") if out_path else contextlib.nullcontext()
+    with out as f, Progress(transient=True, disable=not progress, console=None) as bar:
+        task = bar.add_task("frames", total=len(items))
+        t0 = time.perf_counter()
+        for rec in stream.run(items):
+            records.append(rec)
+            if f:
+                f.write(json.dumps(rec.to_dict()) + "\n")
+            bar.advance(task)
+        wall = time.perf_counter() - t0
+    summary = summarize(records, wall)
+    summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
+                    "binding": dep.binding})
+    return records, summary
+
+
+def _finish(summary: dict, as_json: bool, human: list[str]) -> None:
+    _say(as_json, *human)
+    if as_json:
+        click.echo(json.dumps(summary))
+
+
+def _human(summary: dict, plan: Plan, workload) -> list[str]:
+    lines = [f"plan {plan.id} ({plan.strategy}) for {len(plan.devices)} devices:"]
+    lines += ["  " + line for line in plan.describe(workload)]
+    p50, p99 = summary.get("latency_p50_s"), summary.get("latency_p99_s")
+    lines.append(f"{summary['classified']} of {summary['frames']} frames classified in {summary['wall_s']:.2f} s: "
+                 f"{summary['ips']:.2f} IPS, latency p50 {p50 if p50 is None else round(p50 * 1e3, 1)} ms, "
+                 f"p99 {p99 if p99 is None else round(p99 * 1e3, 1)} ms")
+    if "max_abs_diff" in summary:
+        lines.append(f"check against the unsplit model: {summary['checked']} frames, max |diff| "
+                     f"{summary['max_abs_diff']:.3g} (output scale {summary['output_scale']:.3g}): "
+                     f"{'EQUAL' if summary['equal'] else 'DIFFERENT'}")
+    return lines
+
+
+@click.command()
+@click.option("--workload", type=click.Choice(workloads.NAMES), default="alexnet", show_default=True)
+@click.option("--devices", type=click.IntRange(1, 64), default=6, show_default=True,
+              help="local one-thread workers, one per emulated device")
+@click.option("--frames", type=click.IntRange(1), default=None,
+              help="frames to stream [default: 60; action: 80, its windows need 35 to fill]")
+@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a plan file instead of the planner's plan")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
+def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, as_json: bool) -> None:
+    """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream synthetic
+    frames, and check every output against the unsplit model."""
+    import dask
+    from distributed import Client, LocalCluster
+
+    from .sources import Feeder, open_source
+    from .weights import WeightsSource
+
+    w = workloads.get(workload)
+    frames = frames or (80 if w.max_window > 1 else 60)
+    try:
+        plan = Plan.load(plan_file).validate(w) if plan_file else default_plan(w, devices)
+        items = list(Feeder(w).items(open_source("synthetic", w), frames))
+        weights = WeightsSource()
+        with dask.config.set({"mcdask.worker.intra-op-threads": 1,
+                              "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
+                LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
+                             dashboard_address=":0") as cluster, Client(cluster) as client:
+            _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}")
+            records, summary = stream_through(client, plan, items, weights, None, None, not as_json)
+        summary.update(check_against_reference(w, items, records, weights))
+    except McdaskError as e:
+        raise click.ClickException(str(e)) from e
+    summary = {"workload": workload, "devices": len(plan.devices), **summary, "plan": plan.to_dict()}
+    _finish(summary, as_json, _human(summary, plan, w))
+    if not summary["equal"]:
+        sys.exit(1)
+
+
+@click.command()
+@click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+@click.option("--workload", type=click.Choice(workloads.NAMES), required=True)
+@click.option("--source", default="synthetic", show_default=True,
+              help="synthetic, a video file, a folder of images, or camera:INDEX")
+@click.option("--plan", "plan_opt", default=None, help="a plan file [default: the planner's plan for the workers]")
+@click.option("--frames", type=click.IntRange(1), default=None, help="stop after N frames [default: synthetic 60]")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write one JSON line per frame")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="a .keras / .weights.h5 file present at the same path on every device")
+@click.option("--seed", default=0, show_default=True, help="seed of the default weights")
+@click.option("--depth", type=click.IntRange(1), default=None, help="frames in flight")
+@click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output")
+@click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
+def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth, check, as_json):
+    """Stream SOURCE through WORKLOAD split across the workers of a running scheduler."""
+    import dask
+    from distributed import Client
+
+    from .runtime import worker_names
+    from .sources import Feeder, open_source
+    from .weights import WeightsSource
+
+    w = workloads.get(workload)
+    if frames is None and source == "synthetic":
+        frames = 80 if w.max_window > 1 else 60
+    try:
+        wsrc = WeightsSource(seed, weights).check()
+        with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
+                Client(scheduler, timeout="30s") as client:
+            names = worker_names(client)
+            if not names:
+                raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
+            if plan_opt and plan_opt != "auto":
+                plan = Plan.load(plan_opt).validate(w)
+            else:
+                plan = default_plan(w, len(names))
+            items = list(Feeder(w).items(open_source(source, w, seed), frames))
+            records, summary = stream_through(client, plan, items, wsrc, depth, out, not as_json)
+        if check:
+            summary.update(check_against_reference(w, items, records, wsrc))
+    except McdaskError as e:
+        raise click.ClickException(str(e)) from e
+    summary = {"workload": workload, "devices": len(plan.devices), "source": source, **summary,
+               "plan": plan.to_dict()}
+    if out:
+        summary["out"] = str(Path(out))
+    _finish(summary, as_json, _human(summary, plan, w))
+    if check and not summary["equal"]:
+        sys.exit(1)

@@ -1,0 +1,37 @@
+"""mcdask's errors. Messages say what was received, what was expected and how to fix it."""
+
+
+class McdaskError(Exception):
+    """Base of every error mcdask raises on purpose."""
+
+
+class PlanError(McdaskError, ValueError):
+    """A plan is malformed or does not fit its workload."""
+
+
+class InfeasiblePlanError(PlanError):
+    """No assignment fits the devices (memory); the message names the layer and its need."""
+
+
+class ProfileError(McdaskError, ValueError):
+    """A device or link profile is missing, malformed or inconsistent."""
+
+
+class WeightsError(McdaskError, ValueError):
+    """A weights file lacks a layer, or a layer's weights have the wrong shape."""
+
+
+class SliceNotLoadedError(McdaskError, RuntimeError):
+    """A task reached a worker that does not hold the slice it needs."""
+
+
+class FrameError(McdaskError, ValueError):
+    """One input frame is unusable (shape, dtype, NaN); the stream goes on without it."""
+
+
+class SourceError(McdaskError, ValueError):
+    """An input source cannot be opened or read."""
+
+
+class DeploymentError(McdaskError, RuntimeError):
+    """The cluster cannot run the plan (too few workers, a worker failed to build its slices)."""

@@ -1,0 +1,175 @@
+"""The worker plugin: keeps this device's slices resident, and the task that runs them.
+
+One plugin, fixed name, idempotent. It holds no plan itself: the current deployment (plan,
+device binding, weights source) lives in the scheduler's metadata under
+``("mcdask", "deployment")``. In ``setup`` (before a joining or restarted worker takes any
+task) and in ``sync`` (when the client switches plans) the plugin reads it, builds the
+slices this worker's device holds, drops the ones it no longer needs, and declares one
+resource tag per piece it holds. Tasks find slices by id through ``slice_for``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+import time
+
+import dask.config
+from distributed import get_worker
+from distributed.diagnostics.plugin import WorkerPlugin
+
+from .errors import SliceNotLoadedError
+
+PLUGIN_NAME = "mcdask-slices"
+METADATA_KEY = ["mcdask", "deployment"]
+logger = logging.getLogger("mcdask.plugin")
+
+#: slices built in this process, by content key (shared by plugin instances and plan switches)
+_BUILT: dict[str, object] = {}
+_TF_READY = False
+
+
+def resource_tag(plan_id: str, stage: int, shard: int) -> str:
+    """The resource every holder of (stage, shard) of a plan declares, one slot per device."""
+    return f"mcdask-{plan_id}-s{stage}p{shard}"
+
+
+def slice_id(plan_id: str, stage: int, shard: int) -> str:
+    return f"{plan_id}/{stage}/{shard}"
+
+
+def pieces_for(deployment: dict, worker_name: str) -> dict[str, "SliceSpec"]:  # noqa: F821
+    """slice id -> SliceSpec of every piece the device bound to ``worker_name`` holds."""
+    from .plan import Plan
+    from .slices import SliceSpec
+    from .weights import WeightsSource
+
+    plan = Plan.from_dict(deployment["plan"])
+    device = {w: d for d, w in deployment["binding"].items()}.get(str(worker_name))
+    if device is None:
+        return {}
+    weights = WeightsSource.from_dict(deployment.get("weights"))
+    out = {}
+    for si, hi in plan.tasks_of(device):
+        st = plan.stages[si]
+        out[slice_id(plan.id, si, hi)] = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights)
+    return out
+
+
+class SliceHost(WorkerPlugin):
+    """Builds and keeps this worker's slices. Registered once per cluster."""
+
+    name = PLUGIN_NAME
+    idempotent = True
+
+    def __init__(self):
+        self.slices: dict[str, object] = {}
+        self.tags: dict[str, float] = {}
+        self.deployment_id: str | None = None
+        self.ready = threading.Event()
+        self.error: str | None = None
+        self._lock: asyncio.Lock | None = None  # made on the worker's event loop
+
+    def __getstate__(self):
+        return {}
+
+    def __setstate__(self, state):
+        self.__init__()
+
+    async def setup(self, worker):
+        self._lock = asyncio.Lock()
+        compression = dask.config.get("mcdask.compression", "lz4")
+        if compression:
+            dask.config.set({"distributed.comm.compression": compression})
+        await self.sync(worker)
+
+    async def sync(self, worker) -> dict:
+        """Make this worker hold what the scheduler's current deployment says."""
+        async with self._lock:
+            deployment = await worker.scheduler.get_metadata(keys=METADATA_KEY, default=None)
+            if not deployment or deployment.get("id") == self.deployment_id:
+                self.ready.set()
+                return self.status()
+            self.ready.clear()
+            wanted = pieces_for(deployment, worker.name)
+            try:
+                t0 = time.perf_counter()
+                self.slices = await asyncio.to_thread(_build_all, wanted)
+                self.error = None
+                logger.info("mcdask: %s holds %d slices (%.1f s to build)", worker.name, len(self.slices),
+                            time.perf_counter() - t0)
+            except Exception as e:  # keep the worker up; tasks will say why they cannot run
+                self.slices, self.error = {}, f"{type(e).__name__}: {e}"
+                logger.exception("mcdask: building slices failed on %s", worker.name)
+            plan_id = deployment["plan_id"]
+            new_tags = {resource_tag(plan_id, *map(int, sid.split("/")[1:])): 1.0 for sid in self.slices}
+            stale = {t: 0.0 for t in self.tags if t not in new_tags}
+            if new_tags or stale:
+                await worker.set_resources(**stale, **new_tags)
+            self.tags = new_tags
+            self.deployment_id = deployment.get("id")
+            self.ready.set()
+            return self.status()
+
+    def status(self) -> dict:
+        return {"deployment": self.deployment_id, "slices": sorted(self.slices), "error": self.error,
+                "param_bytes": sum(getattr(s, "param_bytes", 0) for s in self.slices.values())}
+
+    def teardown(self, worker):
+        self.slices = {}
+
+
+def _build_all(wanted: dict) -> dict:
+    global _TF_READY
+    from .slices import Slice, set_threads
+
+    if not _TF_READY:
+        threads = dask.config.get("mcdask.worker.intra-op-threads", None) or len(os.sched_getaffinity(0))
+        set_threads(threads)
+        _TF_READY = True
+    keep = {spec.key for spec in wanted.values()}
+    for key in [k for k in _BUILT if k not in keep]:
+        del _BUILT[key]
+    out = {}
+    for sid, spec in wanted.items():
+        if spec.key not in _BUILT:
+            s = Slice(spec)
+            s.warm_up()
+            _BUILT[spec.key] = s
+        out[sid] = _BUILT[spec.key]
+    return out
+
+
+async def sync_worker(dask_worker) -> dict:
+    """``client.run`` target: bring this worker in line with the current deployment."""
+    plugin = dask_worker.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        return {"deployment": None, "slices": [], "error": "mcdask plugin not registered"}
+    return await plugin.sync(dask_worker)
+
+
+def slice_for(sid: str):
+    """The resident slice ``sid`` on the worker running this task."""
+    worker = get_worker()
+    plugin = worker.plugins.get(PLUGIN_NAME)
+    if plugin is None:
+        raise SliceNotLoadedError(f"worker {worker.name} has no {PLUGIN_NAME} plugin; "
+                                  "deploy a plan with mcdask.runtime.deploy first")
+    if not plugin.ready.wait(timeout=600):
+        raise SliceNotLoadedError(f"worker {worker.name} is still building its slices")
+    try:
+        return plugin.slices[sid]
+    except KeyError:
+        why = f" (building failed: {plugin.error})" if plugin.error else ""
+        raise SliceNotLoadedError(f"worker {worker.name} does not hold slice {sid}; it holds "
+                                  f"{sorted(plugin.slices)}{why}") from None
+
+
+def run_piece(sid: str, feeds: dict) -> dict:
+    """The task: assemble the feeds (merge shards, stack windows) and run the slice."""
+    from .slices import assemble
+
+    s = slice_for(sid)
+    return s(assemble(s.workload, feeds, s.stacked))

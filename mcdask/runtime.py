@@ -1,0 +1,106 @@
+"""Deploy a plan on a Dask cluster and run its pieces there.
+
+``deploy`` binds the plan's devices to workers (by name, else in name order), publishes the
+deployment in the scheduler's metadata, registers the ``SliceHost`` plugin (idempotent) and
+brings every worker in line; calling it again with another plan switches plans without
+restarting the client or the workers. ``DaskRunner`` submits one task per piece, restricted by
+the piece's resource tag, prioritised by frame, with a key naming stage and frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from dataclasses import dataclass
+
+import dask.config
+import workloads
+
+from .errors import DeploymentError
+from .plan import Plan, stage_label
+from .plugin import METADATA_KEY, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
+from .weights import WeightsSource
+
+
+@dataclass(frozen=True)
+class Deployment:
+    plan: Plan
+    binding: dict[str, str]          # plan device -> worker name
+    weights: WeightsSource
+    id: str
+
+
+def _natural(name: str):
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
+
+
+def worker_names(client) -> list[str]:
+    info = client.scheduler_info(n_workers=-1)
+    return sorted((str(w.get("name", a)) for a, w in info["workers"].items()), key=_natural)
+
+
+def bind(plan: Plan, names: list[str]) -> dict[str, str]:
+    """Plan device -> worker name: same names where they all exist, else in order."""
+    if all(d in names for d in plan.devices):
+        return {d: d for d in plan.devices}
+    if len(names) < len(plan.devices):
+        raise DeploymentError(f"plan needs {len(plan.devices)} devices, the cluster has {len(names)} "
+                              f"workers ({', '.join(names) or 'none'}); plan for {len(names)} devices instead")
+    return dict(zip(plan.devices, names))
+
+
+def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
+           binding: dict[str, str] | None = None) -> Deployment:
+    """Make the cluster hold ``plan``'s slices; returns when every bound worker is ready."""
+    w = workloads.get(plan.workload)
+    plan.validate(w)
+    weights.check()
+    names = worker_names(client)
+    binding = binding or bind(plan, names)
+    digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
+    dep_id = digest.hexdigest()[:12]
+    doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
+           "weights": weights.to_dict()}
+    client.set_metadata(METADATA_KEY, doc)
+    client.register_plugin(SliceHost())
+    statuses = client.run(sync_worker)
+    by_name = {str(info.get("name", a)): a
+               for a, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+    problems = []
+    for device, name in binding.items():
+        addr = by_name.get(name)
+        st = statuses.get(addr) if addr else None
+        if st is None:
+            problems.append(f"{device}: worker {name!r} is gone")
+            continue
+        want = sorted(pieces_for(doc, name))
+        if st.get("error") or st.get("deployment") != dep_id or st.get("slices") != want:
+            problems.append(f"{device} on {name}: {st.get('error') or 'holds ' + str(st.get('slices'))}")
+    if problems:
+        raise DeploymentError("deployment failed: " + "; ".join(problems))
+    return Deployment(plan, binding, weights, dep_id)
+
+
+class DaskRunner:
+    """Submits plan pieces as Dask tasks (see ``mcdask.stream.Stream``)."""
+
+    def __init__(self, client, deployment: Deployment, retries: int | None = None):
+        self.client = client
+        self.plan = deployment.plan
+        self.workload = workloads.get(self.plan.workload)
+        self.token = uuid.uuid4().hex[:6]
+        self.retries = dask.config.get("mcdask.stream.retries", 1) if retries is None else retries
+        pid = self.plan.id
+        self._pieces = {(si, hi): (slice_id(pid, si, hi), {resource_tag(pid, si, hi): 1},
+                                   stage_label(self.workload, st, hi))
+                        for si, st in enumerate(self.plan.stages) for hi in range(len(st.shards))}
+
+    def submit(self, stage: int, shard: int, frame: int, feeds: dict):
+        sid, resources, label = self._pieces[stage, shard]
+        return self.client.submit(run_piece, sid, feeds, key=(label, self.token, frame),
+                                  resources=resources, priority=-frame, pure=False, retries=self.retries)
+
+    def gather(self, futures: list) -> list:
+        return self.client.gather(futures)

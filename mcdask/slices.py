@@ -1,0 +1,233 @@
+"""Build a slice of a workload as a compiled TensorFlow function, and merge shard outputs.
+
+A slice is the layers ``[start, end)`` of a workload, with the last (dense) layer optionally
+restricted to output units ``[a, b)``. It reads the stage's external inputs (windowed ones as
+``(batch, window, features)``) and returns the stage's exports. Weights come from
+``mcdask.weights``, layer by layer, so building a slice only ever holds that slice.
+
+This is the only module of the runtime that imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+import workloads
+
+from .weights import WeightsSource, layer_weights
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@dataclass(frozen=True)
+class SliceSpec:
+    """What to build: plain data, the same on every device."""
+
+    workload: str
+    start: int
+    end: int
+    units: tuple[int, int] | None = None
+    weights: WeightsSource = WeightsSource()
+
+    @property
+    def key(self) -> str:
+        """Content key: two plans that need the same slice share one built copy."""
+        u = f"[{self.units[0]}:{self.units[1]}]" if self.units else ""
+        return f"{self.workload}/{self.start}:{self.end}{u}@{self.weights.id}"
+
+
+def set_threads(intra_op: int | None, inter_op: int = 1) -> bool:
+    """Set TensorFlow's thread pools; True if applied (they can only be set before TF runs)."""
+    import tensorflow as tf
+
+    try:
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(int(intra_op))
+        tf.config.threading.set_inter_op_parallelism_threads(int(inter_op))
+        return True
+    except RuntimeError:
+        return False
+
+
+def _keras_layer(layer, units: tuple[int, int] | None):
+    import keras
+    from keras import layers as kl
+
+    if layer.kind == "conv":
+        return kl.Conv2D(layer.filters, layer.kernel, strides=layer.strides, padding=layer.padding,
+                         activation=layer.activation, name=layer.name,
+                         kernel_initializer="zeros", bias_initializer="zeros")
+    if layer.kind == "pool":
+        return kl.MaxPooling2D(layer.pool, strides=layer.strides, name=layer.name)
+    if layer.kind == "flatten":
+        return kl.Flatten(name=layer.name)
+    if layer.kind == "dense":
+        n = layer.units if units is None else units[1] - units[0]
+        act = layer.activation if units is None or layer.activation in workloads.spec.ELEMENTWISE else "linear"
+        return kl.Dense(n, activation=act, name=layer.name,
+                        kernel_initializer="zeros", bias_initializer="zeros")
+    if layer.kind == "pyramid":
+        return TemporalPyramid(layer.levels, name=layer.name)
+    raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
+
+
+def _pyramid_class():
+    import keras
+
+    class TemporalPyramid(keras.layers.Layer):
+        """Max over the ranges of a temporal pyramid (1 + 2 + ... + 2**(levels-1) ranges) of
+        each windowed input ``(batch, window, features)``; outputs are concatenated."""
+
+        def __init__(self, levels: int, **kw):
+            super().__init__(**kw)
+            self.levels = levels
+
+        def call(self, inputs):
+            from keras import ops
+
+            parts = []
+            for x in inputs:
+                window = x.shape[1]
+                for a, b in workloads.pyramid_ranges(window, self.levels):
+                    parts.append(ops.max(x[:, a:b, :], axis=1))
+            return ops.concatenate(parts, axis=-1)
+
+        def get_config(self):
+            return {**super().get_config(), "levels": self.levels}
+
+    return TemporalPyramid
+
+
+_TP = None
+
+
+def TemporalPyramid(levels: int, **kw):
+    global _TP
+    if _TP is None:
+        _TP = _pyramid_class()
+    return _TP(levels, **kw)
+
+
+def build_model(workload, start: int = 0, end: int | None = None, units: tuple[int, int] | None = None,
+                weights: WeightsSource | None = None, *, set_weights: bool = True):
+    """A Keras functional model of layers ``[start, end)``; inputs and outputs are lists in the
+    order of ``workload.stage_inputs`` / ``workload.stage_outputs``."""
+    import keras
+
+    end = len(workload.layers) if end is None else end
+    weights = weights or WeightsSource()
+    names_in = workload.stage_inputs(start, end)
+    first = workload.layers[start]
+    tensors, inputs = {}, []
+    for name in names_in:
+        shape = workload.shape_of(name)
+        w = workload.window_of(first.name, name) if name in first.inputs else 1
+        if first.window:
+            shape = (w,) + shape
+        t = keras.Input(shape=shape, name=name, dtype="float32")
+        tensors[name] = t
+        inputs.append(t)
+    built = []
+    for i in range(start, end):
+        layer = workload.layers[i]
+        u = units if i == end - 1 else None
+        kl = _keras_layer(layer, u)
+        args = [tensors[x] for x in layer.inputs]
+        tensors[layer.name] = kl(args if layer.kind == "pyramid" else args[0])
+        built.append((kl, layer, u))
+    outputs = [tensors[n] for n in workload.stage_outputs(start, end)]
+    model = keras.Model(inputs, outputs, name=f"{workload.name}_{start}_{end}")
+    if set_weights:
+        for kl, layer, u in built:
+            if layer.weight_shapes:
+                kl.set_weights(layer_weights(layer, weights, u))
+    return model
+
+
+class Slice:
+    """A built slice: ``slice(feeds)`` maps input name -> array to export name -> array."""
+
+    def __init__(self, spec: SliceSpec):
+        import tensorflow as tf
+
+        self.spec = spec
+        self.workload = workloads.get(spec.workload)
+        w = self.workload
+        self.inputs = w.stage_inputs(spec.start, spec.end)
+        self.outputs = w.stage_outputs(spec.start, spec.end)
+        first = w.layers[spec.start]
+        self.windows = {x: (w.window_of(first.name, x) if x in first.inputs else 1) for x in self.inputs}
+        self.stacked = frozenset(self.inputs) if first.window else frozenset()
+        self.param_bytes = sum(
+            (l.shard_param_bytes(spec.units[1] - spec.units[0]) if (i == spec.end - 1 and spec.units) else l.param_bytes)
+            for i, l in enumerate(w.layers[spec.start:spec.end], spec.start))
+        model = build_model(w, spec.start, spec.end, spec.units, spec.weights)
+        self._model = model
+        signature = [tf.TensorSpec((None,) + tuple(t.shape[1:]), tf.float32, name=x)
+                     for x, t in zip(self.inputs, model.inputs)]
+
+        @tf.function(input_signature=signature, autograph=False)
+        def fn(*xs):
+            out = model(list(xs), training=False)
+            return out if isinstance(out, (list, tuple)) else [out]
+
+        self._fn = fn
+
+    def input_shape(self, name: str) -> tuple[int, ...]:
+        shape = self.workload.shape_of(name)
+        w = self.windows[name]
+        return ((w,) + shape) if self.workload.layers[self.spec.start].window else shape
+
+    def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
+        return {x: np.zeros((batch,) + self.input_shape(x), np.float32) for x in self.inputs}
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        outs = self._fn(*[np.asarray(feeds[x], np.float32) for x in self.inputs])
+        return {name: o.numpy() for name, o in zip(self.outputs, outs)}
+
+    def warm_up(self) -> None:
+        self(self.example_feeds())
+
+
+# ---- merging shard outputs and assembling a slice's feeds (pure NumPy) ----------------------
+
+def softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def merge(layer, parts: list[np.ndarray]) -> np.ndarray:
+    """Join the shards of ``layer``'s output in unit order; a split layer's non-elementwise
+    activation (softmax) runs here, on every unit."""
+    if len(parts) == 1:
+        return parts[0]
+    x = np.concatenate(parts, axis=-1)
+    return softmax(x) if layer.activation not in workloads.spec.ELEMENTWISE else x
+
+
+def prepare_input(x: np.ndarray) -> np.ndarray:
+    """Frames travel as uint8 (4x fewer bytes); the model reads float32 in [0, 1]."""
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) * np.float32(1 / 255)
+    return x.astype(np.float32, copy=False)
+
+
+def assemble(workload, feeds: dict, stacked: frozenset = frozenset()) -> dict[str, np.ndarray]:
+    """Turn what a task receives into a slice's feeds.
+
+    ``feeds[name]`` is an array for a workload input, else a list over frames (length =
+    window) of lists over the producer's shards of export dicts. Names in ``stacked`` (the
+    inputs of a windowed layer) become ``(batch, window, ...)``.
+    """
+    out = {}
+    for name, value in feeds.items():
+        if isinstance(value, np.ndarray):
+            out[name] = prepare_input(value)
+            continue
+        layer = workload.layer(name)
+        frames = [merge(layer, [part[name] for part in shards]) for shards in value]
+        out[name] = np.stack(frames, axis=1) if name in stacked else frames[0]
+    return out

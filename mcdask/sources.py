@@ -1,0 +1,142 @@
+"""Frame sources and per-workload preprocessing.
+
+A source yields RGB ``uint8`` frames ``(height, width, 3)``: ``synthetic``, a video file
+(decoded with PyAV), a folder of images (OpenCV), or ``camera:INDEX`` (OpenCV). ``Feeder``
+turns frames into a workload's inputs: resized ``uint8`` frames (normalised on the worker)
+and, for action recognition, the dense optical flow (OpenCV Farneback) of the last
+``FLOW_STACK`` frame pairs, computed here on the device that reads the video.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from .errors import SourceError
+from .stream import Item
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
+
+
+def synthetic(height: int, width: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Endless frames: a fixed random texture drifting one pixel per frame, plus noise
+    (so optical flow has something to find)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, (height * 2, width * 2, 3), dtype=np.uint8)
+    for i in itertools.count():
+        dy, dx = i % height, (2 * i) % width
+        frame = base[dy:dy + height, dx:dx + width].copy()
+        noise = rng.integers(0, 8, frame.shape, dtype=np.uint8)
+        yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+
+
+def video_frames(path: str) -> Iterator[np.ndarray]:
+    import av
+
+    try:
+        container = av.open(path)
+    except Exception as e:
+        raise SourceError(f"cannot open video {path!r}: {e}") from e
+    with container:
+        for frame in container.decode(video=0):
+            yield frame.to_ndarray(format="rgb24")
+
+
+def image_frames(folder: str) -> Iterator[np.ndarray]:
+    import cv2
+
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SourceError(f"folder {folder!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    for p in files:
+        img = cv2.imread(str(p), cv2.IMREAD_COLOR)
+        if img is None:
+            raise SourceError(f"cannot decode image {p}")
+        yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
+def camera_frames(index: int) -> Iterator[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(index)
+    if not cap.isOpened():
+        raise SourceError(f"cannot open camera {index}")
+    try:
+        while True:
+            ok, img = cap.read()
+            if not ok:
+                return
+            yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    finally:
+        cap.release()
+
+
+def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray]:
+    """Frames from ``spec``: ``synthetic``, ``camera:INDEX``, a video file or an image folder."""
+    if spec == "synthetic":
+        h, w, _ = workload.inputs["frame"]
+        return synthetic(h, w, seed)
+    if spec.startswith("camera:"):
+        try:
+            return camera_frames(int(spec.split(":", 1)[1]))
+        except ValueError:
+            raise SourceError(f"camera source must be camera:INDEX, got {spec!r}") from None
+    p = Path(spec)
+    if p.is_dir():
+        return image_frames(spec)
+    if p.is_file():
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            raise SourceError(f"{spec!r} is one image; pass the folder that holds the images")
+        return video_frames(spec)
+    raise SourceError(f"source {spec!r}: not 'synthetic', 'camera:INDEX', a video file or a folder of images")
+
+
+class Feeder:
+    """Raw RGB frames -> workload input items, in order."""
+
+    def __init__(self, workload):
+        import workloads
+
+        self.workload = workload
+        self.frame_shape = workload.inputs["frame"]
+        self.flow_stack = workload.inputs["flow"][-1] // 2 if "flow" in workload.inputs else 0
+        self._flows: deque = deque(maxlen=self.flow_stack or 1)
+        self._prev_gray = None
+        self._workloads = workloads
+
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        import cv2
+
+        h, w, _ = self.frame_shape
+        if rgb.shape[:2] == (h, w):
+            return np.ascontiguousarray(rgb)
+        return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+
+    def item(self, index: int, raw) -> Item:
+        raw = np.asarray(raw)
+        if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype != np.uint8:
+            return Item(index, error=f"frame {index}: expected an RGB uint8 image (H, W, 3), "
+                                      f"got shape {raw.shape} dtype {raw.dtype}")
+        frame = self.resize(raw)
+        if not self.flow_stack:
+            return Item(index, {"frame": frame[None]})
+        import cv2
+
+        gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+        if self._prev_gray is not None:
+            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, None, 0.5, 1, 5, 3, 5, 1.1, 0)
+            self._flows.append(flow.astype(np.float32))
+        self._prev_gray = gray
+        if len(self._flows) < self.flow_stack:
+            return Item(index, warmup=True)
+        flow = np.concatenate(list(self._flows), axis=-1)
+        return Item(index, {"frame": frame[None], "flow": flow[None]})
+
+    def items(self, frames: Iterable[np.ndarray], limit: int | None = None) -> Iterator[Item]:
+        for index, raw in enumerate(itertools.islice(frames, limit)):
+            yield self.item(index, raw)

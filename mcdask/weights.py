@@ -1,0 +1,145 @@
+"""Where a slice's weights come from: a seed, or a user's Keras weights file.
+
+Seeded weights are identical on every device without shipping any: each layer's kernel is
+drawn from NumPy's PCG64 generator seeded by (seed, layer name, column block), in blocks of
+``BLOCK`` output units (output channels for conv layers). A shard holding units ``[a, b)``
+draws only the blocks it overlaps, so building a slice costs memory in proportion to the
+slice, never to the whole model.
+
+A weights file (``.weights.h5`` or ``.keras``, as Keras 3 saves a model built by
+``mcdask.slices.build_model``) is read with h5py, one layer's arrays at a time, and a shard
+reads only its columns.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import WeightsError
+
+BLOCK = 256
+
+
+@dataclass(frozen=True)
+class WeightsSource:
+    """``path=None``: seeded initialisation with ``seed``; else a Keras weights file."""
+
+    seed: int = 0
+    path: str | None = None
+
+    @property
+    def id(self) -> str:
+        return f"file:{Path(self.path).resolve()}" if self.path else f"seed:{self.seed}"
+
+    def to_dict(self) -> dict:
+        return {"seed": self.seed, "path": self.path}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> WeightsSource:
+        d = d or {}
+        return cls(int(d.get("seed", 0)), d.get("path"))
+
+    def check(self) -> WeightsSource:
+        if self.path is not None:
+            p = Path(self.path)
+            if not p.is_file():
+                raise WeightsError(f"weights file {self.path!r} does not exist")
+            if not (p.name.endswith(".weights.h5") or p.suffix == ".keras"):
+                raise WeightsError(f"weights file {self.path!r}: expected a .weights.h5 or .keras file")
+        return self
+
+
+def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = None) -> list[np.ndarray]:
+    """[kernel, bias] of ``layer`` (float32), restricted to output units ``[a, b)`` if given."""
+    if not layer.weight_shapes:
+        return []
+    kshape, _ = layer.weight_shapes
+    total = kshape[-1]
+    a, b = units if units is not None else (0, total)
+    if not 0 <= a < b <= total:
+        raise WeightsError(f"layer {layer.name!r}: units [{a}, {b}) outside [0, {total})")
+    if source.path is None:
+        return _seeded(layer, source.seed, a, b)
+    with _open_h5(source.path) as f:
+        return _from_file(f, layer, a, b, source.path)
+
+
+def _seeded(layer, seed: int, a: int, b: int) -> list[np.ndarray]:
+    kshape, _ = layer.weight_shapes
+    fan_in = int(np.prod(kshape[:-1]))
+    fan_out = kshape[-1] * (int(np.prod(kshape[:-2])) if layer.kind == "conv" else 1)
+    # He-uniform keeps ReLU stacks from vanishing; Glorot for the softmax layer.
+    limit = np.sqrt(6.0 / fan_in) if layer.activation == "relu" else np.sqrt(6.0 / (fan_in + fan_out))
+    name_key = zlib.crc32(layer.name.encode())
+    kernel = np.empty(kshape[:-1] + (b - a,), np.float32)
+    bias = np.empty(b - a, np.float32)
+    for blk in range(a // BLOCK, (b - 1) // BLOCK + 1):
+        lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, kshape[-1])
+        rng = np.random.default_rng([seed, name_key, blk])
+        k = rng.random(kshape[:-1] + (hi - lo,), dtype=np.float32)
+        k *= 2 * limit
+        k -= limit
+        bb = rng.random(hi - lo, dtype=np.float32) * 0.1 - 0.05
+        s0, s1 = max(a, lo), min(b, hi)
+        kernel[..., s0 - a:s1 - a] = k[..., s0 - lo:s1 - lo]
+        bias[s0 - a:s1 - a] = bb[s0 - lo:s1 - lo]
+    return [kernel, bias]
+
+
+@contextmanager
+def _open_h5(path: str):
+    import h5py
+
+    if path.endswith(".keras"):
+        with zipfile.ZipFile(path) as z:
+            names = [n for n in z.namelist() if n.endswith(".weights.h5")]
+            if not names:
+                raise WeightsError(f"{path}: a .keras archive without model.weights.h5")
+            info = z.getinfo(names[0])
+            if info.compress_type == zipfile.ZIP_STORED:
+                # read straight out of the archive: h5py seeks, only the needed bytes are read
+                with z.open(info) as raw, h5py.File(raw, "r") as f:
+                    yield f
+                return
+            data = io.BytesIO(z.read(info))  # compressed archive: no way around inflating
+            with h5py.File(data, "r") as f:
+                yield f
+        return
+    with h5py.File(path, "r") as f:
+        yield f
+
+
+def _find_vars(f, name: str, path: str):
+    for base in (f"layers/{name}/vars", f"_layer_checkpoint_dependencies/{name}/vars"):
+        if base in f:
+            return f[base]
+    found = []
+
+    def visit(p, obj):
+        if p.endswith(f"/{name}/vars") or p == f"{name}/vars":
+            found.append(obj)
+
+    f.visititems(visit)
+    if not found:
+        raise WeightsError(f"{path}: no weights for layer {name!r}; the file must come from a model "
+                           f"with mcdask's layer names (mcdask.slices.build_model)")
+    return found[0]
+
+
+def _from_file(f, layer, a: int, b: int, path: str) -> list[np.ndarray]:
+    vars_ = _find_vars(f, layer.name, path)
+    out = []
+    for i, shape in enumerate(layer.weight_shapes):
+        ds = vars_.get(str(i))
+        if ds is None or tuple(ds.shape) != tuple(shape):
+            got = None if ds is None else tuple(ds.shape)
+            raise WeightsError(f"{path}: layer {layer.name!r} weight {i} has shape {got}, expected {tuple(shape)}")
+        out.append(np.asarray(ds[..., a:b], dtype=np.float32))
+    return out
