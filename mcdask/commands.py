@@ -28,10 +28,11 @@ def _say(as_json: bool, *lines: str) -> None:
 
 
 def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
-    """The planner's optimal plan for ``n`` devices on a built-in device profile."""
-    from .planner import plan_for
+    """The planner's optimal plan for ``n`` devices of a built-in kind (default ``pi3``)."""
+    from .planner import plan
+    from .profile import homogeneous
 
-    return plan_for(workload, n, profile)
+    return plan(workload, homogeneous(profile, n), n, "optimal")
 
 
 def check_against_reference(workload, items, records, weights) -> dict:

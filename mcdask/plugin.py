@@ -18,7 +18,7 @@ import time
 
 import dask.config
 from distributed import get_worker
-from distributed.diagnostics.plugin import WorkerPlugin
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from .errors import SliceNotLoadedError
 
@@ -108,6 +108,7 @@ class SliceHost(WorkerPlugin):
             stale = {t: 0.0 for t in self.tags if t not in new_tags}
             if new_tags or stale:
                 await worker.set_resources(**stale, **new_tags)
+                await _nudge_scheduler(worker)
             self.tags = new_tags
             self.deployment_id = deployment.get("id")
             self.ready.set()
@@ -119,6 +120,39 @@ class SliceHost(WorkerPlugin):
 
     def teardown(self, worker):
         self.slices = {}
+
+
+NUDGE_HANDLER = "mcdask_resources_declared"
+
+
+class ResourceNudge(SchedulerPlugin):
+    """Scheduler side: re-place waiting tasks once a worker declares its tags.
+
+    Dask does not re-examine ``no-worker`` tasks when a worker's resources change
+    (dask/distributed#6575). A restarted worker registers before its plugin has declared its
+    tags, so tasks for its pieces submitted in that gap would wait forever. The worker plugin
+    calls this handler right after declaring tags.
+    """
+
+    name = "mcdask-resource-nudge"
+    idempotent = True
+
+    async def start(self, scheduler):
+        def declared(worker: str) -> str:
+            ws = scheduler.workers.get(worker)
+            if ws is not None:
+                stimulus = f"mcdask-resources-{time.time()}"
+                scheduler.transitions(scheduler.bulk_schedule_unrunnable_after_adding_worker(ws), stimulus)
+            return "OK"
+
+        scheduler.handlers[NUDGE_HANDLER] = declared
+
+
+async def _nudge_scheduler(worker) -> None:
+    try:
+        await getattr(worker.scheduler, NUDGE_HANDLER)(worker=worker.address)
+    except Exception as e:  # scheduler without the nudge plugin: tags still work for new tasks
+        logger.debug("mcdask: no resource nudge on the scheduler (%s)", e)
 
 
 def _build_all(wanted: dict) -> dict:

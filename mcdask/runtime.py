@@ -20,7 +20,7 @@ import workloads
 
 from .errors import DeploymentError
 from .plan import Plan, stage_label
-from .plugin import METADATA_KEY, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
+from .plugin import METADATA_KEY, ResourceNudge, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
 from .weights import WeightsSource
 
 
@@ -64,6 +64,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
            "weights": weights.to_dict()}
     client.set_metadata(METADATA_KEY, doc)
+    client.register_plugin(ResourceNudge())
     client.register_plugin(SliceHost())
     statuses = client.run(sync_worker)
     by_name = {str(info.get("name", a)): a

@@ -1,0 +1,114 @@
+"""Measure whole-AlexNet time: on this host (to size CPU quotas) and inside a farm device.
+
+The host measurement runs ``python -m mcdask.timing --workload alexnet --json`` in a fresh
+process (the runtime's timing tool: median single-thread whole-model inference) and reads
+``median_s`` from its last stdout line. Inside a device the same model is built with the
+runtime's slices and timed with ``mcdask.timing.time_call``: ``prepare`` builds it (call it
+before the CPU quota is applied), ``measure`` times it, ``release`` frees it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable
+
+from .errors import FarmError
+
+_PREPARED: dict[str, Callable[[], None]] = {}
+
+
+def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300) -> dict:
+    """Median single-thread whole-model time in a fresh process on this host."""
+    cmd = [sys.executable, "-m", "mcdask.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise FarmError(f"calibration `{' '.join(cmd)}` took over {timeout_s:.0f} s") from None
+    lines = [l for l in p.stdout.splitlines() if l.strip()]
+    try:
+        result = json.loads(lines[-1])
+        median = float(result["median_s"])
+    except (IndexError, ValueError, KeyError, TypeError):
+        raise FarmError(f"calibration `{' '.join(cmd)}` printed no JSON with median_s (exit {p.returncode}); "
+                        f"stderr: {p.stderr.strip()[-800:]}") from None
+    return {"workload": workload, "host_time_s": median, "min_s": result.get("min_s"),
+            "repeats": result.get("repeats"), "command": " ".join(["python", *cmd[1:]]),
+            "wall_s": round(time.perf_counter() - t0, 2)}
+
+
+def whole_model(workload: str) -> Callable[[], None]:
+    """A zero-argument function running one frame through the whole workload (one thread)."""
+    import workloads
+    from mcdask.plan import single_device
+    from mcdask.slices import Slice, SliceSpec, set_threads
+
+    set_threads(1)
+    w = workloads.get(workload)
+    slices = [Slice(SliceSpec(w.name, st.start, st.end)) for st in single_device(w).stages]
+    feeds = [s.example_feeds() for s in slices]
+
+    def once() -> None:
+        for s, f in zip(slices, feeds):
+            s(f)
+
+    return once
+
+
+def prepare(workload: str = "alexnet", warmup: int = 2) -> float:
+    """Build and warm the whole model in this process; seconds it took."""
+    t0 = time.perf_counter()
+    if workload not in _PREPARED:
+        _PREPARED[workload] = whole_model(workload)
+    for _ in range(warmup):
+        _PREPARED[workload]()
+    return time.perf_counter() - t0
+
+
+def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Seconds per whole-model inference in this process (``prepare`` first, or it builds)."""
+    from mcdask.timing import time_call
+
+    if workload not in _PREPARED:
+        prepare(workload, warmup=0)
+    return time_call(_PREPARED[workload], repeats=repeats, warmup=warmup)
+
+
+def release(workload: str | None = None) -> None:
+    import gc
+
+    for k in [workload] if workload else list(_PREPARED):
+        _PREPARED.pop(k, None)
+    gc.collect()
+
+
+def summary(times: list[float]) -> dict:
+    return {"median_s": statistics.median(times), "min_s": min(times), "max_s": max(times), "n": len(times)}
+
+
+def serve(workload: str) -> None:
+    """Line protocol on stdin/stdout for the farm's verification: build the model, print
+    ``ready``, then answer ``measure N`` with a JSON list of N times; ``quit`` ends it."""
+    import ctypes
+
+    prepare(workload)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        cmd = line.split()
+        if not cmd or cmd[0] == "quit":
+            break
+        if cmd[0] == "measure":
+            n = int(cmd[1]) if len(cmd) > 1 else 5
+            print(json.dumps(measure(workload, n, warmup=1)), flush=True)
+    release()
+    ctypes.CDLL(None).malloc_trim(0) if hasattr(ctypes.CDLL(None), "malloc_trim") else None
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1] if len(sys.argv) > 1 else "alexnet")

@@ -1,0 +1,165 @@
+"""``mcdask farm up|status|cap|down``: the emulated device farm from the command line.
+
+Progress goes to stderr; results go to stdout. With ``--json`` the last stdout line is one
+JSON object (for ``status``: with a ``devices`` list).
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .devices import KINDS, FarmSpec, load_spec
+from .errors import FarmError, FarmSpecError
+
+
+def _err(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _fail(e: Exception) -> None:
+    raise click.ClickException(str(e))
+
+
+@click.group(name="farm")
+def farm():
+    """Emulate a farm of small devices on this machine (needs root for namespaces and caps).
+
+    Each device is a stock `dask worker` in its own network namespace, behind a link
+    shaped with tc, with a cgroup CPU quota calibrated to its kind and a memory limit.
+    """
+
+
+@farm.command()
+@click.option("--devices", "n", type=click.IntRange(1, 200), help="Number of devices of one kind.")
+@click.option("--device", "kind", default="pi3", show_default=True,
+              help=f"Kind of those devices (built-in: {', '.join(KINDS)}).")
+@click.option("--spec", type=click.Path(exists=True, dir_okay=False),
+              help="YAML farm spec with kinds and counts (see cluster/farms/mixed.yaml).")
+@click.option("--wifi-mbit", type=float, help="Link bandwidth per device (default: the kind's, 62.24).")
+@click.option("--rtt-ms", type=float, help="Device-to-device round trip (default: the kind's, 8.83).")
+@click.option("--time-scale", type=float, default=1.0, show_default=True,
+              help="Run every device K times faster: K x CPU share, K x bandwidth, delay / K.")
+@click.option("--port", type=int, default=8786, show_default=True, help="Scheduler port.")
+@click.option("--dashboard-port", type=int, default=8787, show_default=True)
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Time AlexNet on one device per kind under its quota and correct the quota once.")
+@click.option("--host-time-s", type=float,
+              help="Use this host AlexNet time instead of measuring it (for repeat runs).")
+@click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
+              help="Extra environment for every worker, e.g. DASK_DISTRIBUTED__COMM__COMPRESSION=lz4.")
+@click.option("--no-fallback", is_flag=True, help="Fail instead of starting uncapped local workers.")
+@click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
+              help="Seconds to wait for every worker to register.")
+@click.option("--json", "as_json", is_flag=True, help="Print the farm status as JSON (last line).")
+def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, host_time_s, env,
+       no_fallback, timeout_s, as_json):
+    """Start a scheduler and N capped, shaped workers; print the scheduler address."""
+    from . import farm as f
+
+    try:
+        if spec and n:
+            raise FarmSpecError("give either --spec or --devices, not both")
+        if spec:
+            farm_spec = load_spec(spec).with_link(wifi_mbit, rtt_ms)
+        elif n:
+            farm_spec = FarmSpec.uniform(n, kind, wifi_mbit, rtt_ms)
+        else:
+            raise FarmSpecError("say how many devices: --devices N [--device pi3], or --spec FILE")
+        extra = {}
+        for item in env:
+            k, sep, v = item.partition("=")
+            if not sep or not k:
+                raise FarmSpecError(f"--env expects KEY=VALUE, got {item!r}")
+            extra[k] = v
+        st = f.up(farm_spec, time_scale=time_scale, port=port, dashboard_port=dashboard_port,
+                  verify=verify, extra_env=extra, host_time_s=host_time_s, start_timeout_s=timeout_s,
+                  allow_fallback=not no_fallback, log=_err)
+    except (FarmError, FarmSpecError) as e:
+        _fail(e)
+    if not st["cpu_capped"] or not st["network_shaped"]:
+        _err("NOTE: CPU and network are NOT capped in this farm "
+             f"({st.get('not_capped_reason') or 'caps lifted'}).")
+    click.echo(f"scheduler: {st['scheduler']}")
+    click.echo(f"dashboard: {st['dashboard']}")
+    if as_json:
+        click.echo(json.dumps(st))
+
+
+@farm.command()
+@click.option("--json", "as_json", is_flag=True, help="Last stdout line: one JSON object with 'devices'.")
+@click.option("--check", is_flag=True, help="Also ask the scheduler which devices are registered.")
+def status(as_json, check):
+    """List the farm's devices with their CPU, memory and link caps."""
+    from . import farm as f
+
+    st = f.status(query_scheduler=check)
+    if as_json:
+        click.echo(json.dumps(st))
+        return
+    if not st["devices"]:
+        click.echo("no farm is up" + (f"; leftovers: {st['leftovers']} (run `mcdask farm down`)"
+                                      if st.get("leftovers") else ""))
+        return
+    _print_status(st)
+
+
+def _print_status(st: dict) -> None:
+    cal = st.get("calibration") or {}
+    head = f"farm {st['phase']}: mode {st['mode']}, scheduler {st['scheduler']}, time-scale {st['time_scale']:g}"
+    if cal.get("host_time_s"):
+        head += f", host AlexNet {cal['host_time_s'] * 1e3:.1f} ms ({cal.get('command', '')})"
+    click.echo(head)
+    rows = [("device", "ip", "alive", "cpu share", "quota/period us", "AlexNet s target/verified",
+             "memory", "Mbit/s", "RTT ms")]
+    for d in st["devices"]:
+        q = d.get("cpu_quota_now")
+        target = f"{d['target_alexnet_s']:.3f}" if d.get("target_alexnet_s") else "-"
+        verified = f"{d['verified_alexnet_s']:.3f}" if d.get("verified_alexnet_s") else "-"
+        rows.append((d["name"], d.get("ip", ""), "yes" if d["alive"] else "NO",
+                     f"{d['cpu_share']:.4f}" if d.get("cpu_share") else "uncapped",
+                     f"{q['quota_us']}/{q['period_us']}" if q else "none", f"{target}/{verified}",
+                     d["memory_limit"], f"{d['link_mbit']:g}" if st["network_shaped"] else "unshaped",
+                     f"{d['rtt_ms']:.3g}" if st["network_shaped"] else "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    click.echo("RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
+               "workers imported TensorFlow" + (f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."))
+    if not st["cpu_capped"]:
+        click.echo("NOTE: CPU quotas are NOT applied" + (f" ({st['not_capped_reason']})" if st.get("not_capped_reason") else
+                                                         " (lifted with `mcdask farm cap --off`)"))
+    if registered := st.get("registered"):
+        click.echo(f"registered with the scheduler: {', '.join(registered)}")
+
+
+@farm.command()
+@click.option("--on/--off", default=True, show_default=True,
+              help="--off lifts every CPU quota (e.g. while slices are built); --on restores them.")
+@click.option("--json", "as_json", is_flag=True)
+def cap(on, as_json):
+    """Apply or lift the devices' CPU quotas (memory limits and links stay)."""
+    from . import farm as f
+
+    try:
+        st = f.set_caps(on)
+    except FarmError as e:
+        _fail(e)
+    click.echo(f"CPU quotas {'applied' if on else 'lifted'} on {len(st['devices'])} devices")
+    if as_json:
+        click.echo(json.dumps(st))
+
+
+@farm.command()
+@click.option("--json", "as_json", is_flag=True)
+def down(as_json):
+    """Remove every namespace, link, qdisc, cgroup and process of the farm (safe to repeat)."""
+    from . import farm as f
+
+    try:
+        removed = f.down(log=_err)
+    except FarmError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps({"removed": removed}))

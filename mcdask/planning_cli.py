@@ -1,0 +1,156 @@
+"""``mcdask plan``: task assignments for every device count 1..N, or a prediction for one plan.
+
+Examples::
+
+    mcdask plan --workload vgg16 --devices 12                  # tables, optimal strategy, pi3
+    mcdask plan -w action -n 12 --strategy paper --json        # last stdout line: one JSON object
+    mcdask plan -w alexnet -n 6 -o plan.json                   # write the plan for n = 6
+    mcdask plan -w alexnet -n 6 -o 'plan-{n}.json'             # write every feasible n
+    mcdask plan --evaluate alexnet-6dev                        # a packaged paper plan (or a file)
+
+No TensorFlow and no Dask are imported.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+import workloads
+
+from . import devices as builtin_devices
+from . import plans as paper_plans
+from .costmodel import Cost, evaluate
+from .errors import McdaskError
+from .plan import Plan
+from .planner import STRATEGIES, PlanResult, plan_all
+from .profile import Profile, homogeneous
+
+
+def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: int | None) -> Profile:
+    """A built-in kind (n devices, or the given names) or a profile file."""
+    if spec in builtin_devices.KINDS:
+        return homogeneous(spec, None if names else n, names=names, baseline_bytes=baseline)
+    path = Path(spec)
+    if not path.exists():
+        raise click.BadParameter(f"{spec!r} is neither a built-in kind ({', '.join(builtin_devices.KINDS)}) "
+                                 f"nor an existing profile file", param_hint="--profile")
+    prof = Profile.load(path)
+    if baseline is not None:
+        raise click.BadParameter("--baseline-bytes applies to built-in kinds; edit baseline_bytes in the file",
+                                 param_hint="--baseline-bytes")
+    if names and not set(names) <= set(prof.device_names):
+        if len(prof.kinds) != 1:
+            raise click.BadParameter(f"plan devices {list(names)} are not all in {spec}, and its devices are of "
+                                     f"several kinds, so they cannot be renamed", param_hint="--profile")
+        (kind,) = prof.kinds.values()
+        return homogeneous(kind, names=names, link=prof.default_link)
+    return prof
+
+
+def _mb(x: int) -> str:
+    return f"{x / 1e6:,.0f}"
+
+
+def _print_result(console, workload, r: PlanResult) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    if not r.feasible:
+        console.print(f"[bold]{r.devices} device(s)[/bold]: [red]infeasible[/red]: {escape(r.reason)}")
+        return
+    c = r.cost
+    table = Table(title=f"{r.devices} device(s): {c.ips:.3f} IPS predicted, latency {c.latency_s:.3f} s; "
+                        f"bottleneck: {escape(c.bottleneck)}", title_justify="left")
+    table.add_column("device")
+    table.add_column("tasks")
+    table.add_column("memory MB", justify="right")
+    table.add_column("of MB", justify="right")
+    for dev in r.plan.devices:
+        table.add_row(dev, escape(", ".join(c.tasks.get(dev, []))), _mb(c.memory_bytes[dev]), _mb(c.memory_limit_bytes[dev]))
+    console.print(table)
+
+
+def _evaluate(spec: str, profile_spec: str, baseline: int | None, as_json: bool) -> None:
+    if spec in paper_plans.names():
+        raw, source = paper_plans.raw(spec), f"packaged plan {spec}"
+    else:
+        try:
+            raw, source = json.loads(Path(spec).read_text()), spec
+        except (OSError, json.JSONDecodeError) as e:
+            raise click.BadParameter(f"{spec!r} is neither a packaged plan ({', '.join(paper_plans.names())}) nor "
+                                     f"a readable plan file: {e}", param_hint="--evaluate") from None
+    plan = Plan.from_dict(raw)
+    workload = workloads.get(plan.workload)
+    prof = _profile(profile_spec, None, plan.devices, baseline)
+    cost: Cost = evaluate(workload, plan, prof)
+    measured = raw.get("paper", {}).get("measured_ips")
+    out = {"workload": workload.name, "plan_file": source, "profile": prof.name, "predicted_ips": cost.ips,
+           "predicted_latency_s": cost.latency_s, "bottleneck": cost.bottleneck, "fits": cost.fits,
+           "assignment": [{"device": d, "tasks": cost.tasks.get(d, []), "memory_bytes": cost.memory_bytes[d],
+                           "memory_limit_bytes": cost.memory_limit_bytes[d]} for d in plan.devices],
+           "paper_measured_ips": measured, "predicted_over_measured": cost.ips / measured if measured else None}
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    from rich.console import Console
+    from rich.markup import escape
+
+    console = Console()
+    _print_result(console, workload, PlanResult(len(plan.devices), plan, cost))
+    if not cost.fits:
+        console.print(f"[red]over memory[/red] (need, have): {escape(str(cost.over_memory))}")
+    if measured:
+        console.print(escape(f"paper measured {measured:.2f} IPS ({raw['paper'].get('source', '')}); "
+                             f"predicted/measured = {cost.ips / measured:.2f}"))
+    if plan.note:
+        console.print(escape(f"note: {plan.note}"))
+
+
+@click.command("plan")
+@click.option("--workload", "-w", type=click.Choice(workloads.NAMES), help="Workload to split.")
+@click.option("--devices", "-n", type=click.IntRange(min=1), help="Plan for every n in 1..N devices.")
+@click.option("--profile", "profile_spec", default="pi3", show_default=True,
+              help=f"Built-in device kind ({', '.join(builtin_devices.KINDS)}) or a profile JSON file.")
+@click.option("--strategy", type=click.Choice(STRATEGIES), default="optimal", show_default=True)
+@click.option("--baseline-bytes", type=click.IntRange(min=0), default=None,
+              help="Override a built-in kind's runtime baseline memory (TensorFlow + worker), in bytes.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the last stdout line).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False),
+              help="Write the plan for n = N here; a path containing {n} writes every feasible n.")
+@click.option("--evaluate", "evaluate_spec", metavar="PLAN",
+              help="Predict this plan file (or packaged paper plan name) on the profile instead of planning.")
+def plan(workload, devices, profile_spec, strategy, baseline_bytes, as_json, output, evaluate_spec):
+    """Choose a task assignment for every device count 1..N."""
+    try:
+        if evaluate_spec:
+            _evaluate(evaluate_spec, profile_spec, baseline_bytes, as_json)
+            return
+        if not workload or not devices:
+            raise click.UsageError("give --workload and --devices (or --evaluate PLAN)")
+        w = workloads.get(workload)
+        prof = _profile(profile_spec, devices, None, baseline_bytes)
+        results = plan_all(w, prof, devices, strategy)
+    except McdaskError as e:
+        raise click.ClickException(str(e)) from e
+    if output:
+        chosen = [r for r in results if r.feasible] if "{n}" in output else [results[-1]]
+        if not chosen or not chosen[-1].feasible:
+            raise click.ClickException(f"no feasible plan for {devices} device(s) to write: {results[-1].reason}")
+        for r in chosen:
+            path = Path(output.replace("{n}", str(r.devices)))
+            r.plan.save(path)
+    if as_json:
+        click.echo(json.dumps({"workload": w.name, "profile": prof.name, "strategy": strategy,
+                               "plans": [r.to_dict() for r in results]}))
+        return
+    from rich.console import Console
+
+    console = Console()
+    console.print(f"[bold]{w.name}[/bold] on {prof.name}, strategy {strategy}")
+    for r in results:
+        _print_result(console, w, r)
+    if output:
+        console.print(f"wrote {output}")

@@ -1,0 +1,345 @@
+"""Device and link profiles: how fast and how big each device is, and how slow the links are.
+
+Plain, versioned data (schema ``mcdask.profile/1``) that a person can read and write. A
+profile holds
+
+* **kinds**: one :class:`DeviceKind` per kind of device (``pi3``, ``tx2-cpu``, ...): usable
+  memory, the runtime's baseline memory, per-layer compute times and weight memory;
+* **devices**: named devices (stable worker names), each of a kind;
+* **links**: a default :class:`LinkModel` and optional per-pair overrides. The client (the
+  frame source and result sink) is the pseudo-device ``"client"``.
+
+Rules the cost model and the planner rely on, said once here:
+
+* **Whole-layer time**: ``kind.layer_time_s[workload][layer]`` seconds for one frame.
+* **Dense shard time** (``units`` output units ``[a, b)`` of a dense layer with ``U`` units),
+  first rule that applies:
+
+  1. a measured entry ``kind.shard_time_s[workload][layer][units]``;
+  2. the kind's memory-bound dense model, if given:
+     ``dense_fixed_s + dense_s_per_weight_byte * shard_param_bytes(units)``;
+  3. the whole-layer time scaled linearly: ``layer_time_s * units / U``.
+
+  With ``units == U`` (the whole layer) the whole-layer time is used.
+* **Weight memory** of a layer (or a dense shard): ``kind.layer_memory_bytes`` if given
+  (scaled by ``units / U`` for a shard), else ``weight_memory_factor * param bytes``. The factor
+  covers what a framework holds per weight byte beyond the float32 weights themselves.
+* **Baseline memory**: ``kind.baseline_bytes`` once per device (runtime + worker process).
+* **Link time** for one message of ``n`` bytes: ``latency_s + n / bandwidth_Bps``; zero
+  between two pieces on the same device.
+
+This module imports neither TensorFlow nor Dask.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ProfileError
+
+SCHEMA = "mcdask.profile/1"
+#: the pseudo-device that sends frames and receives results
+CLIENT = "client"
+
+
+@dataclass(frozen=True)
+class LinkModel:
+    """Time of one message: ``latency_s + bytes / bandwidth_Bps``."""
+
+    latency_s: float
+    bandwidth_Bps: float
+
+    def __post_init__(self) -> None:
+        if not (self.latency_s >= 0 and self.bandwidth_Bps > 0):
+            raise ProfileError(f"link needs latency_s >= 0 and bandwidth_Bps > 0; got "
+                               f"latency_s={self.latency_s!r}, bandwidth_Bps={self.bandwidth_Bps!r}")
+
+    def time_s(self, nbytes: float) -> float:
+        return self.latency_s + nbytes / self.bandwidth_Bps
+
+    def to_dict(self) -> dict:
+        return {"latency_s": self.latency_s, "bandwidth_Bps": self.bandwidth_Bps}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LinkModel:
+        try:
+            return cls(float(d["latency_s"]), float(d["bandwidth_Bps"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ProfileError(f"malformed link {d!r}: expected latency_s and bandwidth_Bps ({e!r})") from e
+
+
+@dataclass(frozen=True)
+class Link:
+    """A per-pair override (undirected): the link between devices ``a`` and ``b``."""
+
+    a: str
+    b: str
+    model: LinkModel
+
+    def to_dict(self) -> dict:
+        return {"a": self.a, "b": self.b, **self.model.to_dict()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Link:
+        try:
+            return cls(str(d["a"]), str(d["b"]), LinkModel.from_dict(d))
+        except KeyError as e:
+            raise ProfileError(f"malformed link {d!r}: expected keys a, b, latency_s, bandwidth_Bps") from e
+
+
+@dataclass(frozen=True)
+class DeviceKind:
+    """What one kind of device can do. Times in seconds per frame, memory in bytes."""
+
+    kind: str
+    memory_bytes: int
+    baseline_bytes: int
+    layer_time_s: dict[str, dict[str, float]]
+    weight_memory_factor: float = 1.0
+    shard_time_s: dict[str, dict[str, dict[int, float]]] = field(default_factory=dict)
+    layer_memory_bytes: dict[str, dict[str, int]] = field(default_factory=dict)
+    dense_fixed_s: float | None = None
+    dense_s_per_weight_byte: float | None = None
+    resources: dict[str, float] = field(default_factory=dict)
+    #: where each number comes from, for people
+    sources: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.memory_bytes <= 0 or self.baseline_bytes < 0 or self.weight_memory_factor <= 0:
+            raise ProfileError(f"kind {self.kind!r}: need memory_bytes > 0, baseline_bytes >= 0 and "
+                               f"weight_memory_factor > 0; got {self.memory_bytes}, {self.baseline_bytes}, "
+                               f"{self.weight_memory_factor}")
+        if (self.dense_fixed_s is None) != (self.dense_s_per_weight_byte is None):
+            raise ProfileError(f"kind {self.kind!r}: give both dense_fixed_s and dense_s_per_weight_byte or neither")
+
+    # ---- queries --------------------------------------------------------------------------
+    def _whole(self, workload: str, layer) -> float:
+        try:
+            return self.layer_time_s[workload][layer.name]
+        except KeyError:
+            have = ", ".join(sorted(self.layer_time_s)) or "none"
+            raise ProfileError(f"kind {self.kind!r} has no time for {workload} layer {layer.name!r} "
+                               f"(workloads profiled: {have}); profile it or pick another kind") from None
+
+    def time_s(self, workload: str, layer, units: int | None = None) -> float:
+        """Seconds for one frame of ``layer`` (a ``workloads.Layer``) of ``workload``, or of a
+        dense shard of ``units`` output units (rules in the module docstring)."""
+        if units is None or units == layer.units:
+            return self._whole(workload, layer)
+        if layer.kind != "dense" or not 0 < units < layer.units:
+            raise ProfileError(f"{layer.name!r}: cannot time a shard of {units} units "
+                               f"(a {layer.kind} layer with {layer.units} units)")
+        measured = self.shard_time_s.get(workload, {}).get(layer.name, {})
+        if units in measured:
+            return measured[units]
+        if self.dense_fixed_s is not None:
+            return self.dense_fixed_s + self.dense_s_per_weight_byte * layer.shard_param_bytes(units)
+        return self._whole(workload, layer) * units / layer.units
+
+    def weight_memory_bytes(self, workload: str, layer, units: int | None = None) -> int:
+        """Bytes the weights of ``layer`` (or of a shard of ``units`` units) take on this kind."""
+        fraction = 1.0 if units is None else units / layer.units
+        given = self.layer_memory_bytes.get(workload, {}).get(layer.name)
+        if given is not None:
+            return round(given * fraction)
+        raw = layer.param_bytes if units is None else layer.shard_param_bytes(units)
+        return round(self.weight_memory_factor * raw)
+
+    def covers(self, workload) -> list[str]:
+        """Names of ``workload``'s layers this kind has no time for (empty: all covered)."""
+        times = self.layer_time_s.get(workload.name, {})
+        return [l.name for l in workload.layers if l.name not in times]
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {
+            "kind": self.kind, "memory_bytes": self.memory_bytes, "baseline_bytes": self.baseline_bytes,
+            "weight_memory_factor": self.weight_memory_factor,
+        }
+        if self.dense_fixed_s is not None:
+            d["dense_fixed_s"] = self.dense_fixed_s
+            d["dense_s_per_weight_byte"] = self.dense_s_per_weight_byte
+        d["layer_time_s"] = {w: dict(t) for w, t in self.layer_time_s.items()}
+        if self.shard_time_s:
+            d["shard_time_s"] = {w: {l: {str(u): s for u, s in sorted(m.items())} for l, m in t.items()}
+                                 for w, t in self.shard_time_s.items()}
+        if self.layer_memory_bytes:
+            d["layer_memory_bytes"] = {w: dict(t) for w, t in self.layer_memory_bytes.items()}
+        if self.resources:
+            d["resources"] = dict(self.resources)
+        if self.sources:
+            d["sources"] = dict(self.sources)
+        if self.note:
+            d["note"] = self.note
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> DeviceKind:
+        try:
+            return cls(
+                kind=str(d["kind"]), memory_bytes=int(d["memory_bytes"]), baseline_bytes=int(d["baseline_bytes"]),
+                layer_time_s={w: {l: float(s) for l, s in t.items()} for w, t in d["layer_time_s"].items()},
+                weight_memory_factor=float(d.get("weight_memory_factor", 1.0)),
+                shard_time_s={w: {l: {int(u): float(s) for u, s in m.items()} for l, m in t.items()}
+                              for w, t in d.get("shard_time_s", {}).items()},
+                layer_memory_bytes={w: {l: int(b) for l, b in t.items()}
+                                    for w, t in d.get("layer_memory_bytes", {}).items()},
+                dense_fixed_s=None if d.get("dense_fixed_s") is None else float(d["dense_fixed_s"]),
+                dense_s_per_weight_byte=(None if d.get("dense_s_per_weight_byte") is None
+                                         else float(d["dense_s_per_weight_byte"])),
+                resources=dict(d.get("resources", {})), sources=dict(d.get("sources", {})),
+                note=str(d.get("note", "")))
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: {e!r}; expected keys kind, "
+                               f"memory_bytes, baseline_bytes, layer_time_s") from e
+
+
+@dataclass(frozen=True)
+class Device:
+    name: str
+    kind: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Devices, their kinds and the links between them (plus the client)."""
+
+    kinds: dict[str, DeviceKind]
+    devices: tuple[Device, ...]
+    default_link: LinkModel
+    links: tuple[Link, ...] = ()
+    name: str = ""
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ProfileError(f"device names repeat: {names}")
+        if CLIENT in names:
+            raise ProfileError(f"{CLIENT!r} is reserved for the frame source; rename that device")
+        unknown = sorted({d.kind for d in self.devices} - set(self.kinds))
+        if unknown:
+            raise ProfileError(f"devices use kinds {unknown} that the profile does not define "
+                               f"(defined: {sorted(self.kinds)})")
+        for k, v in self.kinds.items():
+            if k != v.kind:
+                raise ProfileError(f"kind listed as {k!r} calls itself {v.kind!r}")
+        known = set(names) | {CLIENT}
+        for l in self.links:
+            if l.a not in known or l.b not in known or l.a == l.b:
+                raise ProfileError(f"link {l.a!r}-{l.b!r}: endpoints must be two different devices of the "
+                                   f"profile or {CLIENT!r}")
+        object.__setattr__(self, "_by_name", {d.name: self.kinds[d.kind] for d in self.devices})
+        object.__setattr__(self, "_links", {frozenset((l.a, l.b)): l.model for l in self.links})
+
+    @property
+    def device_names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    def kind_of(self, device: str) -> DeviceKind:
+        try:
+            return self._by_name[device]
+        except KeyError:
+            raise ProfileError(f"device {device!r} is not in profile {self.name!r} "
+                               f"(devices: {', '.join(self.device_names)})") from None
+
+    def link(self, a: str, b: str) -> LinkModel:
+        return self._links.get(frozenset((a, b)), self.default_link)
+
+    def transfer_s(self, a: str, b: str, nbytes: float) -> float:
+        """Seconds to move one message of ``nbytes`` from ``a`` to ``b`` (0 on one device)."""
+        return 0.0 if a == b else self.link(a, b).time_s(nbytes)
+
+    def subset(self, names: Iterable[str]) -> Profile:
+        """The same profile restricted to ``names`` (in that order)."""
+        names = list(names)
+        for n in names:
+            self.kind_of(n)
+        keep = set(names)
+        devs = tuple(Device(n, self._by_name[n].kind) for n in names)
+        kinds = {k: v for k, v in self.kinds.items() if any(d.kind == k for d in devs)}
+        links = tuple(l for l in self.links if {l.a, l.b} <= keep | {CLIENT})
+        return Profile(kinds, devs, self.default_link, links, self.name, self.note)
+
+    # ---- serialisation ---------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {"schema": SCHEMA, "name": self.name}
+        if self.note:
+            d["note"] = self.note
+        d["default_link"] = self.default_link.to_dict()
+        d["links"] = [l.to_dict() for l in self.links]
+        d["devices"] = [x.to_dict() for x in self.devices]
+        d["kinds"] = {k: v.to_dict() for k, v in sorted(self.kinds.items())}
+        return d
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Profile:
+        if d.get("schema") != SCHEMA:
+            raise ProfileError(f"not a profile of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
+        try:
+            kinds = {k: DeviceKind.from_dict(v) for k, v in d["kinds"].items()}
+            devices = tuple(Device(str(x["name"]), str(x["kind"])) for x in d["devices"])
+            return cls(kinds, devices, LinkModel.from_dict(d["default_link"]),
+                       tuple(Link.from_dict(l) for l in d.get("links", [])), str(d.get("name", "")),
+                       str(d.get("note", "")))
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ProfileError(f"malformed profile: {e!r}; expected keys schema, default_link, devices, kinds") from e
+
+    @classmethod
+    def load(cls, path: str | Path) -> Profile:
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as e:
+            raise ProfileError(f"{path}: not JSON ({e})") from e
+        except OSError as e:
+            raise ProfileError(f"cannot read profile {path}: {e}") from e
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(self.to_json() + "\n")
+
+
+def device_names(kind: str, n: int, prefix: str | None = None) -> tuple[str, ...]:
+    """Default names ``<prefix>-00 .. <prefix>-<n-1>`` (prefix defaults to the kind)."""
+    return tuple(f"{prefix or kind}-{i:02d}" for i in range(n))
+
+
+def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable[str] | None = None,
+                link: LinkModel | None = None, baseline_bytes: int | None = None,
+                memory_bytes: int | None = None) -> Profile:
+    """A profile of ``n`` identical devices of ``kind`` (a DeviceKind or a built-in kind name).
+
+    ``names`` overrides the device names (then ``n`` may be omitted). ``link`` defaults to the
+    built-in kind's link model. ``baseline_bytes`` / ``memory_bytes`` override the kind's.
+    """
+    from . import devices as builtin
+
+    if isinstance(kind, str):
+        spec = builtin.get(kind)
+        link = link or builtin.link_for(kind)
+    else:
+        spec = kind
+        if link is None:
+            raise ProfileError(f"homogeneous({kind.kind!r}): give link= for a kind that is not built in")
+    overrides = {k: v for k, v in (("baseline_bytes", baseline_bytes), ("memory_bytes", memory_bytes))
+                 if v is not None}
+    if overrides:
+        spec = replace(spec, **overrides)
+    names = tuple(names) if names is not None else None
+    if names is None:
+        if n is None or n < 1:
+            raise ProfileError(f"homogeneous({spec.kind!r}): need n >= 1 devices or names; got n={n!r}")
+        names = device_names(spec.kind, n)
+    elif n is not None and n != len(names):
+        raise ProfileError(f"homogeneous({spec.kind!r}): n={n} but {len(names)} names given")
+    return Profile({spec.kind: spec}, tuple(Device(x, spec.kind) for x in names), link,
+                   name=f"{len(names)} x {spec.kind}")

@@ -1,0 +1,81 @@
+"""The central correctness test: a split model answers exactly as the unsplit model.
+
+Random valid plans (1..6 stages, fc shards k = 2..4, replicas 1..3) run in-process through the
+same slices, merges and windows the workers use; tests/test_dask_runtime.py runs plans on real
+Dask workers.
+"""
+
+import numpy as np
+import pytest
+
+import workloads
+from mcdask import local
+from mcdask.local import reference_outputs, run_local
+from mcdask.plan import single_device
+
+from helpers import items_for, random_plan
+
+CASES = {"alexnet": (10, 4), "vgg16": (5, 2), "action": (8, 40)}   # plans, frames
+
+
+@pytest.fixture(autouse=True)
+def _free_slices():
+    yield
+    local._CACHE.clear()
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_random_plans_equal_unsplit_model(name):
+    w = workloads.get(name)
+    n_plans, frames = CASES[name]
+    items = items_for(w, frames)
+    ref = reference_outputs(name, items)
+    assert ref, "reference produced no classification"
+    rng = np.random.default_rng(sum(map(ord, name)))
+    splits = 0
+    for _ in range(n_plans):
+        plan = random_plan(w, rng).validate(w)
+        splits += sum(st.split for st in plan.stages)
+        records = run_local(plan, items)
+        ok = [r for r in records if r.status == "ok"]
+        assert [r.frame for r in ok] == sorted(ref), plan.to_json()
+        for r in ok:
+            scale = np.abs(ref[r.frame]).max()
+            diff = np.abs(r.output - ref[r.frame]).max()
+            assert diff <= 1e-5 * scale, f"frame {r.frame}: max diff {diff} > 1e-5 x {scale} for plan {plan.to_json()}"
+    assert splits > 0, "the random plans never split a dense layer"
+
+
+def test_outputs_depend_on_input():
+    """Guard against a degenerate model: different frames give different answers."""
+    w = workloads.get("alexnet")
+    ref = reference_outputs("alexnet", items_for(w, 3))
+    assert np.abs(ref[0] - ref[1]).max() > 1e-4
+
+
+def test_action_windows_and_warmup():
+    """Flow needs 10 frame pairs, the pyramid 25 temporal features: frame 34 is the first answer."""
+    w = workloads.get("action")
+    records = run_local(single_device(w), items_for(w, 37))
+    status = [r.status for r in records]
+    assert status[:34] == ["warmup"] * 34
+    assert status[34:] == ["ok"] * 3
+    assert all(r.output.shape == (1, 51) for r in records[34:])
+
+
+def test_pyramid_takes_the_max_over_ranges():
+    from mcdask.slices import Slice, SliceSpec
+
+    w = workloads.get("action")
+    i = w.index["pyramid"]
+    s = Slice(SliceSpec("action", i, i + 1))
+    rng = np.random.default_rng(3)
+    sp = rng.standard_normal((1, 15, 256)).astype(np.float32)
+    tp = rng.standard_normal((1, 25, 256)).astype(np.float32)
+    out = s({"spatial_fc": sp, "temporal_fc": tp})["pyramid"]
+    expect = []
+    for x, win in ((sp, 15), (tp, 25)):
+        for a, b in workloads.pyramid_ranges(win, 4):
+            expect.append(x[:, a:b].max(axis=1))
+    assert out.shape == (1, 7680)
+    np.testing.assert_array_equal(out, np.concatenate(expect, axis=-1))

@@ -1,0 +1,127 @@
+"""Profiles: JSON round trips, the shard-time and memory rules, the built-in kinds. No TensorFlow."""
+
+import json
+
+import pytest
+
+import workloads
+from mcdask import devices
+from mcdask.devices import pi3 as pi3_data
+from mcdask.errors import ProfileError
+from mcdask.profile import SCHEMA, Device, DeviceKind, Link, LinkModel, Profile, homogeneous
+
+VGG = workloads.get("vgg16")
+
+
+def kind(**kw) -> DeviceKind:
+    base = dict(kind="toy", memory_bytes=10**9, baseline_bytes=10**8,
+                layer_time_s={"vgg16": {l.name: 1.0 for l in VGG.layers}})
+    base.update(kw)
+    return DeviceKind(**base)
+
+
+def test_link_model_time_and_paper_fit():
+    link = devices.link_for("pi3")
+    # paper: t = 0.0002 s/kB * d + 0.002 s; 150.5 kB -> 0.0321 s
+    assert link.time_s(150_500) == pytest.approx(0.0002 * 150.5 + 0.002)
+    with pytest.raises(ProfileError, match="bandwidth_Bps > 0"):
+        LinkModel(0.001, 0)
+
+
+def test_kind_round_trip_builtin():
+    for name in devices.KINDS:
+        k = devices.get(name)
+        again = DeviceKind.from_dict(json.loads(json.dumps(k.to_dict())))
+        assert again == k
+
+
+def test_profile_round_trip_with_links(tmp_path):
+    k = kind(shard_time_s={"vgg16": {"fc1": {2048: 0.5}}}, layer_memory_bytes={"vgg16": {"fc2": 123}},
+             dense_fixed_s=0.01, dense_s_per_weight_byte=1e-9, resources={"cpu_cores": 4}, sources={"x": "y"})
+    prof = Profile({"toy": k}, (Device("a", "toy"), Device("b", "toy")), LinkModel(0.002, 5e6),
+                   (Link("a", "client", LinkModel(0.01, 1e6)),), name="two toys", note="hand-made")
+    path = tmp_path / "p.json"
+    prof.save(path)
+    again = Profile.load(path)
+    assert again == prof
+    assert again.to_dict() == prof.to_dict()
+    assert json.loads(path.read_text())["schema"] == SCHEMA
+    assert again.link("client", "a").latency_s == 0.01
+    assert again.link("a", "b") == LinkModel(0.002, 5e6)
+    assert again.transfer_s("a", "a", 10**9) == 0.0
+
+
+def test_profile_errors_say_what_was_received():
+    k = kind()
+    with pytest.raises(ProfileError, match="not a profile of schema"):
+        Profile.from_dict({"schema": "other/1"})
+    with pytest.raises(ProfileError, match=r"kinds \['nope'\]"):
+        Profile({"toy": k}, (Device("a", "nope"),), LinkModel(0, 1))
+    with pytest.raises(ProfileError, match="repeat"):
+        Profile({"toy": k}, (Device("a", "toy"), Device("a", "toy")), LinkModel(0, 1))
+    with pytest.raises(ProfileError, match="reserved"):
+        Profile({"toy": k}, (Device("client", "toy"),), LinkModel(0, 1))
+    with pytest.raises(ProfileError, match="unknown device kind 'pi9'"):
+        devices.get("pi9")
+    with pytest.raises(ProfileError, match="no time for alexnet layer 'conv1'"):
+        k.time_s("alexnet", workloads.get("alexnet").layers[0])
+
+
+def test_shard_time_rules_in_order():
+    fc1 = VGG.layer("fc1")
+    measured = kind(shard_time_s={"vgg16": {"fc1": {1024: 0.3}}}, dense_fixed_s=0.05, dense_s_per_weight_byte=1e-9)
+    assert measured.time_s("vgg16", fc1, 1024) == 0.3                        # 1. measured
+    assert measured.time_s("vgg16", fc1, 2048) == pytest.approx(0.05 + 1e-9 * fc1.shard_param_bytes(2048))  # 2.
+    assert measured.time_s("vgg16", fc1) == 1.0                               # whole layer
+    assert measured.time_s("vgg16", fc1, 4096) == 1.0
+    linear = kind()
+    assert linear.time_s("vgg16", fc1, 1024) == pytest.approx(0.25)           # 3. linear in units
+    with pytest.raises(ProfileError, match="a conv layer"):
+        linear.time_s("vgg16", VGG.layers[0], 3)
+
+
+def test_weight_memory_factor_and_override():
+    fc1 = VGG.layer("fc1")
+    k = kind(weight_memory_factor=2.0, layer_memory_bytes={"vgg16": {"fc2": 1000}})
+    assert k.weight_memory_bytes("vgg16", fc1) == 2 * fc1.param_bytes
+    assert k.weight_memory_bytes("vgg16", fc1, 2048) == 2 * fc1.shard_param_bytes(2048)
+    assert k.weight_memory_bytes("vgg16", VGG.layer("fc2"), 1024) == 250
+
+
+def test_homogeneous_names_and_overrides():
+    prof = homogeneous("pi3", 3)
+    assert prof.device_names == ("pi3-00", "pi3-01", "pi3-02")
+    assert prof.default_link == devices.link_for("pi3")
+    named = homogeneous("pi3", names=["x", "y"], baseline_bytes=pi3_data.MEASURED_HERE_BASELINE_BYTES)
+    assert named.kind_of("y").baseline_bytes == pi3_data.MEASURED_HERE_BASELINE_BYTES
+    assert devices.get("pi3").baseline_bytes == pi3_data.BASELINE_BYTES   # the built-in is untouched
+    with pytest.raises(ProfileError, match="n=3 but 2 names"):
+        homogeneous("pi3", 3, names=["x", "y"])
+    with pytest.raises(ProfileError, match="not in profile"):
+        prof.kind_of("pi3-07")
+
+
+def test_pi3_uses_published_numbers():
+    k = devices.get("pi3")
+    assert k.layer_time_s["vgg16"] == pi3_data.VGG16_PI_S
+    alex = k.layer_time_s["alexnet"]
+    assert sum(alex.values()) == pytest.approx((0.532 + 0.526 + 0.519) / 3)
+    # AlexNet fc2/fc3 have VGG16 dense2/dense3 shapes: the dense model reproduces their times
+    assert alex["fc2"] == pytest.approx(0.114) and alex["fc3"] == pytest.approx(0.063)
+    act = k.layer_time_s["action"]
+    assert sum(act[l.name] for l in workloads.get("action").layers[:5]) == pytest.approx(0.192)
+    assert sum(act[l.name] for l in workloads.get("action").layers[5:10]) == pytest.approx(0.199)
+    assert act["pyramid"] == 0.0052
+    assert k.memory_bytes == 10**9
+    # the memory model puts VGG16's whole fc1 over 1 GB and half of it under
+    fc1 = VGG.layer("fc1")
+    assert k.baseline_bytes + k.weight_memory_bytes("vgg16", fc1) > k.memory_bytes
+    assert k.baseline_bytes + k.weight_memory_bytes("vgg16", fc1, 2048) < k.memory_bytes
+
+
+def test_tx2_spreads_published_whole_model_times():
+    k = devices.get("tx2-cpu")
+    assert sum(k.layer_time_s["vgg16"].values()) == pytest.approx((1.928 + 1.926 + 1.928) / 3)
+    assert sum(k.layer_time_s["alexnet"].values()) == pytest.approx((0.2007 + 0.2010 + 0.2015) / 3)
+    for w in workloads.NAMES:
+        assert k.covers(workloads.get(w)) == []
