@@ -55,9 +55,9 @@ def check_against_reference(workload, items, records, weights) -> dict:
             "missing_in_reference": missing}
 
 
-def stream_through(client, plan: Plan, items: list, weights, depth: int | None, out_path: str | None,
-                   progress: bool):
-    """Deploy ``plan``, stream ``items``, return (records, summary)."""
+def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,
+                   progress: bool, total: int | None = None):
+    """Deploy ``plan``, stream ``items`` (any iterable, read as it goes), return (records, summary)."""
     from rich.progress import Progress
 
     from .runtime import DaskRunner, deploy
@@ -71,7 +71,7 @@ def stream_through(client, plan: Plan, items: list, weights, depth: int | None, 
     records = []
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
     with out as f, Progress(transient=True, disable=not progress, console=None) as bar:
-        task = bar.add_task("frames", total=len(items))
+        task = bar.add_task("frames", total=total if total is not None else getattr(items, "__len__", lambda: None)())
         t0 = time.perf_counter()
         for rec in stream.run(items):
             records.append(rec)
@@ -144,6 +144,12 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         sys.exit(1)
 
 
+def _keeping(feed, into: list):
+    for item in feed:
+        into.append(item)
+        yield item
+
+
 @click.command()
 @click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--workload", type=click.Choice(workloads.NAMES), required=True)
@@ -181,8 +187,11 @@ def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth
                 plan = Plan.load(plan_opt).validate(w)
             else:
                 plan = default_plan(w, len(names))
-            items = list(Feeder(w).items(open_source(source, w, seed), frames))
-            records, summary = stream_through(client, plan, items, wsrc, depth, out, not as_json)
+            items: list = []
+            feed = Feeder(w).items(open_source(source, w, seed), frames)
+            if check:  # keep the frames to run the unsplit model on them afterwards
+                feed = _keeping(feed, items)
+            records, summary = stream_through(client, plan, feed, wsrc, depth, out, not as_json, frames)
         if check:
             summary.update(check_against_reference(w, items, records, wsrc))
     except McdaskError as e:

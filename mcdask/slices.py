@@ -17,7 +17,7 @@ import numpy as np
 
 import workloads
 
-from .weights import WeightsSource, layer_weights
+from .weights import WeightsSource, keras_names, layer_weights
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -141,9 +141,10 @@ def build_model(workload, start: int = 0, end: int | None = None, units: tuple[i
     outputs = [tensors[n] for n in workload.stage_outputs(start, end)]
     model = keras.Model(inputs, outputs, name=f"{workload.name}_{start}_{end}")
     if set_weights:
+        kn = keras_names(workload)
         for kl, layer, u in built:
             if layer.weight_shapes:
-                kl.set_weights(layer_weights(layer, weights, u))
+                kl.set_weights(layer_weights(layer, weights, u, kn[layer.name]))
     return model
 
 

@@ -6,9 +6,12 @@ drawn from NumPy's PCG64 generator seeded by (seed, layer name, column block), i
 draws only the blocks it overlaps, so building a slice costs memory in proportion to the
 slice, never to the whole model.
 
-A weights file (``.weights.h5`` or ``.keras``, as Keras 3 saves a model built by
-``mcdask.slices.build_model``) is read with h5py, one layer's arrays at a time, and a shard
-reads only its columns.
+A weights file (``.weights.h5`` or ``.keras``) is read with h5py, one layer's arrays at a
+time, and a shard reads only its columns. Two layouts are understood: Keras 3's own (what
+``model.save_weights`` / ``model.save`` write for the whole model built by
+``mcdask.slices.build_model``: layers keyed by class name and order, ``layers/dense_1/vars/0``)
+and one keyed by mcdask's layer names (``layers/fc2/vars/0``, written by ``save_by_name``),
+which also serves workloads no single Keras model can hold (the windowed action model).
 """
 
 from __future__ import annotations
@@ -56,8 +59,37 @@ class WeightsSource:
         return self
 
 
-def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = None) -> list[np.ndarray]:
-    """[kernel, bias] of ``layer`` (float32), restricted to output units ``[a, b)`` if given."""
+_KERAS_CLASS = {"conv": "conv2d", "pool": "max_pooling2d", "flatten": "flatten", "dense": "dense",
+                "pyramid": "temporal_pyramid"}
+
+
+def keras_names(workload) -> dict[str, str]:
+    """Layer name -> the name Keras 3 saves it under in a whole-model weights file."""
+    seen: dict[str, int] = {}
+    out = {}
+    for layer in workload.layers:
+        cls = _KERAS_CLASS[layer.kind]
+        k = seen.get(cls, -1) + 1
+        seen[cls] = k
+        out[layer.name] = cls if k == 0 else f"{cls}_{k}"
+    return out
+
+
+def save_by_name(path: str | Path, weights: dict[str, list[np.ndarray]]) -> None:
+    """Write ``{layer name: [kernel, bias]}`` as a weights file mcdask reads by layer name
+    (for instance from a trained Keras model: ``{l.name: l.get_weights() for l in model.layers}``)."""
+    import h5py
+
+    with h5py.File(path, "w") as f:
+        for name, arrays in weights.items():
+            for i, a in enumerate(arrays):
+                f.create_dataset(f"layers/{name}/vars/{i}", data=np.asarray(a, np.float32))
+
+
+def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = None,
+                  keras_name: str | None = None) -> list[np.ndarray]:
+    """[kernel, bias] of ``layer`` (float32), restricted to output units ``[a, b)`` if given.
+    ``keras_name`` is where a Keras whole-model file keeps it (see ``keras_names``)."""
     if not layer.weight_shapes:
         return []
     kshape, _ = layer.weight_shapes
@@ -68,7 +100,7 @@ def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = 
     if source.path is None:
         return _seeded(layer, source.seed, a, b)
     with _open_h5(source.path) as f:
-        return _from_file(f, layer, a, b, source.path)
+        return _from_file(f, layer, a, b, source.path, keras_name)
 
 
 def _seeded(layer, seed: int, a: int, b: int) -> list[np.ndarray]:
@@ -116,25 +148,18 @@ def _open_h5(path: str):
         yield f
 
 
-def _find_vars(f, name: str, path: str):
-    for base in (f"layers/{name}/vars", f"_layer_checkpoint_dependencies/{name}/vars"):
-        if base in f:
+def _find_vars(f, name: str, keras_name: str | None, path: str):
+    for base in (f"layers/{name}/vars", f"layers/{keras_name}/vars" if keras_name else None):
+        if base and base in f:
             return f[base]
-    found = []
-
-    def visit(p, obj):
-        if p.endswith(f"/{name}/vars") or p == f"{name}/vars":
-            found.append(obj)
-
-    f.visititems(visit)
-    if not found:
-        raise WeightsError(f"{path}: no weights for layer {name!r}; the file must come from a model "
-                           f"with mcdask's layer names (mcdask.slices.build_model)")
-    return found[0]
+    raise WeightsError(f"{path}: no weights for layer {name!r}"
+                       + (f" (nor Keras's {keras_name!r})" if keras_name else "")
+                       + "; save the whole model built by mcdask.slices.build_model, or write the file "
+                         "with mcdask.weights.save_by_name")
 
 
-def _from_file(f, layer, a: int, b: int, path: str) -> list[np.ndarray]:
-    vars_ = _find_vars(f, layer.name, path)
+def _from_file(f, layer, a: int, b: int, path: str, keras_name: str | None = None) -> list[np.ndarray]:
+    vars_ = _find_vars(f, layer.name, keras_name, path)
     out = []
     for i, shape in enumerate(layer.weight_shapes):
         ds = vars_.get(str(i))
