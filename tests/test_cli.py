@@ -1,0 +1,60 @@
+"""The `mcdask` command as a user runs it: machine-readable output is part of the contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import workloads
+from mcdask.errors import SourceError
+from mcdask.sources import Feeder, open_source
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.slow
+def test_demo_json_last_line():
+    r = subprocess.run([str(BIN / "mcdask"), "demo", "--devices", "3", "--frames", "10", "--json"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    for key in ("workload", "devices", "frames", "ips", "latency_p50_s", "latency_p99_s", "max_abs_diff", "plan"):
+        assert key in summary, key
+    assert summary["workload"] == "alexnet" and summary["devices"] == 3 and summary["frames"] == 10
+    assert summary["equal"] is True and summary["max_abs_diff"] <= 1e-5 * summary["output_scale"]
+    assert summary["latency_p50_s"] <= summary["latency_p99_s"]
+
+
+def test_help_lists_commands_without_importing_tensorflow():
+    code = ("import sys; from click.testing import CliRunner; from mcdask.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); print(r.output); "
+            "print('TF' if 'tensorflow' in sys.modules else 'light')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    for cmd in ("demo", "run", "plan", "profile", "farm", "bench"):
+        assert cmd in r.stdout
+    assert r.stdout.strip().endswith("light")
+
+
+def test_unusable_sources_say_what_is_wrong(tmp_path):
+    w = workloads.get("alexnet")
+    with pytest.raises(SourceError, match="camera source must be camera:INDEX, got 'camera:x'"):
+        open_source("camera:x", w)
+    with pytest.raises(SourceError, match="cannot open camera 97"):
+        next(open_source("camera:97", w))
+    (tmp_path / "one.png").write_bytes(b"not a png")
+    with pytest.raises(SourceError, match="is one image; pass the folder"):
+        open_source(str(tmp_path / "one.png"), w)
+    with pytest.raises(SourceError, match="cannot decode image"):
+        next(open_source(str(tmp_path), w))
+    bad_video = tmp_path / "clip.mp4"
+    bad_video.write_bytes(b"\x00" * 100)
+    with pytest.raises(SourceError, match="cannot open video"):
+        next(open_source(str(bad_video), w))
+
+
+def test_feeder_reports_non_rgb_frames():
+    w = workloads.get("alexnet")
+    item = Feeder(w).item(3, [[1, 2], [3, 4]])
+    assert item.error and "frame 3: expected an RGB uint8 image" in item.error
