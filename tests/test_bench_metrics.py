@@ -47,3 +47,29 @@ def test_reference_rows_name_their_source():
             if None not in parts:  # bar readings are good to about 2 % of the axis
                 assert r["static_j"] + r["dynamic_j"] == pytest.approx(r["total_j"], rel=0.02)
     assert paper.tx2_gpu_ips("alexnet") == 7.14
+
+
+def test_report_writes_table_plots_and_json(tmp_path):
+    import json
+
+    from bench import report
+    from bench.cli import parse_devices
+
+    assert parse_devices("1-3,6,2") == (1, 2, 3, 6)
+    row = {"workload": "alexnet", "devices": 2, "strategy": "optimal", "feasible": True, "ips": 8.0,
+           "ips_pi_speed": 2.0, "predicted_ips": 2.5, "measured_over_predicted": 0.8, "latency_p50_s": 0.2,
+           "latency_p99_s": 0.3, "compute_bound_ips": 4.0, "link_bound_ips": float("inf"), "efficiency": 0.5,
+           "utilisation_mean": 0.5, "runtime_share_of_frame_time": 0.01,
+           "energy": metrics.energy_per_inference({"a": 0.5, "b": 0.5}, 2.0)}
+    result = {"settings": {"workloads": ["alexnet"], "devices": [2], "strategies": ["optimal"], "time_scale": 4.0,
+                           "profile": "pi3"},
+              "farm": {"mode": "netns", "cpu_capped": True, "network_shaped": True}, "machine": {"cores": 2},
+              "wall_s": 10.0, "rows": [row, {"workload": "alexnet", "devices": 1, "strategy": "optimal",
+                                            "feasible": False, "reason": "fc1 needs 2 GB"}],
+              "reference": {}}
+    files = report.write(result, tmp_path, "t")
+    md = (tmp_path / "t.md").read_text()
+    assert "| 2 | optimal | 2.00 | 2.50 | 0.80 | 0.80 | 1.20 |" in md    # latencies x time scale
+    assert "infeasible: fc1 needs 2 GB" in md and "Jetson TX2 (GPU) | 1 | 7.14" in md
+    assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["ips"] == 8.0
+    assert (tmp_path / "alexnet.png").stat().st_size > 10_000

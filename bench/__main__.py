@@ -1,0 +1,5 @@
+"""``python -m bench`` runs ``mcdask bench``."""
+
+from .cli import bench
+
+bench()

@@ -1,0 +1,61 @@
+"""``mcdask bench`` (also ``python -m bench``): the farm beside the Pi farm and the Jetson TX2."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import click
+
+import workloads
+
+
+def parse_devices(text: str) -> tuple[int, ...]:
+    """``"1-4,6,8"`` -> (1, 2, 3, 4, 6, 8)."""
+    out: set[int] = set()
+    for part in text.split(","):
+        m = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", part)
+        if not m:
+            raise click.BadParameter(f"{part!r}: expected N or A-B, comma separated (e.g. 1-6,8)")
+        a, b = int(m[1]), int(m[2] or m[1])
+        if a < 1 or b < a:
+            raise click.BadParameter(f"{part!r}: need 1 <= A <= B")
+        out.update(range(a, b + 1))
+    return tuple(sorted(out))
+
+
+@click.command()
+@click.option("--workload", "names", type=click.Choice(workloads.NAMES), multiple=True,
+              help="repeat for several [default: all three]")
+@click.option("--devices", default=None, help="device counts, e.g. 1-6 or 2,4,6 [default: 1-6; quick: 1,2,4,6]")
+@click.option("--quick", is_flag=True, help="fewer device counts and frames, time scale 4: under 10 minutes")
+@click.option("--time-scale", type=float, default=None,
+              help="devices K times faster with K times the bandwidth [default: 1; quick: 4]")
+@click.option("--strategy", "strategies", type=click.Choice(["optimal", "paper"]), multiple=True,
+              help="planner strategies to compare [default: optimal]")
+@click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
+@click.option("--out", "name", default="bench", show_default=True, help="result file stem under bench/results/")
+@click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
+def bench(names, devices, quick, time_scale, strategies, scheduler, name, as_json):
+    """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
+    and the published Pi-farm and Jetson TX2 figures."""
+    from . import report
+    from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run
+
+    settings = Settings(
+        workloads=tuple(names) or (("alexnet",) if quick else workloads.NAMES),
+        devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 7))),
+        strategies=tuple(strategies) or ("optimal",),
+        time_scale=time_scale or (4.0 if quick else 1.0),
+        frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
+    )
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    result = run(settings, scheduler=scheduler, log=log)
+    files = report.write(result, name=name)
+    log(report.markdown(result))
+    log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
+    if as_json:
+        rows = [{k: r.get(k) for k in ("workload", "devices", "ips", "ips_pi_speed", "latency_p50_s",
+                                        "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")}
+                for r in result["rows"]]
+        click.echo(json.dumps({"rows": rows, "files": files, "settings": result["settings"]}))

@@ -1,0 +1,124 @@
+"""Measured vs predicted throughput on local clusters; prints one JSON object (last stdout line).
+
+    python bench/local_prediction.py [--workload alexnet ...] [--devices 2 4] [--repeats 5]
+
+For each workload and worker count: start a ``LocalCluster`` of one-thread workers (TensorFlow
+intra-op threads 1), profile it with ``mcdask.profiling.profile_cluster`` (no cache), plan
+with the optimal strategy, deploy, stream synthetic frames and compare:
+
+* ``predicted_ips``: the cost model's IPS for the plan on the measured profile;
+* ``measured_ips``: steady-state frames per second, from the times the ordered results come
+  out, between the first classified frame past 20 % of the stream and the last one (pipeline
+  fill and drain excluded); ``overall_ips`` is classified frames / whole stream wall time;
+* ``ratio`` = measured / predicted; the target is within 15 % (0.85 .. 1.15).
+
+Every output is also checked against the unsplit model (``max_abs_diff``). Not a test: the
+machine has 2 cores shared by the workers, the scheduler, this client and whatever else runs,
+so the numbers are noisy; each profile time is a median, the stream is one run.
+Results are also written to ``bench/results/local_prediction.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import dask
+
+import workloads
+from mcdask.commands import check_against_reference
+from mcdask.profiling import profile_cluster
+from mcdask.planner import plan as make_plan
+from mcdask.runtime import DaskRunner, deploy
+from mcdask.sources import Feeder, open_source
+from mcdask.stream import Stream
+from mcdask.weights import WeightsSource
+
+FRAMES = {"alexnet": 100, "vgg16": 30, "action": 120}
+RESULTS = Path(__file__).with_name("results") / "local_prediction.json"
+
+
+def _say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def steady_ips(times: list[float], skip_fraction: float = 0.2) -> float | None:
+    """Frames per second between the result at ``skip_fraction`` of the stream and the last."""
+    if len(times) < 5:
+        return None
+    k = int(len(times) * skip_fraction)
+    span = times[-1] - times[k]
+    return (len(times) - 1 - k) / span if span > 0 else None
+
+
+def one(workload: str, n: int, repeats: int, frames: int) -> dict:
+    from distributed import Client, LocalCluster
+
+    w = workloads.get(workload)
+    items = list(Feeder(w).items(open_source("synthetic", w, 0), frames))
+    weights = WeightsSource()
+    with dask.config.set({"mcdask.worker.intra-op-threads": 1,
+                          "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster, \
+            Client(cluster) as client:
+        t0 = time.perf_counter()
+        prof = profile_cluster(client, [workload], repeats=repeats)
+        profile_s = time.perf_counter() - t0
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        prof.save(RESULTS.parent / f"profile-{workload}-{n}w.json")
+        plan = make_plan(w, prof, n, "optimal")
+        _say(f"{workload} on {n} workers: profiled in {profile_s:.0f} s; plan: " + "; ".join(plan.describe(w)))
+        dep = deploy(client, plan, weights)
+        stream = Stream(DaskRunner(client, dep), plan, w)
+        records, out_times = [], []
+        t0 = time.perf_counter()
+        for rec in stream.run(items):
+            records.append(rec)
+            if rec.status == "ok":
+                out_times.append(time.perf_counter())
+        wall = time.perf_counter() - t0
+    check = check_against_reference(w, items, records, weights)
+    ok = sum(r.status == "ok" for r in records)
+    measured = steady_ips(out_times)
+    predicted = plan.predicted["ips"]
+    row = {"workload": workload, "devices": n, "frames": frames, "classified": ok,
+           "predicted_ips": round(predicted, 2), "measured_ips": None if measured is None else round(measured, 2),
+           "overall_ips": round(ok / wall, 2), "ratio": None if measured is None else round(measured / predicted, 3),
+           "within_15pct": None if measured is None else abs(measured / predicted - 1) <= 0.15,
+           "bottleneck": plan.predicted["bottleneck"], "predicted_latency_s": plan.predicted["latency_s"],
+           "plan": plan.describe(w), "profile_s": round(profile_s, 1), "equal": check["equal"],
+           "max_abs_diff": check["max_abs_diff"],
+           "task_overhead_s": {d: round(k.task_overhead_s, 5) for d, k in prof.kinds.items()},
+           "whole_model_s": {d: round(sum(k.layer_time_s[workload].values()), 4) for d, k in prof.kinds.items()}}
+    _say(f"  predicted {row['predicted_ips']} IPS, measured {row['measured_ips']} (overall {row['overall_ips']}): "
+         f"ratio {row['ratio']}; outputs {'EQUAL' if row['equal'] else 'DIFFERENT'}")
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", nargs="*", default=list(workloads.NAMES), choices=workloads.NAMES)
+    ap.add_argument("--devices", nargs="*", type=int, default=[2, 4])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--frames", type=int, default=None, help="frames per stream [default: per workload]")
+    args = ap.parse_args()
+    rows = []
+    for name in args.workload:
+        for n in args.devices:
+            rows.append(one(name, n, args.repeats, args.frames or FRAMES[name]))
+    result = {"bench": "local_prediction", "target": "measured within 15% of predicted", "rows": rows,
+              "all_within_15pct": all(r["within_15pct"] for r in rows)}
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    _say(f"{'workload':8} {'n':>2} {'predicted':>9} {'measured':>9} {'ratio':>6}  bottleneck")
+    for r in rows:
+        _say(f"{r['workload']:8} {r['devices']:>2} {r['predicted_ips']:>9} {r['measured_ips']!s:>9} "
+             f"{r['ratio']!s:>6}  {r['bottleneck']}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

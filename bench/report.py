@@ -1,0 +1,104 @@
+"""Write a bench result as JSON, a Markdown table and PNG plots under ``bench/results/``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from . import paper
+
+RESULTS = Path(__file__).with_name("results")
+
+
+def _f(x, nd=2) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float) and x == float("inf"):
+        return "inf"
+    return f"{x:.{nd}f}"
+
+
+def markdown(result: dict) -> str:
+    s = result["settings"]
+    farm = result.get("farm") or {}
+    lines = [f"# mcdask bench: emulated pi3 farm (time scale {s['time_scale']})", ""]
+    lines.append(f"Farm mode: {farm.get('mode')}; CPU capped: {farm.get('cpu_capped')}; network shaped: "
+                 f"{farm.get('network_shaped')}. Machine: {result['machine']['cores']} cores. "
+                 f"IPS at Pi speed = measured IPS / time scale. Wall time {result['wall_s']:.0f} s.")
+    if farm.get("not_capped_reason"):
+        lines.append(f"**Not capped:** {farm['not_capped_reason']}")
+    lines.append("")
+    for workload in s["workloads"]:
+        rows = [r for r in result["rows"] if r["workload"] == workload]
+        lines += [f"## {workload}", "",
+                  "| devices | strategy | IPS (Pi speed) | predicted | meas/pred | latency p50 s | p99 s | "
+                  "compute bound | link bound | efficiency | util | J/inf (static+dyn) | runtime share |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if not r.get("feasible", True):
+                lines.append(f"| {r['devices']} | {r['strategy']} | infeasible: {r['reason']} |" + " |" * 10)
+                continue
+            e = r.get("energy") or {}
+            lines.append(
+                f"| {r['devices']} | {r['strategy']} | {_f(r['ips_pi_speed'])} | {_f(r['predicted_ips'])} | "
+                f"{_f(r['measured_over_predicted'])} | {_f(r['latency_p50_s'] * s['time_scale'])} | "
+                f"{_f(r['latency_p99_s'] * s['time_scale'])} | {_f(r['compute_bound_ips'])} | "
+                f"{_f(r['link_bound_ips'])} | {_f(r['efficiency'])} | {_f(r['utilisation_mean'])} | "
+                f"{_f(e.get('total_j'))} ({_f(e.get('static_j'))}+{_f(e.get('dynamic_j'))}) | "
+                f"{_f(100 * r['runtime_share_of_frame_time'], 1) if r.get('runtime_share_of_frame_time') is not None else '-'} % |")
+        lines += ["", "Published reference rows:", "", "| system | devices (ours) | IPS | J/inf | source |",
+                  "|---|---|---|---|---|"]
+        for ref in paper.REFERENCE[workload]:
+            lines.append(f"| {ref['system']} | {ref['devices']} | {ref['ips']} | {_f(ref.get('total_j'))} | "
+                         f"{ref['source']} |")
+        lines.append("")
+    lines.append("Latencies are scaled back to Pi speed (x time scale).")
+    return "\n".join(lines) + "\n"
+
+
+def plots(result: dict, outdir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = []
+    for workload in result["settings"]["workloads"]:
+        rows = [r for r in result["rows"] if r["workload"] == workload and r.get("feasible", True)]
+        if not rows:
+            continue
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+        for strategy in sorted({r["strategy"] for r in rows}):
+            rs = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["devices"])
+            n = [r["devices"] for r in rs]
+            ax1.plot(n, [r["ips_pi_speed"] for r in rs], "o-", label=f"measured ({strategy})")
+            ax1.plot(n, [r["predicted_ips"] for r in rs], "x--", label=f"predicted ({strategy})")
+            ax2.plot(n, [(r.get("energy") or {}).get("total_j") for r in rs], "o-", label=f"farm ({strategy})")
+        farm_ref = [r for r in paper.REFERENCE[workload] if "farm" in r["system"]]
+        if farm_ref:
+            ax1.plot([r["devices"] for r in farm_ref], [r["ips"] for r in farm_ref], "s", color="gray",
+                     label="paper's Pi farm")
+        for ref, style in (("Jetson TX2 (GPU)", "-"), ("Jetson TX2 (CPU)", ":")):
+            r = next(x for x in paper.REFERENCE[workload] if x["system"] == ref)
+            ax1.axhline(r["ips"], color="k", linestyle=style, linewidth=1, label=ref)
+            if r.get("total_j"):
+                ax2.axhline(r["total_j"], color="k", linestyle=style, linewidth=1, label=ref)
+        ax1.set(xlabel="devices", ylabel="inferences per second (Pi speed)", title=f"{workload}: IPS")
+        ax2.set(xlabel="devices", ylabel="J per inference", title=f"{workload}: energy (pi3 power model)")
+        ax1.legend(fontsize=7)
+        ax2.legend(fontsize=7)
+        fig.tight_layout()
+        path = outdir / f"{workload}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        out.append(path)
+    return out
+
+
+def write(result: dict, outdir: Path = RESULTS, name: str = "bench") -> dict:
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
+    (outdir / f"{name}.md").write_text(markdown(result))
+    pngs = plots(result, outdir)
+    return {"json": str(outdir / f"{name}.json"), "markdown": str(outdir / f"{name}.md"),
+            "plots": [str(p) for p in pngs]}

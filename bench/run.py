@@ -1,0 +1,167 @@
+"""Measure the workloads on an emulated pi3 farm, n devices at a time, beside the predictions.
+
+One farm of ``max(devices)`` pi3 devices is brought up (``cluster.farm``); for each n the
+planner's plan for n devices is deployed on the first n workers (the rest hold nothing), a
+fixed number of frames is streamed, and the run is measured: IPS, latency p50/p99, per-device
+utilisation (the task stream's compute time over the run), the client's and scheduler's CPU
+seconds per frame (the runtime's own cost), and the bounds of ``bench.metrics``.
+
+With ``--time-scale K`` every device is K times faster with K times the bandwidth; IPS are
+also reported divided by K (``ips_pi_speed``), which is what a real-speed farm would do if
+every cost scales alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import psutil
+
+import workloads
+
+from . import metrics, paper
+
+
+@dataclass(frozen=True)
+class Settings:
+    workloads: tuple[str, ...]
+    devices: tuple[int, ...]
+    strategies: tuple[str, ...] = ("optimal",)
+    time_scale: float = 1.0
+    frames: dict | None = None        # workload -> frames per run
+    profile: str = "pi3"              # planning profile: a built-in kind, or "measured"
+
+
+DEFAULT_FRAMES = {"alexnet": 40, "vgg16": 12, "action": 60}
+QUICK_FRAMES = {"alexnet": 24, "vgg16": 6, "action": 45}
+
+
+def _compute_by_worker(task_stream: list[dict]) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for rec in task_stream:
+        for ss in rec.get("startstops", ()):
+            if ss["action"] == "compute":
+                out[rec["worker"]] = out.get(rec["worker"], 0.0) + ss["stop"] - ss["start"]
+    return out
+
+
+def _cpu_s(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: int | None) -> dict:
+    """Deploy ``plan``, stream ``items``, and return one row of figures."""
+    from distributed import get_task_stream
+
+    from mcdask.commands import stream_through
+    from mcdask.costmodel import evaluate
+    from mcdask.weights import WeightsSource
+
+    w = workloads.get(plan.workload)
+    sub = profile.subset(plan.devices)
+    cost = evaluate(w, plan, sub)
+    pids = [psutil.Process().pid] + ([scheduler_pid] if scheduler_pid else [])
+    from mcdask.runtime import deploy
+
+    dep = deploy(client, plan, WeightsSource())
+    cpu0 = _cpu_s(pids)
+    with get_task_stream(client) as ts:
+        records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False)
+    runtime_cpu = _cpu_s(pids) - cpu0
+    wall = summary["wall_s"]
+    addr_by_name = {str(i.get("name", a)): a for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}
+    compute = _compute_by_worker(ts.data)
+    util = {d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) / wall for d in plan.devices}
+    ips = summary["ips"]
+    ips_pi = ips / time_scale
+    whole = {d: sum(sub.kind_of(d).time_s(w.name, l) for l in w.layers) for d in plan.devices}
+    compute_bound = metrics.compute_bound_ips(whole)
+    link_bound = metrics.link_bound_ips(cost.busy_s)
+    frames = max(summary["classified"], 1)
+    row = {
+        "workload": w.name, "devices": len(plan.devices), "strategy": plan.strategy, "plan_id": plan.id,
+        "frames": summary["frames"], "classified": summary["classified"], "errors": summary["errors"],
+        "ips": ips, "ips_pi_speed": ips_pi,
+        "latency_p50_s": summary["latency_p50_s"], "latency_p99_s": summary["latency_p99_s"],
+        "predicted_ips": cost.ips, "predicted_bottleneck": cost.bottleneck,
+        "compute_bound_ips": compute_bound, "link_bound_ips": link_bound,
+        "efficiency_compute": ips_pi / compute_bound, "efficiency_link": ips_pi / link_bound,
+        "efficiency": metrics.efficiency(ips_pi, compute_bound, link_bound),
+        "measured_over_predicted": ips_pi / cost.ips if cost.ips else None,
+        "utilisation": util, "utilisation_mean": statistics.fmean(util.values()),
+        "runtime_cpu_s_per_frame": runtime_cpu / frames,
+        "runtime_share_of_frame_time": (runtime_cpu / frames) * ips if ips else None,
+        "energy": metrics.energy_per_inference(util, ips_pi) if ips_pi > 0 else None,
+        "plan": plan.to_dict(),
+    }
+    return row
+
+
+def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
+    """Bring up (or reuse, with ``scheduler``) a farm and measure every (workload, n, strategy)."""
+    import dask
+    from distributed import Client
+
+    from cluster import farm
+    from cluster.devices import FarmSpec
+    from mcdask.planner import plan as make_plan
+    from mcdask.profile import homogeneous
+    from mcdask.runtime import worker_names
+    from mcdask.sources import Feeder, open_source
+
+    n_max = max(settings.devices)
+    started = None
+    if scheduler is None:
+        log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}")
+        started = farm.up(FarmSpec.uniform(n_max, "pi3"), time_scale=settings.time_scale, log=log)
+        scheduler = started["scheduler"]
+    farm_status = farm.status()
+    scheduler_pid = next((p.get("pid") for p in [farm_status.get("scheduler_process") or {}]), None)
+    rows = []
+    t_start = time.perf_counter()
+    try:
+        with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
+                Client(scheduler, timeout="60s") as client:
+            names = worker_names(client)[:n_max]
+            if len(names) < n_max:
+                raise RuntimeError(f"the farm has {len(names)} workers, the bench needs {n_max}")
+            for name in settings.workloads:
+                w = workloads.get(name)
+                frames = (settings.frames or DEFAULT_FRAMES)[name]
+                items = list(Feeder(w).items(open_source("synthetic", w), frames))
+                for n in settings.devices:
+                    prof = homogeneous(settings.profile, names=names[:n])
+                    for strategy in settings.strategies:
+                        try:
+                            p = make_plan(w, prof, n, strategy)
+                        except Exception as e:  # infeasible: say so in the table
+                            rows.append({"workload": name, "devices": n, "strategy": strategy,
+                                         "feasible": False, "reason": str(e)})
+                            log(f"  {name} n={n} {strategy}: infeasible: {e}")
+                            continue
+                        log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS")
+                        row = measure_one(client, p, prof, items, settings.time_scale, scheduler_pid)
+                        row["feasible"] = True
+                        rows.append(row)
+                        log(f"    measured {row['ips_pi_speed']:.2f} IPS at Pi speed "
+                            f"(p50 {row['latency_p50_s']:.2f} s), efficiency {row['efficiency']:.2f}")
+    finally:
+        if started is not None:
+            farm.down(log=log)
+    reference = {w: paper.REFERENCE[w] for w in settings.workloads}
+    return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
+                         "strategies": list(settings.strategies), "time_scale": settings.time_scale,
+                         "profile": settings.profile},
+            "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
+                                                      "not_capped_reason", "time_scale")},
+            "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
+            "wall_s": time.perf_counter() - t_start, "rows": rows, "reference": reference}
