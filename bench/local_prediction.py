@@ -30,7 +30,8 @@ import dask
 
 import workloads
 from mcdask.commands import check_against_reference
-from mcdask.profiling import profile_cluster
+from mcdask.costmodel import piece_time_s
+from mcdask.profiling import _cpu_seconds, profile_cluster
 from mcdask.planner import plan as make_plan
 from mcdask.runtime import DaskRunner, deploy
 from mcdask.sources import Feeder, open_source
@@ -45,6 +46,16 @@ def _say(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
+def _cpu(client) -> dict:
+    """CPU seconds so far: each worker process, this process (client + LocalCluster scheduler), the machine."""
+    import psutil
+
+    t = psutil.Process().cpu_times()
+    m = psutil.cpu_times()
+    return {"workers": {a: c for a, (_, _, c) in client.run(_cpu_seconds).items()},
+            "client": t.user + t.system, "machine": m.user + m.system}
+
+
 def steady_ips(times: list[float], skip_fraction: float = 0.2) -> float | None:
     """Frames per second between the result at ``skip_fraction`` of the stream and the last."""
     if len(times) < 5:
@@ -54,7 +65,7 @@ def steady_ips(times: list[float], skip_fraction: float = 0.2) -> float | None:
     return (len(times) - 1 - k) / span if span > 0 else None
 
 
-def one(workload: str, n: int, repeats: int, frames: int) -> dict:
+def one(workload: str, n: int, repeats: int, frames: int, depth: int | None) -> dict:
     from distributed import Client, LocalCluster
 
     w = workloads.get(workload)
@@ -72,16 +83,29 @@ def one(workload: str, n: int, repeats: int, frames: int) -> dict:
         plan = make_plan(w, prof, n, "optimal")
         _say(f"{workload} on {n} workers: profiled in {profile_s:.0f} s; plan: " + "; ".join(plan.describe(w)))
         dep = deploy(client, plan, weights)
-        stream = Stream(DaskRunner(client, dep), plan, w)
+        stream = Stream(DaskRunner(client, dep), plan, w, depth)
         records, out_times = [], []
+        cpu0 = _cpu(client)
         t0 = time.perf_counter()
         for rec in stream.run(items):
             records.append(rec)
             if rec.status == "ok":
                 out_times.append(time.perf_counter())
         wall = time.perf_counter() - t0
+        cpu1 = _cpu(client)
+        tasks = sum(len(st.shards) for st in plan.stages) * frames
+        cpu = {"workers_ms_per_task": round(1e3 * sum(cpu1["workers"][a] - cpu0["workers"][a]
+                                                      for a in cpu0["workers"]) / tasks, 2),
+               "workers_compute_ms_per_task_predicted": round(1e3 * sum(
+                   piece_time_s(w, prof.kind_of(sh.devices[0]), st.start, st.end, sh.units)
+                   for st in plan.stages for sh in st.shards) / sum(len(st.shards) for st in plan.stages), 2),
+               "client_and_scheduler_ms_per_task": round(1e3 * (cpu1["client"] - cpu0["client"]) / tasks, 2),
+               "machine_busy_cores": round((cpu1["machine"] - cpu0["machine"]) / wall, 2),
+               "mcdask_busy_cores": round((sum(cpu1["workers"].values()) - sum(cpu0["workers"].values())
+                                           + cpu1["client"] - cpu0["client"]) / wall, 2)}
     check = check_against_reference(w, items, records, weights)
     ok = sum(r.status == "ok" for r in records)
+    lat = sorted(r.latency_s for r in records if r.status == "ok")
     measured = steady_ips(out_times)
     predicted = plan.predicted["ips"]
     row = {"workload": workload, "devices": n, "frames": frames, "classified": ok,
@@ -89,10 +113,13 @@ def one(workload: str, n: int, repeats: int, frames: int) -> dict:
            "overall_ips": round(ok / wall, 2), "ratio": None if measured is None else round(measured / predicted, 3),
            "within_15pct": None if measured is None else abs(measured / predicted - 1) <= 0.15,
            "bottleneck": plan.predicted["bottleneck"], "predicted_latency_s": plan.predicted["latency_s"],
+           "measured_latency_p50_s": round(lat[len(lat) // 2], 4) if lat else None, "depth": stream.depth,
            "plan": plan.describe(w), "profile_s": round(profile_s, 1), "equal": check["equal"],
            "max_abs_diff": check["max_abs_diff"],
            "task_overhead_s": {d: round(k.task_overhead_s, 5) for d, k in prof.kinds.items()},
+           "cpu_during_stream": cpu,
            "whole_model_s": {d: round(sum(k.layer_time_s[workload].values()), 4) for d, k in prof.kinds.items()}}
+    _say(f"  CPU while streaming: {cpu}")
     _say(f"  predicted {row['predicted_ips']} IPS, measured {row['measured_ips']} (overall {row['overall_ips']}): "
          f"ratio {row['ratio']}; outputs {'EQUAL' if row['equal'] else 'DIFFERENT'}")
     return row
@@ -104,11 +131,13 @@ def main() -> None:
     ap.add_argument("--devices", nargs="*", type=int, default=[2, 4])
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--frames", type=int, default=None, help="frames per stream [default: per workload]")
+    ap.add_argument("--depth", type=int, default=None,
+                    help="frames in flight [default: the stream's own, 2 x devices, at least 4]")
     args = ap.parse_args()
     rows = []
     for name in args.workload:
         for n in args.devices:
-            rows.append(one(name, n, args.repeats, args.frames or FRAMES[name]))
+            rows.append(one(name, n, args.repeats, args.frames or FRAMES[name], args.depth))
     result = {"bench": "local_prediction", "target": "measured within 15% of predicted", "rows": rows,
               "all_within_15pct": all(r["within_15pct"] for r in rows)}
     RESULTS.parent.mkdir(parents=True, exist_ok=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -132,7 +133,8 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         with dask.config.set({"mcdask.worker.intra-op-threads": 1,
                               "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
                 LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
-                             dashboard_address=":0") as cluster, Client(cluster) as client:
+                             dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
+                Client(cluster) as client:
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}")
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json)
         summary.update(check_against_reference(w, items, records, weights))
@@ -185,6 +187,9 @@ def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
             if plan_opt and plan_opt != "auto":
                 plan = Plan.load(plan_opt).validate(w)
+            elif plan_opt == "auto":  # measure the workers (or reuse their cached profile), plan on that
+                from .profiling import auto_plan
+                plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
             else:
                 plan = default_plan(w, len(names))
             items: list = []

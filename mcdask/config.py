@@ -13,5 +13,6 @@ _PATH = Path(__file__).with_name("mcdask.yaml")
 def register_defaults() -> None:
     with _PATH.open() as f:
         defaults = yaml.safe_load(f)
+    # update_defaults only fills keys not yet set; a refresh() here would also drop the
+    # config a nanny hands to its worker process (mcdask.worker.intra-op-threads, say)
     dask.config.update_defaults(defaults)
-    dask.config.refresh()

@@ -4,7 +4,8 @@ The model (one frame = one input; times in seconds per frame):
 
 * **Piece time**: a piece is one shard of one stage on one device. Its time is the sum of its
   layers' profiled times on that device's kind; a split stage's last layer counts only the
-  shard's units (``mcdask.profile`` gives the rules).
+  shard's units (``mcdask.profile`` gives the rules); plus the kind's ``task_overhead_s``
+  once (the runtime runs one Dask task per piece per frame; 0 unless a profiler measured it).
 * **Replicas** of a piece (data parallelism) share the frames in proportion to their speed:
   replica ``i`` takes the fraction ``f_i = (1/t_i) / sum_j (1/t_j)``, so the piece serves
   ``sum_j 1/t_j`` frames per second. Every shard of a split stage sees every frame.
@@ -21,8 +22,14 @@ The model (one frame = one input; times in seconds per frame):
 * **Link busy time**: per unordered device pair, the sum of its messages' expected times. The
   client (frame source and result sink) is one resource: every frame it sends and every result
   it receives occupies it.
-* **Throughput**: ``ips = 1 / max(busy time over devices, links and the client)``; the argmax
-  is the named bottleneck.
+* **Shared hosts** (only for devices with a ``host`` in ``profile.host_cores``): a host's busy
+  time per frame is the summed busy time of its plan devices plus the number of tasks per frame
+  (one per shard of every stage) times ``profile.host_task_overhead_s[host]``, plus
+  ``profile.host_frame_overhead_s[host]`` (the scheduler's and client's CPU), divided by its
+  cores. ``evaluate`` reports it as a resource; the planner's search does not see it yet (its
+  plans are still predicted with it).
+* **Throughput**: ``ips = 1 / max(busy time over devices, links, the client and shared hosts)``;
+  the argmax is the named bottleneck.
 * **Latency** of a frame: along the stage graph, a shard starts when the last of its inputs has
   arrived (producer ready + expected transfer), takes its expected (fraction-weighted) time, and
   a stage is ready when its slowest shard is; plus the final transfer to the client. Branches
@@ -152,7 +159,7 @@ class Memo:
         kind = self.p.kind_of(device)
         key = (kind.kind, start, end, units)
         if key not in self._time:
-            self._time[key] = piece_time_s(self.w, kind, start, end, units)
+            self._time[key] = piece_time_s(self.w, kind, start, end, units) + kind.task_overhead_s
         return self._time[key]
 
     def memory(self, device: str, start: int, end: int, units) -> int:
@@ -322,6 +329,24 @@ def value(r: Ready, origins: dict | None = None) -> float:
     return max(origins[k] + v for k, v in r.items())
 
 
+def host_busy_s(profile: Profile, plan: Plan, compute: dict[str, float]) -> dict[str, float]:
+    """Busy seconds per frame of each shared host (module docstring), by resource label."""
+    if not profile.host_cores:
+        return {}
+    host_of = {d.name: d.host for d in profile.devices}
+    tasks = sum(len(st.shards) for st in plan.stages)
+    out = {}
+    for host, cores in sorted(profile.host_cores.items()):
+        devs = [d for d in plan.devices if host_of.get(d) == host]
+        if not devs:
+            continue
+        dask_s = tasks * profile.host_task_overhead_s.get(host, 0.0) + profile.host_frame_overhead_s.get(host, 0.0)
+        cpu = sum(compute.get(d, 0.0) for d in devs) + dask_s
+        out[f"cpu of host {host} ({cores:g} cores shared by {len(devs)} devices"
+            + (", scheduler and client)" if dask_s else ")")] = cpu / cores
+    return out
+
+
 def evaluate(workload, plan: Plan, profile: Profile) -> Cost:
     """Predict ``plan`` on ``profile`` (every plan device must be in the profile)."""
     plan.validate(workload)
@@ -339,6 +364,7 @@ def evaluate(workload, plan: Plan, profile: Profile) -> Cost:
     for (a, b), t in sorted(walk.links.items()):
         busy[f"link {a}<->{b}"] = t
     busy[f"client link ({CLIENT}: frames out, results in)"] = walk.client
+    busy.update(host_busy_s(profile, plan, walk.compute))
     name, period = max(busy.items(), key=lambda kv: kv[1])
     if period <= 0:
         raise ProfileError("every device and link is idle per frame (all profiled times are 0); check the profile")

@@ -27,6 +27,19 @@ Rules the cost model and the planner rely on, said once here:
 * **Baseline memory**: ``kind.baseline_bytes`` once per device (runtime + worker process).
 * **Link time** for one message of ``n`` bytes: ``latency_s + n / bandwidth_Bps``; zero
   between two pieces on the same device.
+* **Task overhead** (optional, default 0): ``kind.task_overhead_s`` seconds that every piece
+  (one Dask task per frame) costs its device on top of its layers' compute: scheduling,
+  (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling``) set it.
+* **Shared hosts** (optional): ``device.host`` names the machine a device runs on and
+  ``profile.host_cores[host]`` its cores. Devices on one host share its cores: per frame, the
+  host spends the summed busy time of its devices (one core each while busy: one-thread
+  TensorFlow, as on a LocalCluster or an emulated farm) plus, per task, the scheduler's and
+  client's CPU seconds if they run there (``profile.host_task_overhead_s[host]``, and once per
+  frame ``profile.host_frame_overhead_s[host]``); divided by
+  its cores this is one more resource of the cost model. Absent: devices are separate machines.
+* **Measured metadata** (optional): ``kind.measured`` and ``profile.measured`` hold what the
+  profiler saw (host, cores, threads, memory limits, raw link samples, ...) for people; the
+  cost model does not read them.
 
 This module imports neither TensorFlow nor Dask.
 """
@@ -107,8 +120,14 @@ class DeviceKind:
     #: where each number comes from, for people
     sources: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    #: seconds each piece (one task per frame) costs beyond its layers (module docstring)
+    task_overhead_s: float = 0.0
+    #: what a profiler measured about this device (plain JSON data, for people)
+    measured: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if not self.task_overhead_s >= 0:
+            raise ProfileError(f"kind {self.kind!r}: need task_overhead_s >= 0; got {self.task_overhead_s!r}")
         if self.memory_bytes <= 0 or self.baseline_bytes < 0 or self.weight_memory_factor <= 0:
             raise ProfileError(f"kind {self.kind!r}: need memory_bytes > 0, baseline_bytes >= 0 and "
                                f"weight_memory_factor > 0; got {self.memory_bytes}, {self.baseline_bytes}, "
@@ -171,10 +190,14 @@ class DeviceKind:
             d["layer_memory_bytes"] = {w: dict(t) for w, t in self.layer_memory_bytes.items()}
         if self.resources:
             d["resources"] = dict(self.resources)
+        if self.task_overhead_s:
+            d["task_overhead_s"] = self.task_overhead_s
         if self.sources:
             d["sources"] = dict(self.sources)
         if self.note:
             d["note"] = self.note
+        if self.measured:
+            d["measured"] = dict(self.measured)
         return d
 
     @classmethod
@@ -192,7 +215,8 @@ class DeviceKind:
                 dense_s_per_weight_byte=(None if d.get("dense_s_per_weight_byte") is None
                                          else float(d["dense_s_per_weight_byte"])),
                 resources=dict(d.get("resources", {})), sources=dict(d.get("sources", {})),
-                note=str(d.get("note", "")))
+                note=str(d.get("note", "")), task_overhead_s=float(d.get("task_overhead_s", 0.0)),
+                measured=dict(d.get("measured", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: {e!r}; expected keys kind, "
                                f"memory_bytes, baseline_bytes, layer_time_s") from e
@@ -202,9 +226,11 @@ class DeviceKind:
 class Device:
     name: str
     kind: str
+    #: the machine it runs on (module docstring); "" = a machine of its own
+    host: str = ""
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind}
+        return {"name": self.name, "kind": self.kind, **({"host": self.host} if self.host else {})}
 
 
 @dataclass(frozen=True)
@@ -217,8 +243,21 @@ class Profile:
     links: tuple[Link, ...] = ()
     name: str = ""
     note: str = ""
+    #: what a profiler measured about the cluster (plain JSON data, for people)
+    measured: dict[str, Any] = field(default_factory=dict)
+    #: cores of each shared host (module docstring)
+    host_cores: dict[str, float] = field(default_factory=dict)
+    #: scheduler + client CPU seconds per task spent on a host
+    host_task_overhead_s: dict[str, float] = field(default_factory=dict)
+    #: scheduler + client CPU seconds per frame (beyond its tasks) spent on a host
+    host_frame_overhead_s: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        bad = {h: c for h, c in self.host_cores.items() if not c > 0}
+        bad.update({h: s for h, s in self.host_task_overhead_s.items() if not s >= 0})
+        bad.update({h: s for h, s in self.host_frame_overhead_s.items() if not s >= 0})
+        if bad:
+            raise ProfileError(f"host_cores must be > 0 and host_task_overhead_s >= 0; got {bad}")
         names = [d.name for d in self.devices]
         if len(set(names)) != len(names):
             raise ProfileError(f"device names repeat: {names}")
@@ -263,10 +302,12 @@ class Profile:
         for n in names:
             self.kind_of(n)
         keep = set(names)
-        devs = tuple(Device(n, self._by_name[n].kind) for n in names)
+        hosts = {d.name: d.host for d in self.devices}
+        devs = tuple(Device(n, self._by_name[n].kind, hosts[n]) for n in names)
         kinds = {k: v for k, v in self.kinds.items() if any(d.kind == k for d in devs)}
         links = tuple(l for l in self.links if {l.a, l.b} <= keep | {CLIENT})
-        return Profile(kinds, devs, self.default_link, links, self.name, self.note)
+        return Profile(kinds, devs, self.default_link, links, self.name, self.note, self.measured,
+                       dict(self.host_cores), dict(self.host_task_overhead_s), dict(self.host_frame_overhead_s))
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -277,6 +318,14 @@ class Profile:
         d["links"] = [l.to_dict() for l in self.links]
         d["devices"] = [x.to_dict() for x in self.devices]
         d["kinds"] = {k: v.to_dict() for k, v in sorted(self.kinds.items())}
+        if self.host_cores:
+            d["host_cores"] = dict(self.host_cores)
+        if self.host_task_overhead_s:
+            d["host_task_overhead_s"] = dict(self.host_task_overhead_s)
+        if self.host_frame_overhead_s:
+            d["host_frame_overhead_s"] = dict(self.host_frame_overhead_s)
+        if self.measured:
+            d["measured"] = dict(self.measured)
         return d
 
     def to_json(self, indent: int | None = 2) -> str:
@@ -288,10 +337,13 @@ class Profile:
             raise ProfileError(f"not a profile of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
             kinds = {k: DeviceKind.from_dict(v) for k, v in d["kinds"].items()}
-            devices = tuple(Device(str(x["name"]), str(x["kind"])) for x in d["devices"])
+            devices = tuple(Device(str(x["name"]), str(x["kind"]), str(x.get("host", ""))) for x in d["devices"])
             return cls(kinds, devices, LinkModel.from_dict(d["default_link"]),
                        tuple(Link.from_dict(l) for l in d.get("links", [])), str(d.get("name", "")),
-                       str(d.get("note", "")))
+                       str(d.get("note", "")), dict(d.get("measured", {})),
+                       {str(h): float(c) for h, c in d.get("host_cores", {}).items()},
+                       {str(h): float(t) for h, t in d.get("host_task_overhead_s", {}).items()},
+                       {str(h): float(t) for h, t in d.get("host_frame_overhead_s", {}).items()})
         except (KeyError, TypeError, AttributeError) as e:
             raise ProfileError(f"malformed profile: {e!r}; expected keys schema, default_link, devices, kinds") from e
 

@@ -13,12 +13,14 @@ that come out as ``warmup`` records.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Protocol
 
+import dask.config
 import numpy as np
 
 from .errors import FrameError
@@ -89,13 +91,21 @@ def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
     return out
 
 
+def default_depth(plan: Plan) -> int:
+    """Frames in flight: enough to fill the pipeline twice over (predicted IPS x latency, a
+    count that does not depend on the speed of the profile the plan was made for), and at
+    least four per device, which covers Dask's own round trip of tens of milliseconds."""
+    pred = plan.predicted or {}
+    pipeline = math.ceil(2 * pred.get("ips", 0) * pred.get("latency_s", 0))
+    return max(4 * len(plan.devices), pipeline)
+
+
 class Stream:
     """Submit frames through ``plan`` with at most ``depth`` frames in flight."""
 
     def __init__(self, runner: Runner, plan: Plan, workload, depth: int | None = None):
         self.runner, self.plan, self.workload = runner, plan, workload
-        n_dev = len(plan.devices)
-        self.depth = depth or max(4, 2 * n_dev)
+        self.depth = depth or dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
         stages = plan.stages
         producer = {}
         for si, st in enumerate(stages):

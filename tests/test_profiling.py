@@ -1,0 +1,136 @@
+"""The profiler on a real LocalCluster of 2 one-thread workers, the profile cache and --plan auto."""
+
+import json
+import os
+
+import dask
+import pytest
+from click.testing import CliRunner
+
+import workloads
+from mcdask.commands import check_against_reference, run, stream_through
+from mcdask.errors import ProfileError
+from mcdask.profile import CLIENT, Profile
+from mcdask.profiling import auto_plan, cache_key, cached_profile, fit_link, planner_shard_sizes
+from mcdask.weights import WeightsSource
+
+from helpers import items_for
+
+ALEX = workloads.get("alexnet")
+CONFIG = {"mcdask.worker.intra-op-threads": 1}
+
+
+def test_fit_link_recovers_a_line_and_clamps_latency():
+    line = fit_link([(n, 0.002 + n / 1e8) for n in (1_000, 100_000, 1_000_000)])
+    assert line.latency_s == pytest.approx(0.002) and line.bandwidth_Bps == pytest.approx(1e8)
+    through_origin = fit_link([(1_000, 0.0), (2_000, 0.003), (3_000, 0.004)])   # intercept < 0
+    assert through_origin.latency_s == 0 and through_origin.bandwidth_Bps > 0
+    with pytest.raises(ProfileError, match="two payload sizes"):
+        fit_link([(1_000, 0.001), (1_000, 0.002)])
+
+
+def test_shard_sizes_are_those_the_planner_can_use():
+    fc1 = ALEX.layer("fc1")
+    assert planner_shard_sizes(fc1, 1) == []
+    assert planner_shard_sizes(fc1, 2) == [2048]
+    assert planner_shard_sizes(fc1, 4) == [1024, 1365, 1366, 2048]
+    assert planner_shard_sizes(ALEX.layer("conv1"), 4) == []
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    from distributed import Client, LocalCluster
+
+    cache = tmp_path_factory.mktemp("profile-cache")
+    with dask.config.set(CONFIG), \
+            LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
+            Client(lc) as client:
+        prof = cached_profile(client, ["alexnet"], cache, repeats=3, budget_s=0.5)
+        yield client, prof, cache, lc.scheduler_address
+
+
+def test_every_layer_and_shard_is_timed(cluster):
+    _, prof, _, _ = cluster
+    assert len(prof.devices) == 2 and set(prof.kinds) == set(prof.device_names)
+    for name in prof.device_names:
+        k = prof.kind_of(name)
+        assert k.covers(ALEX) == []
+        assert all(k.layer_time_s["alexnet"][l.name] > 0 for l in ALEX.layers)
+        shards = k.shard_time_s["alexnet"]
+        assert set(shards) == {"fc1", "fc2", "fc3"}
+        assert shards["fc1"][2048] < k.layer_time_s["alexnet"]["fc1"]
+        assert shards["fc2"][2048] < k.layer_time_s["alexnet"]["fc2"]
+        assert sum(shards[l][u] for l in shards for u in shards[l]) < sum(k.layer_time_s["alexnet"][l] for l in shards)
+        assert k.layer_memory_bytes["alexnet"]["fc1"] >= ALEX.layer("fc1").param_bytes
+        assert 100e6 < k.baseline_bytes < k.memory_bytes
+        assert k.task_overhead_s > 0
+        assert k.measured["intra_op_threads"] >= 1 and k.measured["co_located_workers"] == 2
+    (host,) = prof.host_cores
+    assert prof.host_cores[host] >= 1 and {d.host for d in prof.devices} == {host}
+
+
+def test_links_are_fitted_to_real_transfers(cluster):
+    _, prof, _, _ = cluster
+    a, b = prof.device_names
+    samples = prof.measured["link_samples"]
+    for key, pair in ((f"{a}<->{b}", (a, b)), (f"{CLIENT}->{a}", (CLIENT, a)), (f"{CLIENT}->{b}", (CLIENT, b))):
+        link = prof.link(*pair)
+        assert link.bandwidth_Bps > 0 and link.latency_s >= 0
+        assert link is not prof.default_link or pair == (a, b)
+        points = samples[key]
+        assert [n for n, _ in points] == [1_000, 16_000, 256_000, 1_000_000, 4_000_000]
+        # loopback is noisy on a shared 2-core machine: a loose tolerance, and one outlier allowed
+        misses = [(n, t) for n, t in points if abs(link.time_s(n) - t) > max(0.5 * t, 0.002)]
+        assert len(misses) <= 1, (key, misses, link)
+
+
+def test_profile_json_round_trip(cluster, tmp_path):
+    _, prof, _, _ = cluster
+    again = Profile.from_dict(json.loads(prof.to_json()))
+    assert again == prof
+    prof.save(tmp_path / "p.json")
+    assert Profile.load(tmp_path / "p.json").to_dict() == prof.to_dict()
+
+
+def test_cache_is_reused_and_auto_plan_streams_correctly(cluster):
+    client, prof, cache, _ = cluster
+    (path,) = cache.glob("profile-*.json")
+    assert path.name == f"profile-{cache_key(client)}.json"
+    before = path.stat().st_mtime_ns
+    with dask.config.set(CONFIG):
+        plan = auto_plan(client, "alexnet", cache)
+    assert path.stat().st_mtime_ns == before                      # not measured again
+    assert Profile.load(path).measured["measured_at"] == prof.measured["measured_at"]
+    assert set(plan.devices) <= set(prof.device_names) and plan.predicted["ips"] > 0
+    items = items_for(ALEX, 12)
+    records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False)
+    assert summary["classified"] == 12
+    assert check_against_reference(ALEX, items, records, WeightsSource())["equal"]
+
+
+def test_run_with_plan_auto_uses_the_cached_profile(cluster):
+    _, prof, cache, address = cluster
+    (path,) = cache.glob("profile-*.json")
+    before = path.stat().st_mtime_ns
+    with dask.config.set({**CONFIG, "mcdask.profile.cache-dir": str(cache)}):
+        result = CliRunner().invoke(run, ["--scheduler", address, "--workload", "alexnet", "--plan", "auto",
+                                          "--frames", "6", "--check", "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["equal"] and summary["classified"] == 6
+    assert path.stat().st_mtime_ns == before
+
+
+def test_profile_command_writes_a_profile(cluster, tmp_path):
+    from mcdask.profiling_cli import profile
+
+    _, _, _, address = cluster
+    out = tmp_path / "measured.json"
+    with dask.config.set(CONFIG):
+        result = CliRunner().invoke(profile, ["--scheduler", address, "-w", "alexnet", "--repeats", "1",
+                                              "--budget-s", "0.1", "-o", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["output"] == str(out) and len(summary["devices"]) == 2
+    assert Profile.load(out).kind_of(summary["devices"][0]["device"]).covers(ALEX) == []
+    assert os.path.getsize(out) > 1000
