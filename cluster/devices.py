@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .errors import FarmSpecError
@@ -128,7 +128,10 @@ class DeviceKind:
         return None
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The spec-file form of this kind (see ``spec_from_dict``)."""
+        speed = {"alexnet_s": self.alexnet_s} if self.alexnet_s is not None else {"cpu_share": self.cpu_share}
+        return {**speed, "memory": self.memory_bytes, "link": {"mbit": self.link_mbit, "rtt_ms": self.rtt_ms},
+                **({"source": self.source} if self.source else {})}
 
 
 def cfs_quota(share: float) -> tuple[int, int]:
@@ -160,12 +163,20 @@ class Link:
 
     @property
     def host_rtt_ms(self) -> float:
-        return 2 * self.delay_ms
+        """Host (scheduler, client) <-> device: one link, crossed once each way."""
+        return self.rtt_ms / 2
+
+
+#: what the delay line itself adds per crossing (read, thread hand-over, write), measured on
+#: this machine: device<->device RTT came out 0.4-0.7 ms above the configured delays
+DELAY_LINE_OVERHEAD_MS = 0.12
 
 
 def shaped_link(kind: DeviceKind, time_scale: float = 1.0) -> Link:
-    """Device <-> device RTT is ``kind.rtt_ms``: two links, each crossed once per direction."""
-    return Link(kind.link_mbit * time_scale, kind.rtt_ms / 4 / time_scale, kind.rtt_ms / time_scale)
+    """Device <-> device RTT is ``kind.rtt_ms``: two links, each crossed once per direction.
+    ``delay_ms`` is what each crossing must add on top of the delay line's own overhead."""
+    rtt = kind.rtt_ms / time_scale
+    return Link(kind.link_mbit * time_scale, max(0.0, rtt / 4 - DELAY_LINE_OVERHEAD_MS), rtt)
 
 
 #: the paper's WiFi (RA-L section VI): 62.24 Mbit/s, 8.83 ms client-to-client

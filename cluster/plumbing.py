@@ -67,7 +67,10 @@ def sh(*args: str, check: bool = True, netns: str | None = None, timeout: float 
 # --------------------------------------------------------------------------- capability probe
 
 def probe() -> str | None:
-    """``None`` if this process can build the emulated farm, else the reason it cannot."""
+    """``None`` if this process can build the emulated farm, else the reason it cannot.
+    ``MCDASK_FARM_FORCE_LOCAL=1`` forces the uncapped local fallback (for tests)."""
+    if os.environ.get("MCDASK_FARM_FORCE_LOCAL", "") not in ("", "0"):
+        return "MCDASK_FARM_FORCE_LOCAL is set"
     if os.geteuid() != 0:
         return "not running as root (network namespaces, tc and cgroups need root)"
     for tool in ("ip", "tc"):

@@ -1,8 +1,9 @@
 """``dask worker --preload cluster.preload``: make a farm device ready before it joins.
 
 Runs in the worker process before it registers with the scheduler: imports TensorFlow and
-Keras, pins TensorFlow to one intra-op and one inter-op thread (the farm's CPU calibration
-is a one-thread measurement) and runs a few small ops so kernels are initialised. The farm
+Keras, sets TensorFlow's intra-op threads to ``$MCDASK_TF_THREADS`` (default 1: the farm's
+CPU calibration is a one-thread measurement; a real Pi 3 wants 4) and one inter-op thread,
+and runs a few small ops so kernels are initialised. The farm
 applies each device's CPU quota only after every worker has registered, because importing
 TensorFlow under a 2-3 % share of a core takes minutes.
 """
@@ -21,7 +22,7 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
     import keras  # noqa: F401 - imported now so the first slice does not pay for it
 
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(1)
+        tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("MCDASK_TF_THREADS", "1")))
         tf.config.threading.set_inter_op_parallelism_threads(1)
     except RuntimeError:  # TensorFlow already ran an op in this process
         pass
