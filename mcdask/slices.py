@@ -52,14 +52,31 @@ def set_threads(intra_op: int | None, inter_op: int = 1) -> bool:
         return False
 
 
-def _keras_layer(layer, units: tuple[int, int] | None):
-    import keras
+class _Given:
+    """A Keras initializer that hands over one array, once, then lets go of it: the layer's
+    variable is the only copy left, so building a slice peaks near 2x its weights (NumPy
+    array + variable) instead of zeros + array + assignment copies."""
+
+    def __init__(self, value: np.ndarray | None):
+        self.value = value
+
+    def __call__(self, shape, dtype=None):
+        value, self.value = self.value, None
+        if value is None:
+            return np.zeros(shape, np.float32)
+        if tuple(value.shape) != tuple(shape):
+            raise ValueError(f"weights of shape {value.shape} for a variable of shape {tuple(shape)}")
+        return value
+
+
+def _keras_layer(layer, units: tuple[int, int] | None, weights: list[np.ndarray] | None = None):
     from keras import layers as kl
 
+    kernel, bias = (weights or [None, None])
+    init = {"kernel_initializer": _Given(kernel), "bias_initializer": _Given(bias)}
     if layer.kind == "conv":
         return kl.Conv2D(layer.filters, layer.kernel, strides=layer.strides, padding=layer.padding,
-                         activation=layer.activation, name=layer.name,
-                         kernel_initializer="zeros", bias_initializer="zeros")
+                         activation=layer.activation, name=layer.name, **init)
     if layer.kind == "pool":
         return kl.MaxPooling2D(layer.pool, strides=layer.strides, name=layer.name)
     if layer.kind == "flatten":
@@ -67,8 +84,7 @@ def _keras_layer(layer, units: tuple[int, int] | None):
     if layer.kind == "dense":
         n = layer.units if units is None else units[1] - units[0]
         act = layer.activation if units is None or layer.activation in workloads.spec.ELEMENTWISE else "linear"
-        return kl.Dense(n, activation=act, name=layer.name,
-                        kernel_initializer="zeros", bias_initializer="zeros")
+        return kl.Dense(n, activation=act, name=layer.name, **init)
     if layer.kind == "pyramid":
         return TemporalPyramid(layer.levels, name=layer.name)
     raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
@@ -130,22 +146,19 @@ def build_model(workload, start: int = 0, end: int | None = None, units: tuple[i
         t = keras.Input(shape=shape, name=name, dtype="float32")
         tensors[name] = t
         inputs.append(t)
-    built = []
+    kn = keras_names(workload)
     for i in range(start, end):
         layer = workload.layers[i]
         u = units if i == end - 1 else None
-        kl = _keras_layer(layer, u)
+        arrays = layer_weights(layer, weights, u, kn[layer.name]) if set_weights and layer.weight_shapes else None
+        kl = _keras_layer(layer, u, arrays)
+        del arrays  # the initializer holds the only reference until the variable is made
         args = [tensors[x] for x in layer.inputs]
         tensors[layer.name] = kl(args if layer.kind == "pyramid" else args[0])
-        built.append((kl, layer, u))
+        if layer.weight_shapes:  # built: a plain initializer again, so the model saves like any other
+            kl.kernel_initializer = kl.bias_initializer = keras.initializers.Zeros()
     outputs = [tensors[n] for n in workload.stage_outputs(start, end)]
-    model = keras.Model(inputs, outputs, name=f"{workload.name}_{start}_{end}")
-    if set_weights:
-        kn = keras_names(workload)
-        for kl, layer, u in built:
-            if layer.weight_shapes:
-                kl.set_weights(layer_weights(layer, weights, u, kn[layer.name]))
-    return model
+    return keras.Model(inputs, outputs, name=f"{workload.name}_{start}_{end}")
 
 
 class Slice:
