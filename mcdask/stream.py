@@ -50,6 +50,7 @@ class Record:
     top5: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
     output: np.ndarray | None = field(default=None, repr=False)
+    done_at: float | None = field(default=None, repr=False)   # perf_counter when the answer was ready
 
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "status": self.status}
@@ -93,11 +94,12 @@ def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
 
 def default_depth(plan: Plan) -> int:
     """Frames in flight: enough to fill the pipeline twice over (predicted IPS x latency, a
-    count that does not depend on the speed of the profile the plan was made for), and at
-    least four per device, which covers Dask's own round trip of tens of milliseconds."""
+    count that does not depend on the speed of the profile the plan was made for), at least
+    two per device, plus two to cover Dask's own round trip. Deeper only adds queueing to
+    every frame's latency."""
     pred = plan.predicted or {}
     pipeline = math.ceil(2 * pred.get("ips", 0) * pred.get("latency_s", 0))
-    return max(4 * len(plan.devices), pipeline)
+    return max(2 * len(plan.devices), pipeline) + 2
 
 
 class Stream:
@@ -183,7 +185,7 @@ class Stream:
         from .slices import merge
 
         out = merge(self.output_layer, [p[self.output_layer.name] for p in parts])
-        return Record(frame, "ok", latency_s=done - t0, top5=top5(out), output=out)
+        return Record(frame, "ok", latency_s=done - t0, top5=top5(out), output=out, done_at=done)
 
 
 def _done_clock(futs) -> dict:
@@ -203,12 +205,22 @@ def _done_clock(futs) -> dict:
     return clock
 
 
+def steady_ips(ok: list[Record], skip: float = 0.2) -> float | None:
+    """Answers per second once the pipeline is full: over the answers after the first
+    ``skip`` of them (pipeline fill left out), by their completion times."""
+    done = sorted(r.done_at for r in ok if r.done_at is not None)
+    first = int(len(done) * skip)
+    if len(done) - first < 3 or done[-1] <= done[first]:
+        return None
+    return (len(done) - 1 - first) / (done[-1] - done[first])
+
+
 def summarize(records: list[Record], wall_s: float) -> dict:
     """Throughput and latency of a finished stream (IPS counts frames classified)."""
     ok = [r for r in records if r.status == "ok"]
     lat = sorted(r.latency_s for r in ok)
     pct = (lambda q: float(np.percentile(lat, q))) if lat else (lambda q: None)
-    return {"frames": len(records), "classified": len(ok),
+    return {"frames": len(records), "classified": len(ok), "ips_steady": steady_ips(ok),
             "warmup": sum(r.status == "warmup" for r in records),
             "errors": sum(r.status == "error" for r in records),
             "wall_s": wall_s, "ips": len(ok) / wall_s if wall_s > 0 else 0.0,
