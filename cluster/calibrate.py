@@ -45,20 +45,9 @@ def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float =
 
 def whole_model(workload: str) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (one thread)."""
-    import workloads
-    from mcdask.plan import single_device
-    from mcdask.slices import Slice, SliceSpec, set_threads
+    from mcdask.timing import whole_model as build
 
-    set_threads(1)
-    w = workloads.get(workload)
-    slices = [Slice(SliceSpec(w.name, st.start, st.end)) for st in single_device(w).stages]
-    feeds = [s.example_feeds() for s in slices]
-
-    def once() -> None:
-        for s, f in zip(slices, feeds):
-            s(f)
-
-    return once
+    return build(workload, intra_op=1)
 
 
 def prepare(workload: str = "alexnet", warmup: int = 2) -> float:

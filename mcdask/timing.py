@@ -31,8 +31,9 @@ def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
     return out
 
 
-def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_op: int | None = 1) -> list[float]:
-    """Per-frame seconds of the whole workload on one thread (windowed stages included)."""
+def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:
+    """A zero-argument function running one frame through the whole workload (windowed
+    stages included) in this process, with ``intra_op`` TensorFlow threads."""
     import workloads
 
     from .plan import single_device
@@ -43,11 +44,16 @@ def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_o
     slices = [Slice(SliceSpec(w.name, st.start, st.end)) for st in single_device(w).stages]
     feeds = [s.example_feeds() for s in slices]
 
-    def once():
+    def once() -> None:
         for s, f in zip(slices, feeds):
             s(f)
 
-    return time_call(once, repeats, warmup)
+    return once
+
+
+def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_op: int | None = 1) -> list[float]:
+    """Per-frame seconds of the whole workload (median over ``repeats`` is what callers use)."""
+    return time_call(whole_model(workload, intra_op), repeats, warmup)
 
 
 @click.command()
