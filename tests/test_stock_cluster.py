@@ -17,6 +17,14 @@ pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
 
 
+def _die_with_pytest() -> None:
+    """In the child: get SIGTERM if this test process dies, even by SIGKILL, so no stock
+    scheduler or worker outlives a killed test run."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -33,12 +41,12 @@ def scheduler(tmp_path_factory):
     procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", addr.rsplit(":", 1)[1],
                                "--dashboard-address", ":0"], cwd=cwd, env=env,
                               stdout=subprocess.DEVNULL, stderr=open(cwd / "scheduler.log", "w"),
-                              start_new_session=True)]
+                              start_new_session=True, preexec_fn=_die_with_pytest)]
     time.sleep(2)
     for i in range(3):
         procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr], cwd=cwd, env=env,
                                       stdout=subprocess.DEVNULL, stderr=open(cwd / f"worker{i}.log", "w"),
-                                      start_new_session=True))
+                                      start_new_session=True, preexec_fn=_die_with_pytest))
     try:
         with Client(addr, timeout="60s") as c:
             c.wait_for_workers(3, timeout=120)
