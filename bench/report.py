@@ -56,7 +56,7 @@ def markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plots(result: dict, outdir: Path) -> list[Path]:
+def plots(result: dict, outdir: Path, name: str = "bench") -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -88,7 +88,7 @@ def plots(result: dict, outdir: Path) -> list[Path]:
         ax1.legend(fontsize=7)
         ax2.legend(fontsize=7)
         fig.tight_layout()
-        path = outdir / f"{workload}.png"
+        path = outdir / f"{name}-{workload}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         out.append(path)
@@ -99,6 +99,6 @@ def write(result: dict, outdir: Path = RESULTS, name: str = "bench") -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (outdir / f"{name}.md").write_text(markdown(result))
-    pngs = plots(result, outdir)
+    pngs = plots(result, outdir, name)
     return {"json": str(outdir / f"{name}.json"), "markdown": str(outdir / f"{name}.md"),
             "plots": [str(p) for p in pngs]}

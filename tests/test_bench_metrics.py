@@ -72,4 +72,4 @@ def test_report_writes_table_plots_and_json(tmp_path):
     assert "| 2 | optimal | 2.00 | 2.50 | 0.80 | 0.80 | 1.20 |" in md    # latencies x time scale
     assert "infeasible: fc1 needs 2 GB" in md and "Jetson TX2 (GPU) | 1 | 7.14" in md
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["ips"] == 8.0
-    assert (tmp_path / "alexnet.png").stat().st_size > 10_000
+    assert (tmp_path / "t-alexnet.png").stat().st_size > 10_000
