@@ -80,7 +80,8 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         caps(True)
     cpu0 = _cpu_s(pids)
     with get_task_stream(client) as ts:
-        records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False)
+        records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False,
+                                          deployment=dep)
     runtime_cpu = _cpu_s(pids) - cpu0
     wall = summary["wall_s"]
     addr_by_name = {str(i.get("name", a)): a for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}

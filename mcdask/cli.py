@@ -30,9 +30,11 @@ class LazyGroup(click.Group):
         try:
             return getattr(importlib.import_module(module), attr)
         except (ImportError, AttributeError) as e:
-            @click.command(name=name, help=f"{help_} (unavailable: {e})")
+            reason = str(e)  # `e` is unbound once the except block ends
+
+            @click.command(name=name, help=f"{help_} (unavailable: {reason})")
             def missing():
-                raise click.ClickException(f"'{name}' is not available in this installation: {e}")
+                raise click.ClickException(f"'{name}' is not available in this installation: {reason}")
             return missing
 
     def format_commands(self, ctx, formatter):

@@ -57,8 +57,9 @@ def check_against_reference(workload, items, records, weights) -> dict:
 
 
 def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,
-                   progress: bool, total: int | None = None):
-    """Deploy ``plan``, stream ``items`` (any iterable, read as it goes), return (records, summary)."""
+                   progress: bool, total: int | None = None, deployment=None):
+    """Deploy ``plan`` (unless ``deployment`` already holds it), stream ``items`` (any iterable,
+    read as it goes), return (records, summary)."""
     from rich.progress import Progress
 
     from .runtime import DaskRunner, deploy
@@ -66,7 +67,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
 
     workload = workloads.get(plan.workload)
     t0 = time.perf_counter()
-    dep = deploy(client, plan, weights)
+    dep = deployment or deploy(client, plan, weights)
     deploy_s = time.perf_counter() - t0
     stream = Stream(DaskRunner(client, dep), plan, workload, depth)
     records = []

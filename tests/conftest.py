@@ -2,8 +2,6 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 

@@ -67,7 +67,7 @@ def test_report_writes_table_plots_and_json(tmp_path):
               "wall_s": 10.0, "rows": [row, {"workload": "alexnet", "devices": 1, "strategy": "optimal",
                                             "feasible": False, "reason": "fc1 needs 2 GB"}],
               "reference": {}}
-    files = report.write(result, tmp_path, "t")
+    report.write(result, tmp_path, "t")
     md = (tmp_path / "t.md").read_text()
     assert "| 2 | optimal | 2.00 | 2.50 | 0.80 | 0.80 | 1.20 |" in md    # latencies x time scale
     assert "infeasible: fc1 needs 2 GB" in md and "Jetson TX2 (GPU) | 1 | 7.14" in md

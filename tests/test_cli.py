@@ -58,3 +58,14 @@ def test_feeder_reports_non_rgb_frames():
     w = workloads.get("alexnet")
     item = Feeder(w).item(3, [[1, 2], [3, 4]])
     assert item.error and "frame 3: expected an RGB uint8 image" in item.error
+
+
+def test_a_command_that_cannot_load_says_why(monkeypatch):
+    from click.testing import CliRunner
+
+    from mcdask import cli
+
+    monkeypatch.setitem(cli.COMMANDS, "ghost", ("mcdask.no_such_module:cmd", "A command."))
+    r = CliRunner().invoke(cli.main, ["ghost"])
+    assert r.exit_code != 0
+    assert "'ghost' is not available in this installation: No module named 'mcdask.no_such_module'" in r.output

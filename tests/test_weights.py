@@ -59,7 +59,6 @@ def weights_files(tmp_path_factory):
 def test_slices_from_a_weights_file_equal_the_keras_model(weights_files, kind):
     h5, full, x, expect = weights_files
     src = WeightsSource(path=str(h5 if kind == "h5" else full)).check()
-    w = workloads.get("alexnet")
     a = Slice(SliceSpec("alexnet", 0, 10, (0, 1000), src))
     b = Slice(SliceSpec("alexnet", 0, 10, (1000, 4096), src))
     c = Slice(SliceSpec("alexnet", 10, 12, None, src))
