@@ -27,16 +27,20 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.command()
 @click.option("--workload", "names", type=click.Choice(workloads.NAMES), multiple=True,
               help="repeat for several [default: all three]")
-@click.option("--devices", default=None, help="device counts, e.g. 1-6 or 2,4,6 [default: 1-6; quick: 1,2,4,6]")
+@click.option("--devices", default=None, help="device counts, e.g. 1-12 or 2,4,6 [default: 1-12; quick: 1,2,4,6]")
 @click.option("--quick", is_flag=True, help="fewer device counts and frames, time scale 4: under 10 minutes")
 @click.option("--time-scale", type=float, default=None,
               help="devices K times faster with K times the bandwidth [default: 1; quick: 4]")
 @click.option("--strategy", "strategies", type=click.Choice(["optimal", "paper"]), multiple=True,
               help="planner strategies to compare [default: optimal]")
+@click.option("--profile", type=click.Choice(["farm", "device", "pi3"]), default="farm", show_default=True,
+              help="plan on the Pi 3's layer times rebalanced to this host's conv/dense split (farm), on "
+                   "times measured layer by layer on a farm device (device: models whose layers fit a "
+                   "device), or on the published Pi 3 ones")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
 @click.option("--out", "name", default="bench", show_default=True, help="result file stem under bench/results/")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, scheduler, name, as_json):
+def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, as_json):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     from . import report
@@ -44,10 +48,11 @@ def bench(names, devices, quick, time_scale, strategies, scheduler, name, as_jso
 
     settings = Settings(
         workloads=tuple(names) or (("alexnet",) if quick else workloads.NAMES),
-        devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 7))),
+        devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 13))),
         strategies=tuple(strategies) or ("optimal",),
         time_scale=time_scale or (4.0 if quick else 1.0),
         frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
+        profile=profile,
     )
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     result = run(settings, scheduler=scheduler, log=log)

@@ -36,6 +36,26 @@ def memory_feasible_bound_ips(work_s_per_frame: float, devices: int) -> float:
     return devices / work_s_per_frame
 
 
+def placement_bound_ips(workload, profile, devices: int) -> float | None:
+    """The compute-and-memory bound: the best IPS any plan in the planner's space reaches on
+    ``profile``'s devices with free links and no per-task cost (``None``: none fits). Below
+    ``compute_bound_ips`` when memory pins layers to devices (a 1 GB device cannot hold a
+    whole VGG16, so its conv stages cannot be replicated on every device)."""
+    from dataclasses import replace
+
+    from mcdask.errors import PlanError, ProfileError
+    from mcdask.planner import plan
+    from mcdask.profile import LinkModel
+
+    free = replace(profile, default_link=LinkModel(0.0, 1e18), links=(), host_task_overhead_s={},
+                   host_frame_overhead_s={},
+                   kinds={k: replace(v, task_overhead_s=0.0) for k, v in profile.kinds.items()})
+    try:
+        return plan(workload, free, devices, "optimal").predicted["ips"]
+    except (PlanError, ProfileError):
+        return None
+
+
 def link_bound_ips(busy_s: dict[str, float]) -> float:
     """The links' limit alone, from a cost model's busy seconds per frame.
 

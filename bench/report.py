@@ -18,6 +18,10 @@ def _f(x, nd=2) -> str:
     return f"{x:.{nd}f}"
 
 
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
     farm = result.get("farm") or {}
@@ -32,27 +36,59 @@ def markdown(result: dict) -> str:
         rows = [r for r in result["rows"] if r["workload"] == workload]
         lines += [f"## {workload}", "",
                   "| devices | strategy | IPS (Pi speed) | predicted | meas/pred | latency p50 s | p99 s | "
-                  "compute bound | link bound | efficiency | util | J/inf (static+dyn) | runtime share |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "compute bound | compute+memory bound | link bound | efficiency | util mean / busiest | J/inf (static+dyn) | client+scheduler CPU "
+                  "/ frame time | Dask CPU on devices / model CPU |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if not r.get("feasible", True):
-                lines.append(f"| {r['devices']} | {r['strategy']} | infeasible: {r['reason']} |" + " |" * 10)
+                lines.append(f"| {r['devices']} | {r['strategy']} | infeasible: {r['reason']} |" + " |" * 12)
+                continue
+            if r.get("failed"):
+                lines.append(f"| {r['devices']} | {r['strategy']} | failed: {r['failed']} |" + " |" * 12)
                 continue
             e = r.get("energy") or {}
             lines.append(
                 f"| {r['devices']} | {r['strategy']} | {_f(r['ips_pi_speed'])} | {_f(r['predicted_ips'])} | "
                 f"{_f(r['measured_over_predicted'])} | {_f(r['latency_p50_s'] * s['time_scale'])} | "
                 f"{_f(r['latency_p99_s'] * s['time_scale'])} | {_f(r['compute_bound_ips'])} | "
-                f"{_f(r['link_bound_ips'])} | {_f(r['efficiency'])} | {_f(r['utilisation_mean'])} | "
+                f"{_f(r.get('placement_bound_ips'))} | "
+                f"{_f(r['link_bound_ips'])} | {_f(r['efficiency'])} | {_f(r['utilisation_mean'])} / "
+                f"{_f(r.get('bottleneck_busy'))} | "
                 f"{_f(e.get('total_j'))} ({_f(e.get('static_j'))}+{_f(e.get('dynamic_j'))}) | "
-                f"{_f(100 * r['runtime_share_of_frame_time'], 1) if r.get('runtime_share_of_frame_time') is not None else '-'} % |")
+                f"{_pct(r.get('runtime_share_of_frame_time'))} | {_pct(r.get('worker_runtime_over_compute'))} |")
         lines += ["", "Published reference rows:", "", "| system | devices (ours) | IPS | J/inf | source |",
                   "|---|---|---|---|---|"]
         for ref in paper.REFERENCE[workload]:
             lines.append(f"| {ref['system']} | {ref['devices']} | {ref['ips']} | {_f(ref.get('total_j'))} | "
                          f"{ref['source']} |")
         lines.append("")
-    lines.append("Latencies are scaled back to Pi speed (x time scale).")
+    lines.append("Latencies are scaled back to Pi speed (x time scale). Compute bound: every device computing "
+                 "whole frames (sum of 1 / whole-model time); compute+memory bound: the planner's best on the same "
+                 "devices with free links and no per-task cost (memory pins layers to devices); efficiency: measured "
+                 "over the tightest bound. Client+scheduler CPU / frame time: "
+                 "host CPU seconds of the client and scheduler per frame, times the frame rate. Dask CPU on "
+                 "devices / model CPU: the workers' own threads (event loop, comms, serialisation) against "
+                 "their model threads, host CPU seconds. Util: each device's task time over the run; the "
+                 "busiest device near 1 means the runtime kept the bottleneck fed.")
+    return "\n".join(lines) + "\n"
+
+
+def summary(result: dict) -> str:
+    """One line per (workload, devices): the optimal planner's row beside the paper strategy's
+    IPS, for the README."""
+    ts = result["settings"]["time_scale"]
+    lines = ["| workload | devices | IPS (Pi speed) | paper strategy IPS | predicted | efficiency | busiest device | "
+             "latency p50 s | J/inference |", "|---|---|---|---|---|---|---|---|---|"]
+    for workload in result["settings"]["workloads"]:
+        by = {(r["devices"], r["strategy"]): r for r in result["rows"] if r["workload"] == workload}
+        for n in sorted({d for d, _ in by}):
+            r, pr = by.get((n, "optimal"), {}), by.get((n, "paper"), {})
+            if "ips_pi_speed" not in r:
+                continue
+            lines.append(f"| {workload} | {n} | {_f(r['ips_pi_speed'])} | {_f(pr.get('ips_pi_speed'))} | "
+                         f"{_f(r['predicted_ips'])} | {_f(r['efficiency'])} | {_f(r.get('bottleneck_busy'))} | "
+                         f"{_f(r['latency_p50_s'] * ts)} | "
+                         f"{_f((r.get('energy') or {}).get('total_j'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +100,7 @@ def plots(result: dict, outdir: Path, name: str = "bench") -> list[Path]:
 
     out = []
     for workload in result["settings"]["workloads"]:
-        rows = [r for r in result["rows"] if r["workload"] == workload and r.get("feasible", True)]
+        rows = [r for r in result["rows"] if r["workload"] == workload and "ips_pi_speed" in r]
         if not rows:
             continue
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))

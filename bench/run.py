@@ -31,10 +31,10 @@ class Settings:
     strategies: tuple[str, ...] = ("optimal",)
     time_scale: float = 1.0
     frames: dict | None = None        # workload -> frames per run
-    profile: str = "pi3"              # planning profile: a built-in kind, or "measured"
+    profile: str = "farm"             # planning profile: "farm", "device" or "pi3" (see farm_profile)
 
 
-DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 30, "action": 100}
+DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
 QUICK_FRAMES = {"alexnet": 80, "vgg16": 16, "action": 80}
 
 
@@ -58,8 +58,27 @@ def _cpu_s(pids: list[int]) -> float:
     return total
 
 
+def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
+    """CPU seconds of the farm workers' threads, split into ``compute`` (the threads in a
+    device's compute cgroup: the model) and ``runtime`` (Dask's own threads)."""
+    out = {"compute": 0.0, "runtime": 0.0}
+    for pid in pids:
+        try:
+            threads = psutil.Process(pid).threads()
+        except psutil.Error:
+            continue
+        for t in threads:
+            try:
+                with open(f"/proc/{pid}/task/{t.id}/cgroup") as f:
+                    compute = any(line.rstrip().endswith("/compute") for line in f)
+            except OSError:
+                continue
+            out["compute" if compute else "runtime"] += t.user_time + t.system_time
+    return out
+
+
 def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: int | None,
-                caps=lambda on: None) -> dict:
+                caps=lambda on: None, worker_pids: dict[str, int] | None = None) -> dict:
     """Deploy ``plan``, stream ``items``, and return one row of figures."""
     from distributed import get_task_stream
 
@@ -78,11 +97,14 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         dep = deploy(client, plan, WeightsSource())
     finally:
         caps(True)
-    cpu0 = _cpu_s(pids)
+    devices_pids = [worker_pids[dep.binding[d]] for d in plan.devices if dep.binding[d] in (worker_pids or {})]
+    cpu0, threads0 = _cpu_s(pids), _thread_cpu_s(devices_pids)
     with get_task_stream(client) as ts:
         records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False,
                                           deployment=dep)
     runtime_cpu = _cpu_s(pids) - cpu0
+    threads1 = _thread_cpu_s(devices_pids)
+    worker_cpu = {k: threads1[k] - threads0[k] for k in threads1}
     wall = summary["wall_s"]
     addr_by_name = {str(i.get("name", a)): a for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}
     compute = _compute_by_worker(ts.data)
@@ -91,6 +113,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     ips_pi = ips / time_scale
     whole = {d: sum(sub.kind_of(d).time_s(w.name, l) for l in w.layers) for d in plan.devices}
     compute_bound = metrics.compute_bound_ips(whole)
+    placement_bound = metrics.placement_bound_ips(w, sub, len(plan.devices))
     link_bound = metrics.link_bound_ips(cost.busy_s)
     frames = max(summary["classified"], 1)
     row = {
@@ -99,13 +122,20 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         "ips": ips, "ips_pi_speed": ips_pi, "ips_wall": summary["ips"],
         "latency_p50_s": summary["latency_p50_s"], "latency_p99_s": summary["latency_p99_s"],
         "predicted_ips": cost.ips, "predicted_bottleneck": cost.bottleneck,
-        "compute_bound_ips": compute_bound, "link_bound_ips": link_bound,
+        "compute_bound_ips": compute_bound, "placement_bound_ips": placement_bound, "link_bound_ips": link_bound,
         "efficiency_compute": ips_pi / compute_bound, "efficiency_link": ips_pi / link_bound,
-        "efficiency": metrics.efficiency(ips_pi, compute_bound, link_bound),
+        "efficiency": metrics.efficiency(ips_pi, compute_bound, link_bound, *filter(None, [placement_bound])),
         "measured_over_predicted": ips_pi / cost.ips if cost.ips else None,
         "utilisation": util, "utilisation_mean": statistics.fmean(util.values()),
+        # how busy the busiest device was: ~1 means the runtime kept the bottleneck fed, and
+        # any gap to the prediction is the profile's, not the runtime's
+        "bottleneck_busy": max(util.values()),
         "runtime_cpu_s_per_frame": runtime_cpu / frames,
         "runtime_share_of_frame_time": (runtime_cpu / frames) * ips if ips else None,
+        "worker_runtime_cpu_s_per_frame": worker_cpu["runtime"] / frames if devices_pids else None,
+        "worker_compute_cpu_s_per_frame": worker_cpu["compute"] / frames if devices_pids else None,
+        "worker_runtime_over_compute": (worker_cpu["runtime"] / worker_cpu["compute"]
+                                        if devices_pids and worker_cpu["compute"] else None),
         "energy": metrics.energy_per_inference(util, ips_pi) if ips_pi > 0 else None,
         "plan": plan.to_dict(),
     }
@@ -117,19 +147,40 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 BUILD_PEAK_FACTOR = 3.2
 
 
-def farm_profile(kind: str, names):
-    """The published ``kind`` (pi3) timings with this runtime's memory: the farm's devices have
-    the Pi's 1 GB, but run TensorFlow 2.21 + a Dask worker (baseline measured here) and build
-    each slice with a transient peak of ``BUILD_PEAK_FACTOR`` x its weights."""
+PROFILES = ("device", "farm", "pi3")
+
+
+def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=print, *, client=None,
+                 caps=lambda on: None, time_scale: float = 1.0):
+    """The profile the bench plans with, for devices ``names``. All have the pi3's 1 GB running
+    TensorFlow 2.21 + a Dask worker (baseline measured here), building each slice with a
+    transient peak of ``BUILD_PEAK_FACTOR`` x its weights. Layer times: ``pi3``: the published
+    Pi 3 ones; ``farm``: those rebalanced to this host's conv/dense split; ``device``: measured
+    layer by layer on the farm's first device under its quotas, as ``mcdask profile`` measures
+    real devices (the farm's devices are alike). See ``bench.farm_profile``."""
     from dataclasses import replace
 
+    from cluster.devices import KINDS
     from mcdask import devices
     from mcdask.devices.pi3 import MEASURED_HERE_BASELINE_BYTES
     from mcdask.profile import homogeneous
 
-    k = replace(devices.get(kind), baseline_bytes=MEASURED_HERE_BASELINE_BYTES,
+    if profile not in PROFILES:
+        raise ValueError(f"unknown bench profile {profile!r}; choose from {', '.join(PROFILES)}")
+    k = replace(devices.get("pi3"), baseline_bytes=MEASURED_HERE_BASELINE_BYTES,
                 weight_memory_factor=BUILD_PEAK_FACTOR)
-    return homogeneous(k, names=names, link=devices.link_for(kind))
+    if profile == "farm":
+        from .farm_profile import farm_kind, host_split
+
+        k = farm_kind(k, host_split(list(workload_names), log=log), KINDS["pi3"].alexnet_s, n_max)
+    elif profile == "device":
+        from .farm_profile import device_kind
+
+        address = next(a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
+                       if str(w.get("name", a)) == names[0])
+        log(f"profiling {', '.join(workload_names)} on {names[0]} under its CPU quotas...")
+        k = device_kind(client, address, k, list(workload_names), n_max, caps, time_scale, log=log)
+    return homogeneous(k, names=names, link=devices.link_for("pi3"))
 
 
 def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
@@ -151,9 +202,10 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
         scheduler = started["scheduler"]
     farm_status = farm.status()
     state = farm.State.load()
-    scheduler_pid = next((p["pid"] for p in (state.data.get("pids", []) if state else [])
+    scheduler_pid = next((p["pid"] for p in (state.data["resources"].get("pids", []) if state else [])
                           if p.get("role") == "scheduler"), None)
     capped = farm_status.get("mode") == "netns"
+    worker_pids = {d["name"]: d["pid"] for d in farm_status.get("devices", []) if d.get("pid")}
 
     def caps(on: bool) -> None:
         """Slices are built with the CPU cap lifted (a 2 % share makes that minutes), then
@@ -168,12 +220,15 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             names = worker_names(client)[:n_max]
             if len(names) < n_max:
                 raise RuntimeError(f"the farm has {len(names)} workers, the bench needs {n_max}")
+            full = farm_profile(settings.profile, names, settings.workloads, n_max, log, client=client, caps=caps,
+                                time_scale=settings.time_scale)
+            broken = None  # set when the farm lost a device: later rows cannot run
             for name in settings.workloads:
                 w = workloads.get(name)
                 frames = (settings.frames or DEFAULT_FRAMES)[name]
                 items = list(Feeder(w).items(open_source("synthetic", w), frames))
                 for n in settings.devices:
-                    prof = farm_profile(settings.profile, names[:n])
+                    prof = full.subset(names[:n])
                     for strategy in settings.strategies:
                         try:
                             p = make_plan(w, prof, n, strategy)
@@ -182,8 +237,24 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
                                          "feasible": False, "reason": str(e)})
                             log(f"  {name} n={n} {strategy}: infeasible: {e}")
                             continue
+                        if broken:
+                            rows.append({"workload": name, "devices": n, "strategy": strategy, "feasible": True,
+                                         "failed": f"not run: {broken}", "plan_id": p.id})
+                            continue
                         log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS")
-                        row = measure_one(client, p, prof, items, settings.time_scale, scheduler_pid, caps)
+                        try:
+                            row = measure_one(client, p, prof, items, settings.time_scale, scheduler_pid, caps,
+                                              worker_pids)
+                        except Exception as e:  # noqa: BLE001 - keep every other row of the run
+                            left = worker_names(client)
+                            lost = sorted(set(names) - set(left))
+                            rows.append({"workload": name, "devices": n, "strategy": strategy, "feasible": True,
+                                         "failed": f"{type(e).__name__}: {e}"[:500], "plan_id": p.id,
+                                         "lost_devices": lost})
+                            log(f"    FAILED: {type(e).__name__}: {e}" + (f"; devices lost: {lost}" if lost else ""))
+                            if lost:
+                                broken = f"the farm lost {', '.join(lost)} during {name} n={n} {strategy}"
+                            continue
                         row["feasible"] = True
                         rows.append(row)
                         log(f"    measured {row['ips_pi_speed']:.2f} IPS at Pi speed "

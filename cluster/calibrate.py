@@ -70,11 +70,17 @@ def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> lis
 
 
 def release(workload: str | None = None) -> None:
+    """Free what ``prepare`` built and hand the heap back to the system."""
+    import ctypes
     import gc
 
     for k in [workload] if workload else list(_PREPARED):
         _PREPARED.pop(k, None)
     gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def summary(times: list[float]) -> dict:
@@ -83,25 +89,3 @@ def summary(times: list[float]) -> dict:
     a quota period apart and their median jumps between them."""
     return {"mean_s": statistics.mean(times), "median_s": statistics.median(times), "min_s": min(times),
             "max_s": max(times), "n": len(times)}
-
-
-def serve(workload: str) -> None:
-    """Line protocol on stdin/stdout for the farm's verification: build the model, print
-    ``ready``, then answer ``measure N`` with a JSON list of N times; ``quit`` ends it."""
-    import ctypes
-
-    prepare(workload)
-    print("ready", flush=True)
-    for line in sys.stdin:
-        cmd = line.split()
-        if not cmd or cmd[0] == "quit":
-            break
-        if cmd[0] == "measure":
-            n = int(cmd[1]) if len(cmd) > 1 else 5
-            print(json.dumps(measure(workload, n, warmup=1)), flush=True)
-    release()
-    ctypes.CDLL(None).malloc_trim(0) if hasattr(ctypes.CDLL(None), "malloc_trim") else None
-
-
-if __name__ == "__main__":
-    serve(sys.argv[1] if len(sys.argv) > 1 else "alexnet")

@@ -44,7 +44,8 @@ def farm():
 @click.option("--port", type=int, default=8786, show_default=True, help="Scheduler port.")
 @click.option("--dashboard-port", type=int, default=8787, show_default=True)
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Time AlexNet on one device per kind under its quota and correct the quota once.")
+              help="Time AlexNet on the first device of each kind under its quotas and correct the "
+                   "compute share (up to three rounds).")
 @click.option("--host-time-s", type=float,
               help="Use this host AlexNet time instead of measuring it (for repeat runs).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
@@ -111,21 +112,24 @@ def _print_status(st: dict) -> None:
     if cal.get("host_time_s"):
         head += f", host AlexNet {cal['host_time_s'] * 1e3:.1f} ms ({cal.get('command', '')})"
     click.echo(head)
-    rows = [("device", "ip", "alive", "cpu share", "quota/period us", "AlexNet s target/verified",
-             "memory", "Mbit/s", "RTT ms")]
+    rows = [("device", "ip", "alive", "compute share", "quota/period us", "device share", "quota/period us",
+             "AlexNet s target/verified", "memory", "Mbit/s", "RTT ms")]
     for d in st["devices"]:
-        q = d.get("cpu_quota_now")
+        q, dq = d.get("cpu_quota_now"), d.get("device_quota_now")
         target = f"{d['target_alexnet_s']:.3f}" if d.get("target_alexnet_s") else "-"
         verified = f"{d['verified_alexnet_s']:.3f}" if d.get("verified_alexnet_s") else "-"
         rows.append((d["name"], d.get("ip", ""), "yes" if d["alive"] else "NO",
                      f"{d['cpu_share']:.4f}" if d.get("cpu_share") else "uncapped",
-                     f"{q['quota_us']}/{q['period_us']}" if q else "none", f"{target}/{verified}",
+                     f"{q['quota_us']}/{q['period_us']}" if q else "none",
+                     f"{d['device_share']:.4f}" if d.get("device_share") else "uncapped",
+                     f"{dq['quota_us']}/{dq['period_us']}" if dq else "none", f"{target}/{verified}",
                      d["memory_limit"], f"{d['link_mbit']:g}" if st["network_shaped"] else "unshaped",
                      f"{d['rtt_ms']:.3g}" if st["network_shaped"] else "-"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
-    click.echo("RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
+    click.echo("Compute: the device's TensorFlow threads; device: all of it (compute + Dask's Python). "
+               "RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
                "workers imported TensorFlow" + (f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."))
     if not st["cpu_capped"]:
         click.echo("NOTE: CPU quotas are NOT applied" + (f" ({st['not_capped_reason']})" if st.get("not_capped_reason") else

@@ -17,10 +17,16 @@ Built-in kinds and their sources (``../shared/reference/musical-chair-paper.md``
 * ``tx2-cpu``: NVIDIA Jetson TX2 running on its CPU only. AlexNet 0.20 s (CK/ReQuEST:
   0.2007-0.2015 s; paper section 3.6). 8 GiB RAM. Link: the same WiFi.
 
-How a kind maps onto this host (``cpu_share``, ``cfs_quota``, ``shaped_link``): a device
-gets ``host_alexnet_s / alexnet_s`` of one host core, where ``host_alexnet_s`` is measured on
-this machine at ``farm up`` (one thread, ``python -m mcdask.timing``). ``time_scale`` K runs
-every device K times faster: K times the CPU share, K times the bandwidth, 1/K the delay.
+How a kind maps onto this host (``cpu_share``, ``cfs_quota``, ``shaped_link``): a device's
+*compute* (TensorFlow's threads, which run the model's kernels) gets
+``host_alexnet_s / alexnet_s`` of one host core, where ``host_alexnet_s`` is measured on this
+machine at ``farm up`` (one thread, ``python -m mcdask.timing``). The rest of the worker, its
+Python (Dask's event loop, comms, serialisation, heartbeats, the task thread's glue), is its
+*runtime*: on a real Pi it runs on the
+cores TensorFlow leaves, at the speed of a Pi core running Python, which is far less behind
+this host than the model is. It gets ``runtime_share`` of a host core on top of the compute
+share (see ``RUNTIME_SHARE_PI3``). ``time_scale`` K runs every device K times faster: K times
+both shares, K times the bandwidth, 1/K the delay.
 
 ``rtt_ms`` is the round trip *between two devices* (the paper's client-to-client figure):
 each device's link adds ``rtt_ms / 4`` in each direction, so device <-> device is ``rtt_ms``
@@ -44,6 +50,14 @@ MIN_QUOTA_US = 1000
 #: preferred CFS period; a small share gets a longer one so that its quota stays >= 1 ms
 BASE_PERIOD_US = 20_000
 MAX_PERIOD_US = 1_000_000
+#: One Pi 3 core running scalar code (Python: Dask's event loop) as a fraction of one core
+#: of this host: about 0.1. J. Whitham, "Relative speed of Raspberry Pi, Pi 2, and desktop
+#: PC" (2015): a Core i3-3220 runs integer/FP C code 10-11x faster than a Pi 2 core; a Pi 3
+#: core is about 1.5x a Pi 2 core (ARM, Cortex-A53 vs A7); this host's EPYC core is about
+#: 1.5x an i3-3220. So one Pi 3 core ~ 1/10 of a host core, +-50 %. An idle Dask worker
+#: here uses 23 ms of CPU per second (profiler, tick monitor, heartbeats): under the 2 %
+#: compute share alone it would take more than the whole device.
+RUNTIME_SHARE_PI3 = 0.10
 #: the workload the device speeds are stated for
 CALIBRATION_WORKLOAD = "alexnet"
 
@@ -86,6 +100,8 @@ class DeviceKind:
     alexnet_s: float | None = None
     cpu_share: float | None = None
     source: str = ""
+    #: host-core fraction for the worker's runtime threads at time-scale 1 (on top of compute)
+    runtime_share: float = RUNTIME_SHARE_PI3
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -96,6 +112,7 @@ class DeviceKind:
                                 f"AlexNet inference) and cpu_share (fraction of a host core); got "
                                 f"alexnet_s={self.alexnet_s!r}, cpu_share={self.cpu_share!r}")
         for what, v in (("alexnet_s", self.alexnet_s), ("cpu_share", self.cpu_share),
+                        ("runtime_share", self.runtime_share),
                         ("link_mbit", self.link_mbit), ("memory_bytes", self.memory_bytes)):
             if v is not None and not v > 0:
                 raise FarmSpecError(f"device kind {self.name!r}: {what} must be > 0, got {v!r}")
@@ -119,6 +136,10 @@ class DeviceKind:
                 "so lower --time-scale until the share is <= 1")
         return share
 
+    def runtime_share_on(self, time_scale: float = 1.0) -> float:
+        """Host-core fraction for the worker's runtime threads (Dask), besides its compute."""
+        return self.runtime_share * time_scale
+
     def target_alexnet_s(self, host_alexnet_s: float | None, time_scale: float = 1.0) -> float | None:
         """The whole-AlexNet time a device of this kind should show on this host."""
         if self.alexnet_s is not None:
@@ -130,18 +151,19 @@ class DeviceKind:
     def to_dict(self) -> dict:
         """The spec-file form of this kind (see ``spec_from_dict``)."""
         speed = {"alexnet_s": self.alexnet_s} if self.alexnet_s is not None else {"cpu_share": self.cpu_share}
-        return {**speed, "memory": self.memory_bytes, "link": {"mbit": self.link_mbit, "rtt_ms": self.rtt_ms},
+        return {**speed, "runtime_share": self.runtime_share, "memory": self.memory_bytes,
+                "link": {"mbit": self.link_mbit, "rtt_ms": self.rtt_ms},
                 **({"source": self.source} if self.source else {})}
 
 
-def cfs_quota(share: float) -> tuple[int, int]:
-    """``(quota_us, period_us)`` for a CPU share of one core.
+def cfs_quota(share: float, max_cores: float = 1.0) -> tuple[int, int]:
+    """``(quota_us, period_us)`` for a CPU share of one core (up to ``max_cores`` cores).
 
     The period is ``BASE_PERIOD_US`` unless the quota would fall under the kernel's 1 ms
     minimum; then the quota is 1 ms and the period grows (a 1.8 % share: 1 ms per 56 ms).
     """
-    if not 0 < share <= 1:
-        raise FarmSpecError(f"CPU share must be in (0, 1], got {share!r}")
+    if not 0 < share <= max_cores:
+        raise FarmSpecError(f"CPU share must be in (0, {max_cores:g}], got {share!r}")
     period = BASE_PERIOD_US
     quota = round(share * period)
     if quota < MIN_QUOTA_US:
@@ -187,10 +209,14 @@ KINDS: dict[str, DeviceKind] = {
     "pi3": DeviceKind("pi3", 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.52,
                       source="Raspberry Pi 3 B: AlexNet 0.52 s (CK/ReQuEST 0.519-0.532 s), 1 GB, paper WiFi"),
     "pi4": DeviceKind("pi4", 4 * 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.26,
+                      runtime_share=2 * RUNTIME_SHARE_PI3,
                       source="Raspberry Pi 4 B 4 GB: derived 0.52 s / 2 (Allan 2019, full TensorFlow "
-                             "about 2x Pi 3), paper WiFi"),
+                             "about 2x Pi 3; runtime: a 1.5 GHz Cortex-A72 core, about 2x a Pi 3 "
+                             "core), paper WiFi"),
     "tx2-cpu": DeviceKind("tx2-cpu", 8 * 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.20,
-                          source="Jetson TX2 CPU only: AlexNet 0.20 s (CK/ReQuEST 0.2007-0.2015 s), 8 GB"),
+                          runtime_share=2 * RUNTIME_SHARE_PI3,
+                          source="Jetson TX2 CPU only: AlexNet 0.20 s (CK/ReQuEST 0.2007-0.2015 s), 8 GB; "
+                                 "runtime: a 2 GHz Cortex-A57 core, about 2x a Pi 3 core"),
 }
 
 
@@ -289,7 +315,7 @@ def spec_from_dict(data: dict, origin: str = "spec") -> FarmSpec:
 
 
 def _kind_from_dict(name: str, body: dict, origin: str) -> DeviceKind:
-    allowed = {"base", "alexnet_s", "cpu_share", "memory", "link", "source"}
+    allowed = {"base", "alexnet_s", "cpu_share", "runtime_share", "memory", "link", "source"}
     unknown = set(body) - allowed
     if unknown:
         raise FarmSpecError(f"{origin}: kind {name!r} has unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}")
@@ -305,6 +331,7 @@ def _kind_from_dict(name: str, body: dict, origin: str) -> DeviceKind:
         speed = {"alexnet_s": body.get("alexnet_s"), "cpu_share": body.get("cpu_share")}
     elif b:
         speed = {"alexnet_s": b.alexnet_s, "cpu_share": b.cpu_share}
+    runtime = body.get("runtime_share", b.runtime_share if b else RUNTIME_SHARE_PI3)
     memory = body.get("memory", b.memory_bytes if b else None)
     mbit = link.get("mbit", b.link_mbit if b else None)
     rtt = link.get("rtt_ms", b.rtt_ms if b else None)
@@ -316,6 +343,7 @@ def _kind_from_dict(name: str, body: dict, origin: str) -> DeviceKind:
         return DeviceKind(name, parse_bytes(memory), float(mbit), float(rtt),
                           alexnet_s=None if speed.get("alexnet_s") is None else float(speed["alexnet_s"]),
                           cpu_share=None if speed.get("cpu_share") is None else float(speed["cpu_share"]),
+                          runtime_share=float(runtime),
                           source=str(body.get("source", b.source if b and not body.keys() - {"base"} else "")))
     except (TypeError, ValueError) as e:
         if isinstance(e, FarmSpecError):

@@ -31,6 +31,8 @@ SUBNET = "10.77.0"
 HOST_IP = f"{SUBNET}.1"
 NETNS_DIR = Path("/run/netns")
 CGROUP_DIR_NAME = "mcdask-farm"
+#: the child cgroup of a device that holds its model threads
+COMPUTE_CGROUP = "compute"
 CLONE_NEWNET = 0x40000000
 #: farm links carry jumbo frames: at 62 Mbit/s a 9000-byte frame takes 1.2 ms on the wire,
 #: and the delay line copies 6x fewer frames than at 1500 bytes
@@ -190,7 +192,12 @@ def enter_netns(path: str) -> None:
 class Cgroups:
     """Where the farm's cgroups live. v1: one directory per controller (cpu, memory), each
     ``<mount>/<this process's cgroup>/mcdask-farm``, so the farm stays inside its caller's
-    accounting. v2: ``<unified mount>/mcdask-farm`` with the cpu and memory controllers."""
+    accounting. v2: ``<unified mount>/mcdask-farm`` with the cpu and memory controllers.
+
+    A device is ``<base>/<device>`` (memory limit; CPU quota of the whole device) with a child
+    ``compute`` (CPU quota of the threads that run the model). The worker process starts in
+    the device cgroup; ``cluster.compute_threads`` moves its model threads into ``compute``.
+    Under v2 ``compute`` is a threaded cgroup (a thread-granular cpu controller)."""
 
     version: int
     bases: tuple[str, ...]  # v1: (cpu base, memory base); v2: (base,)
@@ -217,6 +224,10 @@ class Cgroups:
     def dirs(self, device: str) -> list[str]:
         return [str(Path(b) / device) for b in self.bases]
 
+    def _cpu_dir(self, device: str, compute: bool = False) -> Path:
+        d = Path(self.dirs(device)[0])
+        return d / COMPUTE_CGROUP if compute else d
+
     def create(self, device: str, memory_bytes: int) -> list[str]:
         if self.version == 2:
             base = Path(self.bases[0])
@@ -224,8 +235,13 @@ class Cgroups:
             _write(base / "cgroup.subtree_control", "+cpu +memory")
         for d in self.dirs(device):
             Path(d).mkdir(parents=True, exist_ok=True)
+        compute = self._cpu_dir(device, compute=True)
+        compute.mkdir(exist_ok=True)
+        if self.version == 2:
+            _write(compute / "cgroup.type", "threaded")
+            _write(Path(self.dirs(device)[0]) / "cgroup.subtree_control", "+cpu")
         self.set_memory(device, memory_bytes)
-        self.set_cpu(device, None)
+        self.set_cpu(device, None, None)
         return self.dirs(device)
 
     def set_memory(self, device: str, memory_bytes: int) -> None:
@@ -243,31 +259,41 @@ class Cgroups:
             if (d / "memory.swap.max").exists():
                 _write(d / "memory.swap.max", "0")
 
-    def set_cpu(self, device: str, quota: tuple[int, int] | None) -> None:
-        """``(quota_us, period_us)``, or ``None`` for no limit."""
-        if self.version == 1:
-            cpu = Path(self.dirs(device)[0])
-            _write(cpu / "cpu.cfs_quota_us", "-1")
-            if quota:
-                _write(cpu / "cpu.cfs_period_us", str(quota[1]))
-                _write(cpu / "cpu.cfs_quota_us", str(quota[0]))
+    def set_cpu(self, device: str, total: tuple[int, int] | None,
+                compute: tuple[int, int] | None = None) -> None:
+        """``(quota_us, period_us)`` of the whole device and of its compute threads; ``None``
+        for no limit."""
+        parent, child = self._cpu_dir(device), self._cpu_dir(device, compute=True)
+        if self.version == 1:  # v1 refuses a child quota above its parent's: lift both, then set
+            for d in (child, parent):
+                if d.exists():
+                    _write(d / "cpu.cfs_quota_us", "-1")
+            for d, quota in ((parent, total), (child, compute)):
+                if quota and d.exists():
+                    _write(d / "cpu.cfs_period_us", str(quota[1]))
+                    _write(d / "cpu.cfs_quota_us", str(quota[0]))
         else:
-            d = Path(self.dirs(device)[0])
-            _write(d / "cpu.max", f"{quota[0]} {quota[1]}" if quota else "max 100000")
+            for d, quota in ((parent, total), (child, compute)):
+                if d.exists():
+                    _write(d / "cpu.max", f"{quota[0]} {quota[1]}" if quota else "max 100000")
 
-    def read_cpu(self, device: str) -> tuple[int, int] | None:
+    def read_cpu(self, device: str, compute: bool = False) -> tuple[int, int] | None:
+        d = self._cpu_dir(device, compute)
         try:
             if self.version == 1:
-                cpu = Path(self.dirs(device)[0])
-                q = int((cpu / "cpu.cfs_quota_us").read_text())
-                return None if q < 0 else (q, int((cpu / "cpu.cfs_period_us").read_text()))
-            q, p = (Path(self.dirs(device)[0]) / "cpu.max").read_text().split()
+                q = int((d / "cpu.cfs_quota_us").read_text())
+                return None if q < 0 else (q, int((d / "cpu.cfs_period_us").read_text()))
+            q, p = (d / "cpu.max").read_text().split()
             return None if q == "max" else (int(q), int(p))
         except (OSError, ValueError):
             return None
 
     def procs_files(self, device: str) -> list[str]:
         return [str(Path(d) / "cgroup.procs") for d in self.dirs(device)]
+
+    def compute_threads_file(self, device: str) -> str:
+        """Writing a thread id here puts that thread under the device's compute quota."""
+        return str(self._cpu_dir(device, compute=True) / ("tasks" if self.version == 1 else "cgroup.threads"))
 
     def to_dict(self) -> dict:
         return {"version": self.version, "bases": list(self.bases)}

@@ -3,9 +3,11 @@
 Runs in the worker process before it registers with the scheduler: imports TensorFlow and
 Keras, sets TensorFlow's intra-op threads to ``$MCDASK_TF_THREADS`` (default 1: the farm's
 CPU calibration is a one-thread measurement; a real Pi 3 wants 4) and one inter-op thread,
-and runs a few small ops so kernels are initialised. The farm
-applies each device's CPU quota only after every worker has registered, because importing
-TensorFlow under a 2-3 % share of a core takes minutes.
+and runs a few small ops so kernels are initialised. Then it puts TensorFlow's threads under
+the device's compute quota (``cluster.compute_threads``); every Python thread (Dask's and the
+task thread that calls the model) stays in the device cgroup. The farm applies the CPU quotas only after
+every worker has registered, because importing TensorFlow under a 2-3 % share of a core
+takes minutes.
 """
 
 from __future__ import annotations
@@ -38,4 +40,8 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
     w = tf.random.uniform((16 * 16 * 8, 10))
     for _ in range(3):
         warm(x, k, w).numpy()
-    worker.log_event("mcdask-farm", {"action": "preloaded", "seconds": time.perf_counter() - t0})
+    from cluster import compute_threads
+
+    placed = compute_threads.place_model_threads()
+    worker.log_event("mcdask-farm", {"action": "preloaded", "seconds": time.perf_counter() - t0,
+                                     "compute_threads": placed})

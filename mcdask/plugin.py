@@ -94,6 +94,7 @@ class SliceHost(WorkerPlugin):
                 return self.status()
             self.ready.clear()
             wanted = pieces_for(deployment, worker.name)
+            self.slices = {}  # let go of the old plan's slices before building the new ones
             try:
                 t0 = time.perf_counter()
                 self.slices = await asyncio.to_thread(_build_all, wanted)
@@ -155,6 +156,19 @@ async def _nudge_scheduler(worker) -> None:
         logger.debug("mcdask: no resource nudge on the scheduler (%s)", e)
 
 
+def _release_memory() -> None:
+    """Collect dropped slices and hand the freed heap back to the system (glibc keeps it
+    otherwise, and a 1 GB device cannot afford two plans' weights)."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
 def _build_all(wanted: dict) -> dict:
     global _TF_READY
     from .slices import Slice, set_threads
@@ -164,8 +178,11 @@ def _build_all(wanted: dict) -> dict:
         set_threads(threads)
         _TF_READY = True
     keep = {spec.key for spec in wanted.values()}
-    for key in [k for k in _BUILT if k not in keep]:
+    dropped = [k for k in _BUILT if k not in keep]
+    for key in dropped:
         del _BUILT[key]
+    if dropped:
+        _release_memory()
     out = {}
     for sid, spec in wanted.items():
         if spec.key not in _BUILT:

@@ -54,6 +54,7 @@ thread counts, and the mcdask version.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import hashlib
 import json
@@ -219,10 +220,16 @@ def _feeds(s, workload) -> dict[str, np.ndarray]:
     return out
 
 
+def _call(s, w, feeds):
+    from .slices import assemble
+
+    return s(assemble(w, feeds, s.stacked))
+
+
 def _time_piece(workload_name: str, index: int, units: int | None, repeats: int, warmup: int,
                 budget_s: float, usable_bytes: int) -> dict[str, Any]:
     """Build, time and free one piece; skip it (saying why) if building it would not fit."""
-    from .slices import Slice, SliceSpec, assemble
+    from .slices import Slice, SliceSpec
     from .timing import time_call
 
     _ensure_tf()
@@ -239,7 +246,7 @@ def _time_piece(workload_name: str, index: int, units: int | None, repeats: int,
     peak_ok = _reset_peak()
     s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
     feeds = _feeds(s, w)
-    times = time_call(lambda: s(assemble(w, feeds, s.stacked)), repeats, warmup, budget_s)
+    times = time_call(functools.partial(_call, s, w, feeds), repeats, warmup, budget_s)
     after = _rss_bytes()
     peak = _peak_rss_bytes() if peak_ok else None
     del s, feeds
@@ -251,9 +258,12 @@ def _time_piece(workload_name: str, index: int, units: int | None, repeats: int,
 
 async def time_piece(workload_name: str, index: int, units: int | None, repeats: int, warmup: int,
                      budget_s: float, *, dask_worker) -> dict[str, Any]:
-    """``client.run`` target: time layer ``index`` (or its first ``units`` units) here."""
-    return await asyncio.to_thread(_time_piece, workload_name, index, units, repeats, warmup, budget_s,
-                                   _usable_memory(dask_worker)["usable_memory_bytes"])
+    """``client.run`` target: time layer ``index`` (or its first ``units`` units) here, on the
+    worker's task thread, where slices run (on a farm device that thread is under the device's
+    compute quota, and Dask's own threads are not)."""
+    run = functools.partial(_time_piece, workload_name, index, units, repeats, warmup, budget_s,
+                            _usable_memory(dask_worker)["usable_memory_bytes"])
+    return await asyncio.get_running_loop().run_in_executor(dask_worker.executors["default"], run)
 
 
 def noop() -> None:

@@ -73,3 +73,38 @@ def test_report_writes_table_plots_and_json(tmp_path):
     assert "infeasible: fc1 needs 2 GB" in md and "Jetson TX2 (GPU) | 1 | 7.14" in md
     assert json.loads((tmp_path / "t.json").read_text())["rows"][0]["ips"] == 8.0
     assert (tmp_path / "t-alexnet.png").stat().st_size > 10_000
+
+
+def _split(**by_workload):
+    return {"cpu": "test cpu", "statistic": "fixed", "workloads": {
+        w: {"conv_s": c, "dense_s": d, "runs": []} for w, (c, d) in by_workload.items()}}
+
+
+def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
+    """AlexNet on the host: 3 ms of conv side, 6 ms dense; the farm slows it to 0.52 s. The
+    farm kind keeps the Pi's times within each side and scales each side's sum to that."""
+    from bench.farm_profile import farm_kind, runs
+    from mcdask import devices
+
+    import workloads
+
+    pi3 = devices.get("pi3")
+    kind = farm_kind(pi3, _split(alexnet=(0.003, 0.006), action=(0.002, 0.018)), 0.52, n_devices=6)
+    for name, (c, d) in {"alexnet": (0.003, 0.006), "action": (0.002, 0.018)}.items():
+        w = workloads.get(name)
+        slow = 0.52 / 0.009
+        conv = sum(kind.time_s(name, l) for l in w.layers if l.kind != "dense")
+        dense = sum(kind.time_s(name, l) for l in w.layers if l.kind == "dense")
+        assert conv == pytest.approx(c * slow) and dense == pytest.approx(d * slow)
+        # within a side, the Pi's proportions stay
+        a, b = [l for l in w.layers if l.kind == "dense"][:2]
+        assert kind.time_s(name, a) / kind.time_s(name, b) == pytest.approx(pi3.time_s(name, a) / pi3.time_s(name, b))
+    assert sum(kind.time_s("alexnet", l) for l in workloads.get("alexnet").layers) == pytest.approx(0.52)
+    fc1 = workloads.get("alexnet").layers[9]
+    assert kind.time_s("alexnet", fc1, 2048) == pytest.approx(
+        pi3.time_s("alexnet", fc1, 2048) * kind.measured["factors"]["alexnet"]["dense"])
+    assert kind.memory_bytes == pi3.memory_bytes and kind.baseline_bytes == pi3.baseline_bytes
+    # the action model's pyramid (a windowed layer) starts a run of its own
+    action = workloads.get("action")
+    starts = [action.layers[a].name for a, _ in runs(action)]
+    assert "pyramid" in starts and starts[0] == "spatial_conv1"

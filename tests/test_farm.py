@@ -129,29 +129,51 @@ def test_equivalence_through_a_three_device_farm(farm3):
     assert summary["max_abs_diff"] <= 1e-5 * summary["output_scale"]
 
 
-@pytest.mark.calibration
+def test_model_threads_run_under_the_compute_quota_and_dask_outside_it(farm3):
+    """Every TensorFlow thread of a device is in its compute cgroup; its Python threads (the
+    event loop, the task thread) are in the device cgroup."""
+    from distributed import Client
+
+    from cluster import compute_threads
+
+    dev = farm3["devices"][0]
+    assert dev["device_share"] == pytest.approx(dev["cpu_share"] + dev["runtime_share"])
+    assert dev["device_quota_now"]["quota_us"] / dev["device_quota_now"]["period_us"] == pytest.approx(
+        dev["device_share"], rel=0.02)
+    with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c:
+        task_tid = c.submit(lambda: __import__("threading").get_native_id(), workers=[dev["address"]],
+                            pure=False).result()
+        where = c.run(compute_threads.placement, workers=[dev["address"]])[dev["address"]]
+    compute = [t for t in where["threads"] if t["cgroup"].endswith(f"/{dev['name']}/compute")]
+    assert where["target"].endswith(f"/{dev['name']}/compute/tasks")
+    assert any(t["name"].startswith("tf_") for t in compute), where
+    for t in where["threads"]:
+        if t["name"].startswith("tf_"):
+            assert t in compute, where
+        if t["main"] or t["tid"] == task_tid:
+            assert t["cgroup"].endswith(f"/{dev['name']}"), where
+
+
 def test_device_alexnet_time_is_within_20_percent_of_target(farm3):
     """Runs last: the worker keeps the model it built (TensorFlow does not give it back).
     As on a real device, the model is built (here: with the quota lifted) and warmed up
-    before it is timed."""
+    before it is timed, called from the worker's task thread (as slices are)."""
+    import statistics
+
     from distributed import Client
 
     from cluster import calibrate, farm
 
     dev = next(d for d in farm3["devices"] if d["name"] == "pi3-02")
+    on_device = dict(workers=[dev["address"]], pure=False, allow_other_workers=False)
     with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c:
         farm.set_caps(False)
         try:
-            c.run(calibrate.prepare, "alexnet", workers=[dev["address"]])
+            c.submit(calibrate.prepare, "alexnet", **on_device).result()
         finally:
             farm.set_caps(True)
-        # Batches of back-to-back runs; under a CFS quota of a few percent on a shared 2-core
-        # host a batch's mean scatters by +-30 % (seen here), so up to three batches are taken
-        # and one must land within 20 %. A quota that is off for good fails all three.
-        means = []
-        for _ in range(3):
-            times = c.run(calibrate.measure, "alexnet", 15, 2, workers=[dev["address"]])[dev["address"]]
-            means.append(calibrate.summary(times)["mean_s"])  # sustained time per inference
-            if means[-1] == pytest.approx(0.52 / SCALE, rel=0.2):
-                break
-    assert means[-1] == pytest.approx(0.52 / SCALE, rel=0.2), (means, farm3["verification"])
+        # the median of three batch means (a batch now and then runs 20-35 % slow on this
+        # shared host), as the farm's own verification takes it
+        means = [calibrate.summary(c.submit(calibrate.measure, "alexnet", 10, 1, **on_device).result())["mean_s"]
+                 for _ in range(3)]
+    assert statistics.median(means) == pytest.approx(0.52 / SCALE, rel=0.2), (means, farm3["verification"])

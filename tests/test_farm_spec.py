@@ -37,6 +37,25 @@ def test_quota_respects_kernel_minimum_and_share(share):
     assert quota / period == pytest.approx(share, rel=0.01)
 
 
+def test_runtime_share_scales_with_time_and_is_read_from_a_spec():
+    assert KINDS["pi3"].runtime_share_on(1) == pytest.approx(0.10)
+    assert KINDS["pi3"].runtime_share_on(4) == pytest.approx(0.40)
+    assert KINDS["tx2-cpu"].runtime_share > KINDS["pi3"].runtime_share
+    spec = spec_from_dict({"kinds": {"slow": {"base": "pi3", "runtime_share": 0.05}},
+                           "devices": [{"kind": "slow", "count": 1}]})
+    assert spec.kinds["slow"].runtime_share == 0.05 and spec.kinds["slow"].alexnet_s == 0.52
+    assert spec_from_dict(spec.to_dict()).kinds["slow"].runtime_share == 0.05  # round trip
+    with pytest.raises(FarmSpecError, match="runtime_share must be > 0"):
+        spec_from_dict({"kinds": {"x": {"base": "pi3", "runtime_share": 0}}, "devices": [{"kind": "x"}]})
+
+
+def test_a_whole_device_quota_may_span_several_cores():
+    quota, period = cfs_quota(1.5, max_cores=2)
+    assert quota / period == pytest.approx(1.5)
+    with pytest.raises(FarmSpecError, match="must be in"):
+        cfs_quota(1.5)
+
+
 def test_small_share_gets_a_longer_period():
     assert cfs_quota(0.0179) == (1000, round(1000 / 0.0179))
     assert cfs_quota(0.25) == (5000, 20000)

@@ -1,0 +1,284 @@
+"""The planning profile of an emulated farm device: the Pi's layer times, rebalanced between
+convolution and dense layers to the split the farm really has.
+
+A farm device runs the model under a CPU quota sized so that whole AlexNet takes its kind's
+time (``cluster.farm``). The quota slows every layer by the same factor, so the farm's dense
+layers stand to its convolutions as they do on this host: on this host AlexNet's dense layers
+take 70 % of its time, on the Pi's published profile (``mcdask.devices.pi3``) 57 %. Planning
+the farm on the Pi's profile gives it the Pi's optimum, not the farm's.
+
+``host_split`` times, on this host with one TensorFlow thread, each workload cut into runs of
+dense and of other layers (slices as the runtime builds them; a windowed layer starts its
+run). ``farm_kind`` keeps the Pi kind's memory and its times *within* each group, and scales
+each workload's convolution-side and dense-side layers (and dense shards, for every shard
+size the planner may use) so that their sums are this host's, slowed as the farm slows
+AlexNet. ``python -m bench.farm_profile`` prints the split; ``host_split`` caches it as JSON
+under ``mcdask.profile.cache-dir`` (keyed by CPU model, TensorFlow and mcdask versions).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+import workloads
+
+SCHEMA = "mcdask.host-split/1"
+CALIBRATION_WORKLOAD = "alexnet"
+REPEATS = 15
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _group(layer) -> str:
+    return "dense" if layer.kind == "dense" else "conv"
+
+
+def runs(workload) -> list[tuple[int, int]]:
+    """``[start, end)`` runs of same-group layers; a windowed layer starts a run."""
+    out: list[tuple[int, int]] = []
+    for i, layer in enumerate(workload.layers):
+        if out and _group(workload.layers[out[-1][0]]) == _group(layer) and not layer.windowed:
+            out[-1] = (out[-1][0], i + 1)
+        else:
+            out.append((i, i + 1))
+    return out
+
+
+def _tensorflow_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for dist in ("tensorflow", "tensorflow-cpu", "tensorflow-intel"):
+        try:
+            return version(dist)
+        except PackageNotFoundError:
+            pass
+    return "unknown"
+
+
+def _cache_path(names: list[str]) -> Path:
+    from mcdask import __version__
+    from mcdask.profiling import cache_dir_default
+
+    key = json.dumps([SCHEMA, sorted(names), _cpu_model(), _tensorflow_version(), __version__])
+    return cache_dir_default() / f"host-split-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+
+
+def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> dict:
+    """In this process (one TensorFlow thread): seconds per frame of each run of each workload
+    (median of ``repeats`` calls after 2 warm-up calls), and their sums per group."""
+    import gc
+    import statistics
+
+    from mcdask.slices import Slice, SliceSpec, set_threads
+    from mcdask.timing import time_call
+
+    set_threads(1)
+    t0 = time.perf_counter()
+    out: dict[str, dict] = {}
+    for name in dict.fromkeys([CALIBRATION_WORKLOAD, *names]):
+        w = workloads.get(name)
+        rec = {"runs": [], "conv_s": 0.0, "dense_s": 0.0}
+        for a, b in runs(w):
+            s = Slice(SliceSpec(name, a, b))
+            feeds = s.example_feeds()
+            t = statistics.median(time_call(functools.partial(s, feeds), repeats, 2))
+            group = _group(w.layers[a])
+            rec["runs"].append({"layers": [a, b], "first": w.layers[a].name, "last": w.layers[b - 1].name,
+                                "group": group, "seconds": t})
+            rec[f"{group}_s"] += t
+            log(f"{name} {w.layers[a].name}..{w.layers[b - 1].name} ({group}): {t * 1e3:.2f} ms")
+            del s, feeds
+            gc.collect()
+        out[name] = rec
+    return {"schema": SCHEMA, "cpu": _cpu_model(), "threads": 1, "repeats": repeats,
+            "statistic": f"median of {repeats} calls after 2 warm-up calls, one slice per run of layers",
+            "workloads": out, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def host_split(names: list[str], log=print) -> dict:
+    """Cached ``measure``, run in a fresh process so that its TensorFlow and memory go away."""
+    path = _cache_path(names)
+    if path.exists():
+        data = json.loads(path.read_text())
+        if data.get("schema") == SCHEMA:
+            log(f"host conv/dense split: {path} (cached)")
+            return data
+    log(f"host conv/dense split: timing {', '.join(names)} on this host (one thread)...")
+    cmd = [sys.executable, "-m", "bench.farm_profile", "--json", *[a for n in names for a in ("--workload", n)]]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if p.returncode != 0:
+        raise RuntimeError(f"`{' '.join(cmd)}` failed ({p.returncode}): {p.stderr.strip()[-1500:]}")
+    data = json.loads(p.stdout.strip().splitlines()[-1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1))
+    log(f"  timed in {data['seconds']} s; cached in {path}")
+    return data
+
+
+def farm_kind(base, split: dict, alexnet_s: float, n_devices: int):
+    """``base`` (the Pi kind, with the farm device's memory) with each workload's conv-side and
+    dense-side times scaled to this host's split, slowed by ``alexnet_s`` / host AlexNet."""
+    from mcdask.profiling import planner_shard_sizes
+
+    host = split["workloads"]
+    a = host[CALIBRATION_WORKLOAD]
+    slow = alexnet_s / (a["conv_s"] + a["dense_s"])
+    layer_time: dict[str, dict[str, float]] = {}
+    shard_time: dict[str, dict[str, dict[int, float]]] = {}
+    factors: dict[str, dict[str, float]] = {}
+    for name, rec in host.items():
+        w = workloads.get(name)
+        pi = {g: sum(base.time_s(name, l) for l in w.layers if _group(l) == g) for g in ("conv", "dense")}
+        f = {g: rec[f"{g}_s"] * slow / pi[g] if pi[g] else 1.0 for g in ("conv", "dense")}
+        factors[name] = f
+        layer_time[name] = {l.name: base.time_s(name, l) * f[_group(l)] for l in w.layers}
+        for l in w.layers:
+            sizes = planner_shard_sizes(l, n_devices)
+            if sizes:
+                shard_time.setdefault(name, {})[l.name] = {u: base.time_s(name, l, u) * f["dense"] for u in sizes}
+    how = (f"{base.kind}'s times with each workload's conv-side and dense-side layers scaled to this host's "
+           f"split ({split['cpu']}, one thread), slowed {slow:.1f}x as the farm slows AlexNet to {alexnet_s} s; "
+           f"factors {json.dumps({n: {g: round(v, 3) for g, v in f.items()} for n, f in factors.items()})}")
+    return replace(base, kind=f"{base.kind}-farm", layer_time_s=layer_time, shard_time_s=shard_time,
+                   sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
+                   note=f"emulated {base.kind} farm device: {base.kind} memory and per-layer structure, "
+                        "the farm's conv/dense balance",
+                   measured={"slowdown": slow, "factors": factors, "host_split": split})
+
+
+# --------------------------------------------------------------------------------------------
+# measured on a farm device
+
+_PIECE: dict = {}
+
+
+def build_piece(workload_name: str, index: int, units: int | None, warmup: int = 2) -> dict:
+    """On a device (its task thread): build one layer, or its first ``units`` units, unless
+    its build peak would pass the device's memory (the cgroup kills, it does not raise)."""
+    from mcdask import profiling
+    from mcdask.slices import Slice, SliceSpec
+
+    drop_piece()
+    w = workloads.get(workload_name)
+    layer = w.layers[index]
+    param = layer.param_bytes if units is None else layer.shard_param_bytes(units)
+    limit = profiling._cgroup_memory_limit()
+    need = profiling._rss_bytes() + profiling.BUILD_PEAK_FACTOR * param
+    if limit and need > limit:
+        return {"skipped": f"needs about {need / 1e6:,.0f} MB to build; the device has {limit / 1e6:,.0f} MB"}
+    s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
+    _PIECE["call"] = functools.partial(profiling._call, s, w, profiling._feeds(s, w))
+    for _ in range(warmup):
+        _PIECE["call"]()
+    return {"built": True}
+
+
+def time_piece(repeats: int, min_wall_s: float, budget_s: float) -> dict:
+    """On a device: seconds per call of the piece ``build_piece`` made, as the mean over
+    back-to-back calls lasting at least ``min_wall_s`` (and ``repeats`` calls): under a CFS
+    quota a call shorter than the quota's burst may finish at once or wait a period, so single
+    calls (and their median) jump between modes while the sustained rate is stable."""
+    _PIECE["call"]()
+    runs, t0 = 0, time.perf_counter()
+    while True:
+        _PIECE["call"]()
+        runs += 1
+        wall = time.perf_counter() - t0
+        if (runs >= repeats and wall >= min_wall_s) or (wall >= budget_s and runs >= 2):
+            return {"mean_s": wall / runs, "runs": runs}
+
+
+def drop_piece() -> None:
+    from mcdask.plugin import _release_memory
+
+    if _PIECE:
+        _PIECE.clear()
+        _release_memory()
+
+
+def device_kind(client, address: str, base, names: list[str], n_devices: int, caps, time_scale: float = 1.0,
+                repeats: int = 3, min_wall_s: float = 1.5, budget_s: float = 6.0, log=print):
+    """``base`` with layer and shard times measured on the farm device at ``address``: each
+    piece built with the CPU caps lifted (``caps(False)``), then timed under them from the
+    device's task thread, as slices run. Times are divided back to Pi speed (x ``time_scale``).
+    A dense layer too big to build whole gets the least-squares line through its shards."""
+    from mcdask.profiling import fit_link, planner_shard_sizes
+
+    on = {"workers": [address], "pure": False, "allow_other_workers": False}
+    layer_time: dict[str, dict[str, float]] = {}
+    shard_time: dict[str, dict[str, dict[int, float]]] = {}
+    notes: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for name in dict.fromkeys(names):
+        w = workloads.get(name)
+        for i, layer in enumerate(w.layers):
+            for units in [None] + planner_shard_sizes(layer, n_devices):
+                caps(False)
+                try:
+                    built = client.submit(build_piece, name, i, units, **on).result()
+                finally:
+                    caps(True)
+                if "skipped" in built:
+                    notes[f"{name}/{layer.name}" + ("" if units is None else f"[{units}]")] = built["skipped"]
+                    continue
+                t = client.submit(time_piece, repeats, min_wall_s, budget_s, **on).result()["mean_s"] * time_scale
+                if units is None:
+                    layer_time.setdefault(name, {})[layer.name] = t
+                else:
+                    shard_time.setdefault(name, {}).setdefault(layer.name, {})[units] = t
+            log(f"  {name} {layer.name}: {layer_time.get(name, {}).get(layer.name, float('nan')):.3f} s"
+                + (f" ({len(shard_time[name][layer.name])} shard sizes)" if layer.name in shard_time.get(name, {})
+                   else ""))
+            if layer.name not in layer_time.get(name, {}):
+                shards = sorted(shard_time.get(name, {}).get(layer.name, {}).items())
+                if len(shards) < 2:
+                    raise RuntimeError(f"{name} layer {layer.name} could not be built on {address}, nor enough "
+                                       f"of its shards: {notes}")
+                layer_time.setdefault(name, {})[layer.name] = fit_link(shards).time_s(layer.units)
+                notes[f"{name}/{layer.name}"] += "; whole time from the line through its shards"
+    client.submit(drop_piece, **on).result()
+    how = (f"measured on farm device {address} under its CPU quotas: mean of back-to-back calls of a one-layer "
+           f"slice (at least {repeats} calls and {min_wall_s:g} s) from the worker's task thread (built with the "
+           f"caps lifted), x time scale {time_scale:g}")
+    return replace(base, kind=f"{base.kind}-farm-measured", layer_time_s=layer_time, shard_time_s=shard_time,
+                   dense_fixed_s=None, dense_s_per_weight_byte=None,
+                   sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
+                   note=f"emulated {base.kind} farm device, measured: {base.kind} memory model",
+                   measured={"device": address, "skipped": notes, "seconds": round(time.perf_counter() - t0, 1)})
+
+
+@click.command()
+@click.option("--workload", "names", type=click.Choice(workloads.NAMES), multiple=True, required=True)
+@click.option("--repeats", default=REPEATS, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def main(names, repeats, as_json) -> None:
+    data = measure(list(names), repeats, log=lambda m: click.echo(m, err=True))
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for w, rec in data["workloads"].items():
+            click.echo(f"{w}: conv side {rec['conv_s'] * 1e3:.2f} ms, dense side {rec['dense_s'] * 1e3:.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
