@@ -90,6 +90,46 @@ def test_switch_plan_without_restarting(client):
     assert sum(len(v) for v in held.values()) == 4   # 1 + 2 replicas + 1
 
 
+def _hold_weakrefs(dask_worker):
+    """Weak references to every slice this worker holds now (kept on the worker for later)."""
+    import weakref
+
+    plugin = dask_worker.plugins[PLUGIN_NAME]
+    dask_worker._mcdask_test_refs = [weakref.ref(s) for s in plugin.slices.values()]
+    return len(dask_worker._mcdask_test_refs)
+
+
+def _count_alive_when_building(dask_worker):
+    """Make this worker record, when it constructs its next slice, how many of the slices it
+    held (``_hold_weakrefs``) are still alive."""
+    import gc
+
+    from mcdask import slices
+
+    original = slices.Slice
+
+    class Recording(original):
+        def __init__(self, *args, **kwargs):
+            slices.Slice = original
+            gc.collect()
+            dask_worker._mcdask_test_alive = sum(r() is not None for r in dask_worker._mcdask_test_refs)
+            super().__init__(*args, **kwargs)
+
+    slices.Slice = Recording
+
+
+def test_a_plan_switch_frees_the_old_plans_slices_before_building(client):
+    """A 1 GB device cannot hold two plans' weights: when a switch starts building the new
+    plan's slices, no slice of the old plan (that the new one does not reuse) is alive."""
+    deploy(client, ALEX_A)
+    held = client.run(_hold_weakrefs)
+    assert sum(held.values()) == 6   # 2 conv replicas + 2 fc1 shards + 2 fc2..fc3 shards
+    client.run(_count_alive_when_building)
+    deploy(client, ALEX_B)           # shares no slice with ALEX_A
+    alive = client.run(lambda dask_worker: getattr(dask_worker, "_mcdask_test_alive", None))
+    assert [n for n in alive.values() if n is not None] and sum(n or 0 for n in alive.values()) == 0, alive
+
+
 def test_restarted_worker_rebuilds_before_taking_tasks(client):
     w = workloads.get("alexnet")
     dep = deploy(client, ALEX_A)
