@@ -38,7 +38,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "times measured layer by layer on a farm device (device: models whose layers fit a "
                    "device), or on the published Pi 3 ones")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
-@click.option("--out", "name", default="bench", show_default=True, help="result file stem under bench/results/")
+@click.option("--out", "name", default=None,
+              help="result file stem under bench/results/ [default: bench; quick: bench-quick]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
 def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, as_json):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
@@ -56,7 +57,7 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
     )
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     result = run(settings, scheduler=scheduler, log=log)
-    files = report.write(result, name=name)
+    files = report.write(result, name=name or ("bench-quick" if quick else "bench"))
     log(report.markdown(result))
     log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
     if as_json:
