@@ -21,9 +21,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import replace
@@ -123,12 +121,10 @@ def host_split(names: list[str], log=print) -> dict:
             log(f"host conv/dense split: {path} (cached)")
             return data
     log(f"host conv/dense split: timing {', '.join(names)} on this host (one thread)...")
+    from cluster.plumbing import run_json
+
     cmd = [sys.executable, "-m", "bench.farm_profile", "--json", *[a for n in names for a in ("--workload", n)]]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
-    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if p.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd)}` failed ({p.returncode}): {p.stderr.strip()[-1500:]}")
-    data = json.loads(p.stdout.strip().splitlines()[-1])
+    data = run_json(cmd, env={"OMP_NUM_THREADS": "1"})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
     log(f"  timed in {data['seconds']} s; cached in {path}")
@@ -209,11 +205,11 @@ def time_piece(repeats: int, min_wall_s: float, budget_s: float) -> dict:
 
 
 def drop_piece() -> None:
-    from mcdask.plugin import _release_memory
+    from mcdask.plugin import release_memory
 
     if _PIECE:
         _PIECE.clear()
-        _release_memory()
+        release_memory()
 
 
 def device_kind(client, address: str, base, names: list[str], n_devices: int, caps, time_scale: float = 1.0,

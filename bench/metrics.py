@@ -30,12 +30,6 @@ def compute_bound_ips(whole_model_s: dict[str, float]) -> float:
     return sum(1.0 / t for t in whole_model_s.values())
 
 
-def memory_feasible_bound_ips(work_s_per_frame: float, devices: int) -> float:
-    """When no device can hold the whole model: the devices share one frame's total work
-    (the sum of its layers' times) perfectly: ``devices / work``."""
-    return devices / work_s_per_frame
-
-
 def placement_bound_ips(workload, profile, devices: int) -> float | None:
     """The compute-and-memory bound: the best IPS any plan in the planner's space reaches on
     ``profile``'s devices with free links and no per-task cost (``None``: none fits). Below

@@ -57,9 +57,6 @@ PI3_IDLE_W = 1.3
 PI3_FULL_W = 6.5
 
 
-def tx2_gpu_ips(workload: str) -> float:
-    return next(r["ips"] for r in REFERENCE[workload] if r["system"] == "Jetson TX2 (GPU)")
-
-
-def tx2_cpu_ips(workload: str) -> float:
-    return next(r["ips"] for r in REFERENCE[workload] if r["system"] == "Jetson TX2 (CPU)")
+def reference(workload: str, system: str) -> dict:
+    """The published row of ``system`` (e.g. "Jetson TX2 (GPU)") for ``workload``."""
+    return next(r for r in REFERENCE[workload] if r["system"] == system)

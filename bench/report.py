@@ -115,7 +115,7 @@ def plots(result: dict, outdir: Path, name: str = "bench") -> list[Path]:
             ax1.plot([r["devices"] for r in farm_ref], [r["ips"] for r in farm_ref], "s", color="gray",
                      label="paper's Pi farm")
         for ref, style in (("Jetson TX2 (GPU)", "-"), ("Jetson TX2 (CPU)", ":")):
-            r = next(x for x in paper.REFERENCE[workload] if x["system"] == ref)
+            r = paper.reference(workload, ref)
             ax1.axhline(r["ips"], color="k", linestyle=style, linewidth=1, label=ref)
             if r.get("total_j"):
                 ax2.axhline(r["total_j"], color="k", linestyle=style, linewidth=1, label=ref)

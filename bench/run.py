@@ -61,6 +61,8 @@ def _cpu_s(pids: list[int]) -> float:
 def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
     """CPU seconds of the farm workers' threads, split into ``compute`` (the threads in a
     device's compute cgroup: the model) and ``runtime`` (Dask's own threads)."""
+    from cluster.compute_threads import cpu_cgroup, is_compute
+
     out = {"compute": 0.0, "runtime": 0.0}
     for pid in pids:
         try:
@@ -69,9 +71,8 @@ def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
             continue
         for t in threads:
             try:
-                with open(f"/proc/{pid}/task/{t.id}/cgroup") as f:
-                    compute = any(line.rstrip().endswith("/compute") for line in f)
-            except OSError:
+                compute = is_compute(cpu_cgroup(t.id, pid))
+            except OSError:  # the thread ended
                 continue
             out["compute" if compute else "runtime"] += t.user_time + t.system_time
     return out
@@ -108,7 +109,8 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     wall = summary["wall_s"]
     addr_by_name = {str(i.get("name", a)): a for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}
     compute = _compute_by_worker(ts.data)
-    util = {d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) / wall for d in plan.devices}
+    util = metrics.utilisation({d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) for d in plan.devices},
+                               wall)
     ips = summary["ips_steady"] or summary["ips"]   # steady state: pipeline fill and drain left out
     ips_pi = ips / time_scale
     whole = {d: sum(sub.kind_of(d).time_s(w.name, l) for l in w.layers) for d in plan.devices}

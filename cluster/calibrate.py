@@ -9,15 +9,13 @@ before the CPU quota is applied), ``measure`` times it, ``release`` frees it.
 
 from __future__ import annotations
 
-import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from typing import Callable
 
 from .errors import FarmError
+from .plumbing import run_json
 
 _PREPARED: dict[str, Callable[[], None]] = {}
 
@@ -25,19 +23,12 @@ _PREPARED: dict[str, Callable[[], None]] = {}
 def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300) -> dict:
     """Median single-thread whole-model time in a fresh process on this host."""
     cmd = [sys.executable, "-m", "mcdask.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     t0 = time.perf_counter()
+    result = run_json(cmd, timeout_s=timeout_s)
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
-    except subprocess.TimeoutExpired:
-        raise FarmError(f"calibration `{' '.join(cmd)}` took over {timeout_s:.0f} s") from None
-    lines = [l for l in p.stdout.splitlines() if l.strip()]
-    try:
-        result = json.loads(lines[-1])
         median = float(result["median_s"])
-    except (IndexError, ValueError, KeyError, TypeError):
-        raise FarmError(f"calibration `{' '.join(cmd)}` printed no JSON with median_s (exit {p.returncode}); "
-                        f"stderr: {p.stderr.strip()[-800:]}") from None
+    except (KeyError, TypeError, ValueError):
+        raise FarmError(f"calibration `{' '.join(cmd)}` printed no median_s: {result}") from None
     return {"workload": workload, "host_time_s": median, "min_s": result.get("min_s"),
             "repeats": result.get("repeats"), "command": " ".join(["python", *cmd[1:]]),
             "wall_s": round(time.perf_counter() - t0, 2)}
@@ -71,16 +62,11 @@ def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> lis
 
 def release(workload: str | None = None) -> None:
     """Free what ``prepare`` built and hand the heap back to the system."""
-    import ctypes
-    import gc
+    from mcdask.plugin import release_memory
 
     for k in [workload] if workload else list(_PREPARED):
         _PREPARED.pop(k, None)
-    gc.collect()
-    try:
-        ctypes.CDLL(None).malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
+    release_memory()
 
 
 def summary(times: list[float]) -> dict:

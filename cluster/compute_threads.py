@@ -17,6 +17,8 @@ import os
 import threading
 from pathlib import Path
 
+from .plumbing import COMPUTE_CGROUP
+
 #: the cgroup file (``tasks`` or ``cgroup.threads``) the farm hands each worker
 ENV = "MCDASK_COMPUTE_THREADS"
 MODEL_THREAD_PREFIX = "tf_"
@@ -58,13 +60,18 @@ def place_model_threads() -> list[int]:
     return place([t for t, name in threads().items() if name.startswith(MODEL_THREAD_PREFIX)])
 
 
-def cpu_cgroup(tid: int) -> str:
-    """The cpu-controller cgroup path of one of this process's threads."""
-    for line in Path(f"/proc/self/task/{tid}/cgroup").read_text().splitlines():
+def cpu_cgroup(tid: int, pid: int | str = "self") -> str:
+    """The cpu-controller cgroup path of thread ``tid`` of process ``pid``."""
+    for line in Path(f"/proc/{pid}/task/{tid}/cgroup").read_text().splitlines():
         _, ctrls, path = line.split(":", 2)
         if ctrls == "" or "cpu" in ctrls.split(","):
             return path
     return ""
+
+
+def is_compute(cgroup: str) -> bool:
+    """Whether a cgroup path (``cpu_cgroup``) is a farm device's compute cgroup."""
+    return Path(cgroup).name == COMPUTE_CGROUP
 
 
 def placement() -> dict:

@@ -631,11 +631,7 @@ def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int 
                "--pings", str(pings), "--json"]
         if src:
             cmd = ["ip", "netns", "exec", recs[src]["netns"], *cmd]
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
-                           env={**env, pl.MEMBER_ENV: "netcheck:measure"})
-        if p.returncode != 0:
-            raise FarmError(f"netcheck measure failed: {p.stderr[-500:]}")
-        out = json.loads(p.stdout.strip().splitlines()[-1])
+        out = pl.run_json(cmd, timeout_s=300, env={**env, pl.MEMBER_ENV: "netcheck:measure"})
     finally:
         try:
             server.wait(timeout=10)

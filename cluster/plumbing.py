@@ -14,11 +14,13 @@ no ``netem``), with an HTB rate limit on the egress of both TAPs.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,29 @@ def sh(*args: str, check: bool = True, netns: str | None = None, timeout: float 
     if check and p.returncode != 0:
         raise FarmError(f"`{' '.join(cmd)}` failed ({p.returncode}): {p.stderr.strip() or p.stdout.strip()}")
     return p
+
+
+def run_json(cmd: list[str], *, timeout_s: float = 600, env: dict[str, str] | None = None) -> dict:
+    """Run ``cmd`` (a Python tool that ends with one JSON line) and return that object; raise
+    ``FarmError`` with its stderr if it fails, times out or prints none. TensorFlow in it is
+    quiet and CPU-only."""
+    shown = " ".join(["python", *cmd[1:]] if cmd and cmd[0] == sys.executable else cmd)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+    except subprocess.TimeoutExpired:
+        raise FarmError(f"`{shown}` took over {timeout_s:.0f} s") from None
+    lines = [line for line in p.stdout.splitlines() if line.strip()]
+    try:
+        if p.returncode != 0:
+            raise ValueError
+        out = json.loads(lines[-1])
+        if not isinstance(out, dict):
+            raise ValueError
+    except (IndexError, ValueError):
+        raise FarmError(f"`{shown}` printed no JSON line (exit {p.returncode}); stderr: "
+                        f"{p.stderr.strip()[-800:]}") from None
+    return out
 
 
 # --------------------------------------------------------------------------- capability probe

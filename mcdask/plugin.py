@@ -156,7 +156,7 @@ async def _nudge_scheduler(worker) -> None:
         logger.debug("mcdask: no resource nudge on the scheduler (%s)", e)
 
 
-def _release_memory() -> None:
+def release_memory() -> None:
     """Collect dropped slices and hand the freed heap back to the system (glibc keeps it
     otherwise, and a 1 GB device cannot afford two plans' weights)."""
     import ctypes
@@ -182,7 +182,7 @@ def _build_all(wanted: dict) -> dict:
     for key in dropped:
         del _BUILT[key]
     if dropped:
-        _release_memory()
+        release_memory()
     out = {}
     for sid, spec in wanted.items():
         if spec.key not in _BUILT:

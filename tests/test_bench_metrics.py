@@ -28,7 +28,6 @@ def test_one_pi_matches_published_power_range():
 
 def test_bounds_and_efficiency():
     assert metrics.compute_bound_ips({"a": 0.5, "b": 0.25}) == pytest.approx(6.0)
-    assert metrics.memory_feasible_bound_ips(10.0, 5) == pytest.approx(0.5)
     busy = {"compute a": 0.2, "link a<->b": 0.05, "link a<->c": 0.1, "link b<->c": 0.01,
             "client link (client: frames out, results in)": 0.02}
     # device a's link carries 0.05 + 0.1 s per frame
@@ -46,7 +45,7 @@ def test_reference_rows_name_their_source():
             parts = [r["static_j"], r["dynamic_j"], r["total_j"]]
             if None not in parts:  # bar readings are good to about 2 % of the axis
                 assert r["static_j"] + r["dynamic_j"] == pytest.approx(r["total_j"], rel=0.02)
-    assert paper.tx2_gpu_ips("alexnet") == 7.14
+    assert paper.reference("alexnet", "Jetson TX2 (GPU)")["ips"] == 7.14
 
 
 def test_report_writes_table_plots_and_json(tmp_path):
