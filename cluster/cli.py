@@ -1,12 +1,15 @@
-"""``mcdask farm up|status|cap|down``: the emulated device farm from the command line.
+"""``mcdask farm up|status|cap|down``: the emulated device farm from the command line;
+``kill|freeze|thaw|cut|heal DEVICE``: faults on one device; ``add|remove``: membership.
 
 Progress goes to stderr; results go to stdout. With ``--json`` the last stdout line is one
-JSON object (for ``status``: with a ``devices`` list).
+JSON object (for ``status``: with a ``devices`` list; for a fault or ``remove``: the device's
+record; for ``add``: ``devices``, the new ones). Errors are one line on stderr and exit 1.
 """
 
 from __future__ import annotations
 
 import json
+import time
 
 import click
 
@@ -112,13 +115,13 @@ def _print_status(st: dict) -> None:
     if cal.get("host_time_s"):
         head += f", host AlexNet {cal['host_time_s'] * 1e3:.1f} ms ({cal.get('command', '')})"
     click.echo(head)
-    rows = [("device", "ip", "alive", "compute share", "quota/period us", "device share", "quota/period us",
+    rows = [("device", "ip", "state", "compute share", "quota/period us", "device share", "quota/period us",
              "AlexNet s target/verified", "memory", "Mbit/s", "RTT ms")]
     for d in st["devices"]:
         q, dq = d.get("cpu_quota_now"), d.get("device_quota_now")
         target = f"{d['target_alexnet_s']:.3f}" if d.get("target_alexnet_s") else "-"
         verified = f"{d['verified_alexnet_s']:.3f}" if d.get("verified_alexnet_s") else "-"
-        rows.append((d["name"], d.get("ip", ""), "yes" if d["alive"] else "NO",
+        rows.append((d["name"], d.get("ip", ""), _state_word(d),
                      f"{d['cpu_share']:.4f}" if d.get("cpu_share") else "uncapped",
                      f"{q['quota_us']}/{q['period_us']}" if q else "none",
                      f"{d['device_share']:.4f}" if d.get("device_share") else "uncapped",
@@ -136,6 +139,92 @@ def _print_status(st: dict) -> None:
                                                          " (lifted with `mcdask farm cap --off`)"))
     if registered := st.get("registered"):
         click.echo(f"registered with the scheduler: {', '.join(registered)}")
+
+
+def _state_word(d: dict) -> str:
+    """``running``, ``frozen``, ``cut``, ``killed``; ``frozen+cut`` when both."""
+    return d["state"] + ("+cut" if d["state"] == "frozen" and not d["link_up"] else "")
+
+
+def _device_line(d: dict, what: str, took_s: float) -> str:
+    """One line saying what happened to a device and the state it is in now."""
+    how = f" (frozen by {d['frozen_by']})" if d.get("frozen_by") else ""
+    return f"{d['name']}: {what} in {took_s:.2f} s; state {_state_word(d)}{how}"
+
+
+FAULTS = {
+    "kill": ("killed", "SIGKILL the device's worker process: a device unplugged (it stays dead)."),
+    "freeze": ("frozen", "Hang the whole device: its freezer cgroup stops every thread (else SIGSTOP)."),
+    "thaw": ("thawed", "Let a frozen device run again."),
+    "cut": ("link cut", "Take the device's link down both ways (both TAPs down); TCP connections wait."),
+    "heal": ("link healed", "Bring a cut link up again and wait until the host reaches the device."),
+}
+
+
+def _fault_command(action: str) -> click.Command:
+    done, help_ = FAULTS[action]
+
+    @farm.command(name=action, help=help_)
+    @click.argument("device")
+    @click.option("--json", "as_json", is_flag=True, help="Last stdout line: the device's status record.")
+    def command(device, as_json):
+        from . import faults
+
+        t0 = time.monotonic()
+        try:
+            d = getattr(faults, action)(device)
+        except FarmError as e:
+            _fail(e)
+        click.echo(_device_line(d, done, time.monotonic() - t0))
+        if as_json:
+            click.echo(json.dumps(d))
+    return command
+
+
+for _action in FAULTS:
+    _fault_command(_action)
+
+
+@farm.command()
+@click.option("--devices", "k", type=click.IntRange(1, 200), required=True, help="How many devices join.")
+@click.option("--device", "kind", help="Their kind (default: the farm's first kind); one the farm has keeps "
+                                       "its calibrated CPU share.")
+@click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
+              help="Seconds to wait for the new workers to register.")
+@click.option("--json", "as_json", is_flag=True, help="Last stdout line: {'devices': [the new devices]}.")
+def add(k, kind, timeout_s, as_json):
+    """Join K new devices to the running farm (same caps, shaping and share as their kind)."""
+    from . import membership
+
+    t0 = time.monotonic()
+    try:
+        new = membership.add(k, kind, timeout_s=timeout_s, log=_err)
+    except (FarmError, FarmSpecError) as e:
+        _fail(e)
+    took = time.monotonic() - t0
+    for d in new:
+        click.echo(_device_line(d, f"joined at {d['ip']}", took))
+    if as_json:
+        click.echo(json.dumps({"devices": new}))
+
+
+@farm.command()
+@click.argument("device")
+@click.option("--timeout", "timeout_s", type=float, default=60, show_default=True,
+              help="Seconds to wait for the scheduler to retire the worker.")
+@click.option("--json", "as_json", is_flag=True, help="Last stdout line: the device's last record.")
+def remove(device, timeout_s, as_json):
+    """Retire DEVICE through the scheduler, then remove its process, namespace, links and cgroups."""
+    from . import membership
+
+    t0 = time.monotonic()
+    try:
+        d = membership.remove(device, timeout_s=timeout_s, log=_err)
+    except FarmError as e:
+        _fail(e)
+    click.echo(f"{d['name']}: removed in {time.monotonic() - t0:.2f} s ({d['leave']})")
+    if as_json:
+        click.echo(json.dumps(d))
 
 
 @farm.command()

@@ -18,6 +18,10 @@
    target the kind's compute share is scaled by the measured ratio and timed again (at most
    three rounds; the closest stays; see ``_verify``).
 
+The per-device steps (record, network, cgroups, worker, registration) live in
+``cluster.provision``, shared with ``farm add`` (``cluster.membership``); faults on a running
+farm are ``cluster.faults``; ``status`` is ``cluster.status``.
+
 Everything made is written to a state file as soon as it exists, so ``down`` cleans up after
 a crash or a kill of ``up``; ``down`` also finds leftovers by name (prefix ``mcd``), by
 cgroup (``mcdask-farm``) and by the ``MCDASK_FARM_MEMBER`` variable of processes it started.
@@ -28,7 +32,6 @@ CPU and network are not capped.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import signal
 import socket
@@ -39,74 +42,20 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from . import compute_threads
 from . import plumbing as pl
-from .devices import CALIBRATION_WORKLOAD, DELAY_LINE_OVERHEAD_MS, FarmSpec, cfs_quota, format_bytes, shaped_link
+from . import provision as pv
+from .devices import CALIBRATION_WORKLOAD, FarmSpec
 from .errors import FarmError
+from .state import STATE_VERSION, State, state_dir
+from .status import status
 
-STATE_VERSION = 1
-#: Dask settings for farm workers (override any with ``--env`` or a spec's ``env``).
-#: CPU: an idle stock worker uses about 1.7 % of a host core (measured here), as much as a
-#: whole pi3 share (about 1.8 %); with these it uses about 0.2 %: the sampling profiler is off;
-#: event-loop ticks, the system monitor and the memory monitor run less often.
-#: Memory: TensorFlow 2.21 alone is ~550 MB of RSS on x86-64, so a 1 GiB worker with AlexNet
-#: slices sits above Dask's 80 % pause threshold and would stop running tasks; the cgroup
-#: limit is the device's memory, so Dask's own target/spill/pause are off (as the Dask notes
-#: section 6 suggest for resident model weights).
-WORKER_CONFIG = {
-    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
-    "DASK_DISTRIBUTED__ADMIN__TICK__LIMIT": "60s",  # a capped device's event loop is slow by design
-    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "5s",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "1s",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False",
-}
+__all__ = ["State", "down", "leftovers", "measure_link", "set_caps", "state_dir", "status", "up"]
+
 #: a device kind whose in-device AlexNet time is off its target by more than this is corrected
 VERIFY_TOLERANCE = 0.10
 VERIFY_BATCHES = 5
 VERIFY_ROUNDS = 3
 Log = Callable[[str], None]
-
-
-def state_dir() -> Path:
-    """``$MCDASK_FARM_DIR``, else ``/run/mcdask-farm`` as root, else a per-user temp dir."""
-    if os.environ.get("MCDASK_FARM_DIR"):
-        return Path(os.environ["MCDASK_FARM_DIR"])
-    if os.geteuid() == 0:
-        return Path("/run/mcdask-farm")
-    return Path(tempfile.gettempdir()) / f"mcdask-farm-{os.geteuid()}"
-
-
-class State:
-    """The farm's state file: what exists, written after every change (atomic rename)."""
-
-    def __init__(self, directory: Path, data: dict):
-        self.dir = directory
-        self.data = data
-
-    @property
-    def path(self) -> Path:
-        return self.dir / "state.json"
-
-    @classmethod
-    def load(cls, directory: Path | None = None) -> State | None:
-        d = directory or state_dir()
-        try:
-            return cls(d, json.loads((d / "state.json").read_text()))
-        except (OSError, ValueError):
-            return None
-
-    def save(self) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.data, indent=1))
-        tmp.replace(self.path)
-
-    def made(self, what: str, item) -> None:
-        self.data["resources"].setdefault(what, []).append(item)
-        self.save()
 
 
 # --------------------------------------------------------------------------------------- up
@@ -135,29 +84,10 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         else:
             calibration.update({"host_time_s": float(host_time_s), "command": "given (--host-time-s)"})
         log(f"  host {CALIBRATION_WORKLOAD}: {calibration['host_time_s'] * 1e3:.1f} ms per inference")
-    dev_records = []
-    for d in devices:
-        link = shaped_link(d.kind, time_scale)
-        rec = {"name": d.name, "kind": d.kind.name, "index": d.index,
-               "memory_limit_bytes": d.kind.memory_bytes,
-               "link_mbit": link.rate_mbit, "rtt_ms": link.rtt_ms, "host_rtt_ms": link.host_rtt_ms,
-               "one_way_delay_ms": link.delay_ms, "delay_line_overhead_ms": DELAY_LINE_OVERHEAD_MS}
-        if mode == "netns":
-            rec.update({"ip": pl.device_ip(d.index), "netns": pl.netns_name(d.name),
-                        "taps": list(pl.tap_names(d.index)),
-                        **_cpu_fields(d.kind.cpu_share_on(calibration["host_time_s"], time_scale),
-                                      d.kind.runtime_share_on(time_scale)),
-                        "target_alexnet_s": d.kind.target_alexnet_s(calibration["host_time_s"], time_scale)})
-        else:
-            rec.update({"ip": "127.0.0.1", "cpu_share": None,
-                        "target_alexnet_s": d.kind.target_alexnet_s(None, time_scale)})
-        dev_records.append(rec)
+    dev_records = [pv.device_record(d.name, d.kind, d.index, mode, calibration.get("host_time_s"), time_scale)
+                   for d in devices]
     if mode == "netns":
-        total = sum(r["cpu_share"] for r in dev_records)
-        cores = os.cpu_count() or 1
-        if total > 0.8 * cores:
-            log(f"warning: the devices' compute shares add up to {total:.2f} of {cores} cores; when all "
-                "are busy at once they will run slower than their kind")
+        pv.warn_if_oversubscribed(dev_records, log)
 
     sdir = state_dir()
     host = pl.HOST_IP if mode == "netns" else "127.0.0.1"
@@ -167,7 +97,7 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         "not_capped_reason": reason, "spec": spec.to_dict(), "time_scale": time_scale,
         "calibration": calibration, "scheduler": f"tcp://{host}:{port}",
         "dashboard": f"http://{host}:{dashboard_port}/status", "cpu_capped": False,
-        "cpu_cap_applied": None, "devices": dev_records,
+        "cpu_cap_applied": None, "devices": dev_records, "extra_env": dict(extra_env or {}),
         "resources": {"bridge": [], "netns": [], "links": [], "qdiscs": [], "cgroups": [], "pids": []},
     })
     (sdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -188,11 +118,12 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
                 "memory_limit and resources.")
         else:
             _build_network(state, log)
-        env = _base_env(spec, extra_env)
+        env = pv.base_env(spec, extra_env)
         _start_scheduler(state, host, port, dashboard_port, env)
-        _start_workers(state, env)
+        pv.start_workers(state, state.data["devices"], env)
         log(f"waiting for {len(devices)} workers to import TensorFlow and register...")
-        _wait_registered(state, timeout_s=start_timeout_s, log=log)
+        state.data["workers_ready_after_s"] = pv.wait_registered(state, state.data["devices"],
+                                                                 timeout_s=start_timeout_s, log=log)
         if mode == "netns":
             if verify:
                 log("verifying each kind's AlexNet time under its CPU quotas, on its first device...")
@@ -220,22 +151,6 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
     return status()
 
 
-def _cpu_fields(compute_share: float, runtime_share: float) -> dict:
-    """A device's CPU caps: its compute threads get ``compute_share`` of a host core; the
-    whole device (compute + Dask's runtime threads) gets ``compute_share + runtime_share``."""
-    quota, period = cfs_quota(compute_share)
-    device = compute_share + runtime_share
-    dquota, dperiod = cfs_quota(device, max_cores=float(os.cpu_count() or 1))
-    return {"cpu_share": compute_share, "cpu_quota_us": quota, "cpu_period_us": period,
-            "runtime_share": runtime_share, "device_share": device, "device_quota_us": dquota,
-            "device_period_us": dperiod}
-
-
-def _caps(rec: dict) -> tuple[tuple[int, int], tuple[int, int]]:
-    """``(whole device, compute)`` quotas of a device record."""
-    return (rec["device_quota_us"], rec["device_period_us"]), (rec["cpu_quota_us"], rec["cpu_period_us"])
-
-
 def host_time_s_measure() -> dict:
     from .calibrate import host_time_s
 
@@ -250,20 +165,7 @@ def _build_network(state: State, log: Log) -> None:
     for base in cg.bases:
         state.made("cgroups", base)
     devices = state.data["devices"]
-    for rec in devices:
-        state.made("netns", rec["netns"])
-        pl.add_netns(rec["name"])
-    _start_linkd(state, devices)
-    for rec in devices:
-        host_if, ns_if = pl.tap_names(rec["index"])
-        state.made("links", host_if)
-        pl.attach_device(rec["index"], rec["name"])
-        pl.shape(host_if, rec["link_mbit"])
-        state.made("qdiscs", [host_if, None])
-        pl.shape(ns_if, rec["link_mbit"], netns=rec["netns"])
-        state.made("qdiscs", [ns_if, rec["netns"]])
-        rec["cgroup_dirs"] = cg.create(rec["name"], rec["memory_limit_bytes"])
-        state.save()
+    pv.build_devices(state, devices, cg, "linkd")
     kinds = {}
     for rec in devices:
         kinds.setdefault(rec["kind"], rec)
@@ -272,122 +174,19 @@ def _build_network(state: State, log: Log) -> None:
                     for k, r in kinds.items()))
 
 
-def _start_linkd(state: State, devices: list[dict]) -> None:
-    """The delay line owns every TAP; wait until it says they exist."""
-    args = [f"{r['index']}:{r['one_way_delay_ms']:.4f}" for r in devices]
-    p = _spawn(state, "linkd", "linkd", [sys.executable, "-m", "cluster.linkd", *args], _base_env(None, None),
-               stdout=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    line = b""
-    os.set_blocking(p.stdout.fileno(), False)
-    while b"ready" not in line:
-        chunk = p.stdout.read() or b""
-        line += chunk
-        if p.poll() is not None:
-            raise FarmError(f"the delay line cluster.linkd exited ({p.returncode}): {_tail(state, 'linkd')}")
-        if time.monotonic() > deadline:
-            raise FarmError(f"the delay line did not create its TAPs within 30 s: {_tail(state, 'linkd')}")
-        time.sleep(0.05)
-    p.stdout.close()
-
-
-def _base_env(spec: FarmSpec | None, extra_env: dict[str, str] | None) -> dict[str, str]:
-    root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ)
-    env.update({
-        "PYTHONPATH": os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])]),
-        "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
-        "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-        "CUDA_VISIBLE_DEVICES": "",
-    })
-    env.update(WORKER_CONFIG)
-    env.update(spec.env if spec else {})
-    env.update(extra_env or {})
-    return env
-
-
-def _spawn(state: State, role: str, name: str, cmd: list[str], env: dict[str, str],
-           preexec: Callable[[], None] | None = None, stdout=None, stdin=None) -> subprocess.Popen:
-    logf = open(state.dir / "logs" / f"{name}.log", "ab")
-    try:
-        p = subprocess.Popen(cmd, stdin=stdin or subprocess.DEVNULL, stdout=stdout or logf,
-                             stderr=logf if stdout else subprocess.STDOUT,
-                             env={**env, pl.MEMBER_ENV: f"{role}:{name}"}, start_new_session=True,
-                             preexec_fn=preexec, close_fds=True)
-    finally:
-        logf.close()
-    state.made("pids", {"pid": p.pid, "role": role, "name": name, "start": _start_time(p.pid)})
-    return p
-
-
 def _start_scheduler(state: State, host: str, port: int, dashboard_port: int, env: dict[str, str]) -> None:
     if _port_busy(host, port):
         raise FarmError(f"port {host}:{port} is already in use; pass --port to choose another")
     cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", str(port),
            "--dashboard-address", f"{host}:{dashboard_port}"]
-    p = _spawn(state, "scheduler", "scheduler", cmd, env)
+    p = pv.spawn(state, "scheduler", "scheduler", cmd, env)
     deadline = time.monotonic() + 60
     while not _port_busy(host, port):
         if p.poll() is not None:
-            raise FarmError(f"the scheduler exited ({p.returncode}): {_tail(state, 'scheduler')}")
+            raise FarmError(f"the scheduler exited ({p.returncode}): {pv.tail(state, 'scheduler')}")
         if time.monotonic() > deadline:
-            raise FarmError(f"the scheduler did not listen on {host}:{port} within 60 s: {_tail(state, 'scheduler')}")
+            raise FarmError(f"the scheduler did not listen on {host}:{port} within 60 s: {pv.tail(state, 'scheduler')}")
         time.sleep(0.2)
-
-
-def _start_workers(state: State, env: dict[str, str]) -> None:
-    netns = state.data["mode"] == "netns"
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if netns else None
-    for rec in state.data["devices"]:
-        cmd = [sys.executable, "-m", "distributed.cli.dask_worker", state.data["scheduler"],
-               "--host", rec["ip"], "--name", rec["name"], "--nthreads", "1", "--no-nanny",
-               "--memory-limit", str(rec["memory_limit_bytes"]), "--resources", f"{rec['kind']}=1",
-               "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60"]
-        rec["command"] = " ".join(["dask worker", *cmd[3:]])
-        preexec = _enter_device(str(pl.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
-        dev_env = {**env, "MCDASK_DEVICE_NAME": rec["name"], "MCDASK_DEVICE_KIND": rec["kind"]}
-        if netns:
-            dev_env[compute_threads.ENV] = cg.compute_threads_file(rec["name"])
-        p = _spawn(state, "worker", rec["name"], cmd, dev_env, preexec)
-        rec["pid"] = p.pid
-    state.save()
-
-
-def _enter_device(netns_path: str, procs_files: list[str]) -> Callable[[], None]:
-    def preexec() -> None:  # runs in the child between fork and exec
-        pid = str(os.getpid())
-        for f in procs_files:
-            with open(f, "w") as fh:
-                fh.write(pid)
-        pl.enter_netns(netns_path)
-    return preexec
-
-
-def _wait_registered(state: State, *, timeout_s: float, log: Log) -> None:
-    from distributed import Client
-
-    devices = state.data["devices"]
-    names = {r["name"] for r in devices}
-    t0 = time.monotonic()
-    with Client(state.data["scheduler"], timeout="60s", set_as_default=False) as client:
-        while True:
-            workers = client.scheduler_info(n_workers=-1)["workers"]
-            by_name = {w["name"]: addr for addr, w in workers.items()}
-            if names <= set(by_name):
-                break
-            for r in devices:
-                if r["name"] not in by_name and not pl.alive(r["pid"]):
-                    raise FarmError(f"worker {r['name']} exited while starting: {_tail(state, r['name'])}")
-            if time.monotonic() - t0 > timeout_s:
-                missing = sorted(names - set(by_name))
-                raise FarmError(f"workers {missing} did not register within {timeout_s:.0f} s; see "
-                                f"{state.dir / 'logs'}")
-            time.sleep(0.5)
-    for r in devices:
-        r["address"] = by_name[r["name"]]
-    state.data["workers_ready_after_s"] = round(time.monotonic() - t0, 1)
-    state.save()
-    log(f"  {len(devices)} workers registered after {state.data['workers_ready_after_s']} s")
 
 
 def _verify(state: State, timeout_s: float, log: Log) -> None:
@@ -431,13 +230,13 @@ def _verify(state: State, timeout_s: float, log: Log) -> None:
                 factor = min(2.0, max(0.5, t / target))
                 for d in devices:
                     if d["kind"] == kind:
-                        d.update(_cpu_fields(min(1.0, d["cpu_share"] * factor), d["runtime_share"]))
+                        d.update(pv.cpu_fields(min(1.0, d["cpu_share"] * factor), d["runtime_share"]))
                 set_caps(True, state=state)
             client.submit(calibrate.release, **on).result(timeout=timeout_s)
             best = min(rounds, key=lambda x: abs(x["measured_s"] / target - 1))
             for d in devices:
                 if d["kind"] == kind:
-                    d.update(_cpu_fields(best["share"], d["runtime_share"]))
+                    d.update(pv.cpu_fields(best["share"], d["runtime_share"]))
                     d["verified_alexnet_s"] = best["measured_s"]
             set_caps(True, state=state)
             state.data.setdefault("verification", {})[kind] = {
@@ -461,57 +260,12 @@ def set_caps(on: bool, state: State | None = None) -> dict:
                         "there is no CPU quota to change")
     cg = pl.Cgroups.from_dict(state.data["cgroups"])
     for r in state.data["devices"]:
-        cg.set_cpu(r["name"], *(_caps(r) if on else (None, None)))
+        pv.apply_caps(cg, r, on)
     state.data["cpu_capped"] = on
     if on:
         state.data["cpu_cap_applied"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
     state.save()
     return status(state)
-
-
-# --------------------------------------------------------------------------------------- status
-
-def status(state: State | None = None, query_scheduler: bool = False) -> dict:
-    """Plain data about the farm: mode, scheduler, calibration and one record per device."""
-    state = state or State.load()
-    if state is None:
-        left = leftovers()
-        return {"up": False, "devices": [], "leftovers": left if any(left.values()) else {}}
-    d = state.data
-    cg = pl.Cgroups.from_dict(d["cgroups"]) if d.get("cgroups") else None
-    devices = []
-    for r in d["devices"]:
-        rec = {k: v for k, v in r.items() if k not in ("command",)}
-        rec["alive"] = bool(r.get("pid")) and pl.alive(r["pid"])
-        if cg:
-            q = cg.read_cpu(r["name"], compute=True)
-            rec["cpu_quota_now"] = None if q is None else {"quota_us": q[0], "period_us": q[1]}
-            q = cg.read_cpu(r["name"])
-            rec["device_quota_now"] = None if q is None else {"quota_us": q[0], "period_us": q[1]}
-        rec["memory_limit"] = format_bytes(r["memory_limit_bytes"])
-        devices.append(rec)
-    out = {"up": d.get("phase") == "up", "phase": d.get("phase"), "mode": d["mode"],
-           "cpu_capped": d["mode"] == "netns" and d.get("cpu_capped", False),
-           "network_shaped": d["mode"] == "netns",
-           "not_capped_reason": d.get("not_capped_reason"),
-           "scheduler": d["scheduler"], "dashboard": d.get("dashboard"), "time_scale": d["time_scale"],
-           "calibration": d.get("calibration"), "verification": d.get("verification"),
-           "cpu_cap_applied": d.get("cpu_cap_applied"),
-           "cpu_cap_note": "quotas are applied after the workers imported TensorFlow and registered",
-           "created_at": d.get("created_at"), "state_file": str(state.path), "devices": devices}
-    if query_scheduler:
-        out["registered"] = _registered(d["scheduler"])
-    return out
-
-
-def _registered(address: str) -> list[str] | None:
-    try:
-        from distributed import Client
-
-        with Client(address, timeout="5s", set_as_default=False) as c:
-            return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
-    except Exception:  # noqa: BLE001 - status must not fail because the scheduler is gone
-        return None
 
 
 # --------------------------------------------------------------------------------------- down
@@ -540,11 +294,12 @@ def down(log: Log = print) -> dict:
 
     pids = set(pl.marked_pids())
     for p in res.get("pids", []):
-        if pl.alive(p["pid"]) and _start_time(p["pid"]) == p.get("start"):
+        if pl.alive(p["pid"]) and pl.start_time(p["pid"]) == p.get("start"):
             pids.add(p["pid"])
     cgroup_bases = sorted(set(res.get("cgroups", [])) | (set(pl.find_farm_cgroups()) if root else set()))
     netns = sorted(set(res.get("netns", [])) | set(pl.our_netns() if root else []))
     for base in cgroup_bases:
+        pl.thaw_cgroup_tree(base)  # a frozen device would not die
         pids.update(pl.cgroup_pids([str(p) for p in Path(base).glob("*") if p.is_dir()] + [base]))
     for ns in netns:
         pids.update(pl.netns_pids(ns))
@@ -591,22 +346,6 @@ def _port_busy(host: str, port: int) -> bool:
         return s.connect_ex((host, port)) == 0
 
 
-def _start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot (guards against pid reuse)."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _tail(state: State, name: str, n: int = 15) -> str:
-    try:
-        lines = (state.dir / "logs" / f"{name}.log").read_text(errors="replace").splitlines()
-    except OSError:
-        return "(no log)"
-    return "\n".join(lines[-n:])
-
-
 # --------------------------------------------------------------------------------------- checks
 
 def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int = 20, port: int = 5201) -> dict:
@@ -615,11 +354,8 @@ def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int 
     state = State.load()
     if state is None or state.data["mode"] != "netns":
         raise FarmError("measure_link needs a running farm with namespaces (`mcdask farm up` as root)")
-    recs = {r["name"]: r for r in state.data["devices"]}
-    for name in filter(None, (src, dst)):
-        if name not in recs:
-            raise FarmError(f"no device {name!r} in this farm; devices: {', '.join(recs)}")
-    env = _base_env(None, None)
+    recs = {name: state.device(name) for name in filter(None, (src, dst))}
+    env = pv.base_env(None, None)
     py = [sys.executable, "-m", "cluster.netcheck"]
     server = subprocess.Popen(["ip", "netns", "exec", recs[dst]["netns"], *py, "serve", "--host", recs[dst]["ip"],
                                "--port", str(port), "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -11,15 +11,18 @@ TAP (see ``cluster.plumbing.shape``), so TCP runs unchanged over a rate-limited,
     device stack -> mcdn<i> egress HTB -> [delay] -> mcdh<i> -> bridge -> mcdh<j> egress HTB
                  -> [delay] -> mcdn<j> -> device j stack
 
-The TAPs are not persistent: when this process exits, they vanish with it. Run by
-``cluster.farm`` as ``python -m cluster.linkd NAME:DELAY_MS ...``; prints ``ready`` once
-every TAP exists. Each direction has a reader thread (timestamps frames) and a writer thread
-(sleeps until the frame is due), so frames in flight overlap as on a real link.
+The TAPs are not persistent: when this process exits, they vanish with it; a TAP deleted
+while it runs (``farm remove``) ends that link's threads. Run by ``cluster.provision`` (one
+process for the devices of ``farm up``, one more per ``farm add``) as
+``python -m cluster.linkd INDEX:DELAY_MS ...``; prints ``ready`` once every TAP exists.
+Each direction has a reader thread (timestamps frames) and a writer thread (sleeps until the
+frame is due), so frames in flight overlap as on a real link.
 """
 
 from __future__ import annotations
 
 import collections
+import errno
 import fcntl
 import os
 import signal
@@ -34,6 +37,8 @@ IFF_NO_PI = 0x1000
 MAX_FRAME = 65536
 #: frames held per direction before new ones are dropped (a real queue would drop too)
 MAX_QUEUE = 20000
+#: what reading a TAP returns once its interface was deleted (``farm remove``)
+GONE = (errno.EBADFD, errno.ENODEV, errno.ENXIO)
 
 
 def open_tap(name: str) -> int:
@@ -57,10 +62,16 @@ class Direction:
             threading.Thread(target=fn, name=f"{self.label}-{fn.__name__}", daemon=True).start()
 
     def _read(self) -> None:
+        """Timestamp each frame; ends (with its writer) when the source TAP is deleted."""
         while True:
             try:
                 frame = os.read(self.src, MAX_FRAME)
-            except OSError:
+            except OSError as e:
+                if e.errno in GONE:
+                    with self.ready:
+                        self.queue.append((None, b""))
+                        self.ready.notify()
+                    return
                 time.sleep(0.01)
                 continue
             due = time.monotonic() + self.delay
@@ -77,13 +88,15 @@ class Direction:
                 while not self.queue:
                     self.ready.wait()
                 due, frame = self.queue.popleft()
+            if due is None:  # the reader ended: the link is gone
+                return
             wait = due - time.monotonic()
             if wait > 0:
                 time.sleep(wait)
             try:
                 os.write(self.dst, frame)
                 self.frames += 1
-            except OSError:  # interface down or gone: the frame is lost, as on a real link
+            except OSError:  # interface down (`farm cut`) or gone: the frame is lost, as on a real link
                 self.dropped += 1
 
 

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -154,6 +155,33 @@ def shape(dev: str, rate_mbit: float, netns: str | None = None) -> None:
     sh("tc", "qdisc", "add", "dev", dev, "parent", "1:1", "handle", "10:", "pfifo", "limit", "10000", netns=netns)
 
 
+def set_link_up(dev: str, up: bool, netns: str | None = None) -> None:
+    """Bring ``dev`` administratively up or down: down, it neither sends nor receives, and the
+    device's kernel drops the routes through it until it comes up again."""
+    sh("ip", "link", "set", dev, "up" if up else "down", netns=netns)
+
+
+def link_is_up(dev: str, netns: str | None = None) -> bool:
+    """Whether ``dev`` exists and is administratively up."""
+    out = sh("ip", "-o", "link", "show", "dev", dev, netns=netns, check=False).stdout
+    flags = re.search(r"<([^>]*)>", out)
+    return bool(flags) and "UP" in flags.group(1).split(",")
+
+
+def reachable(ip: str, timeout_s: float = 1.0, port: int = 9) -> bool:
+    """Whether this host reaches ``ip`` over TCP: an accepted or a refused connection both
+    mean the packets went there and back (port 9 is normally closed, so nothing is disturbed)."""
+    with socket.socket() as s:
+        s.settimeout(timeout_s)
+        try:
+            s.connect((ip, port))
+        except ConnectionRefusedError:
+            return True
+        except OSError:
+            return False
+    return True
+
+
 def qdisc_summary(dev: str, netns: str | None = None) -> str:
     return sh("tc", "qdisc", "show", "dev", dev, netns=netns, check=False).stdout.strip()
 
@@ -215,9 +243,10 @@ def enter_netns(path: str) -> None:
 
 @dataclass(frozen=True)
 class Cgroups:
-    """Where the farm's cgroups live. v1: one directory per controller (cpu, memory), each
-    ``<mount>/<this process's cgroup>/mcdask-farm``, so the farm stays inside its caller's
-    accounting. v2: ``<unified mount>/mcdask-farm`` with the cpu and memory controllers.
+    """Where the farm's cgroups live. v1: one directory per controller (cpu, memory and, when
+    that hierarchy is mounted, freezer), each ``<mount>/<this process's cgroup>/mcdask-farm``,
+    so the farm stays inside its caller's accounting. v2: ``<unified mount>/mcdask-farm`` with
+    the cpu and memory controllers (every v2 cgroup has ``cgroup.freeze``).
 
     A device is ``<base>/<device>`` (memory limit; CPU quota of the whole device) with a child
     ``compute`` (CPU quota of the threads that run the model). The worker process starts in
@@ -225,19 +254,20 @@ class Cgroups:
     Under v2 ``compute`` is a threaded cgroup (a thread-granular cpu controller)."""
 
     version: int
-    bases: tuple[str, ...]  # v1: (cpu base, memory base); v2: (base,)
+    bases: tuple[str, ...]  # v1: (cpu base, memory base[, freezer base]); v2: (base,)
 
     @classmethod
     def detect(cls) -> Cgroups:
         mounts = _cgroup_mounts()
         own = _own_cgroups()
         if "cpu" in mounts["v1"] and "memory" in mounts["v1"]:
-            bases = tuple(str(Path(mounts["v1"][c]) / own.get(c, "/").lstrip("/") / CGROUP_DIR_NAME)
-                          for c in ("cpu", "memory"))
-            for b in bases:
-                if not os.access(Path(b).parent, os.W_OK):
-                    raise FarmError(f"cgroup directory {Path(b).parent} is not writable")
-            return cls(1, bases)
+            base = {c: Path(mounts["v1"][c]) / own.get(c, "/").lstrip("/") / CGROUP_DIR_NAME
+                    for c in ("cpu", "memory", "freezer") if c in mounts["v1"]}
+            for c in ("cpu", "memory"):
+                if not os.access(base[c].parent, os.W_OK):
+                    raise FarmError(f"cgroup directory {base[c].parent} is not writable")
+            usable = [c for c in ("cpu", "memory", "freezer") if c in base and os.access(base[c].parent, os.W_OK)]
+            return cls(1, tuple(str(base[c]) for c in usable))
         if mounts["v2"]:
             root = Path(mounts["v2"])
             ctrls = (root / "cgroup.controllers").read_text().split() if (root / "cgroup.controllers").exists() else []
@@ -313,6 +343,42 @@ class Cgroups:
         except (OSError, ValueError):
             return None
 
+    def all_dirs(self, device: str) -> list[str]:
+        """Every cgroup directory of the device, children (``compute``) first: the order
+        ``rmdir`` needs."""
+        return [str(self._cpu_dir(device, compute=True)), *self.dirs(device)]
+
+    def freezer_dir(self, device: str) -> Path | None:
+        """The cgroup whose freezer stops every thread of the device, or ``None`` when this
+        farm has none (v1 without a freezer hierarchy, or a device started before it had one)."""
+        if self.version == 2:
+            d = Path(self.dirs(device)[0])
+        elif len(self.bases) > 2:
+            d = Path(self.dirs(device)[2])
+        else:
+            return None
+        return d if (d / _FREEZER[self.version][0]).exists() else None
+
+    def set_frozen(self, device: str, frozen: bool) -> None:
+        """Freeze or thaw the device (it must have a ``freezer_dir``)."""
+        file, on, off = _FREEZER[self.version]
+        _write(self.freezer_dir(device) / file, on if frozen else off)
+
+    def freezer_state(self, device: str) -> str | None:
+        """``"frozen"``, ``"freezing"`` (some task not stopped yet), ``"thawed"``, or ``None``
+        without a freezer."""
+        d = self.freezer_dir(device)
+        if d is None:
+            return None
+        try:
+            if self.version == 1:
+                return (d / "freezer.state").read_text().strip().lower()
+            if (d / "cgroup.freeze").read_text().strip() == "0":
+                return "thawed"
+            return "frozen" if "frozen 1" in (d / "cgroup.events").read_text() else "freezing"
+        except OSError:
+            return None
+
     def procs_files(self, device: str) -> list[str]:
         return [str(Path(d) / "cgroup.procs") for d in self.dirs(device)]
 
@@ -326,6 +392,22 @@ class Cgroups:
     @classmethod
     def from_dict(cls, d: dict) -> Cgroups:
         return cls(int(d["version"]), tuple(d["bases"]))
+
+
+#: per cgroup version: the freezer file, its frozen value, its thawed value
+_FREEZER = {1: ("freezer.state", "FROZEN", "THAWED"), 2: ("cgroup.freeze", "1", "0")}
+
+
+def thaw_cgroup_tree(base: str) -> None:
+    """Thaw every frozen cgroup under ``base`` (v1 ignores SIGKILL in a frozen cgroup until
+    it thaws, so ``farm down`` thaws before it kills)."""
+    for version, (file, on, off) in _FREEZER.items():
+        for f in Path(base).rglob(file):
+            try:
+                if f.read_text().strip() != off:
+                    _write(f, off)
+            except OSError:
+                pass
 
 
 def _write(path: Path, value: str) -> None:
@@ -342,7 +424,7 @@ def _cgroup_mounts() -> dict:
             continue
         if post_f[0] == "cgroup":
             for opt in post_f[2].split(","):
-                if opt in ("cpu", "memory"):
+                if opt in ("cpu", "memory", "freezer"):
                     v1[opt] = fields[4]
         elif post_f[0] == "cgroup2":
             v2 = fields[4]
@@ -430,13 +512,15 @@ def marked_pids() -> list[int]:
 
 
 def kill_pids(pids: list[int], grace_s: float = 5.0) -> list[int]:
-    """SIGTERM, then SIGKILL after ``grace_s``; returns the pids that were alive."""
+    """SIGTERM (and SIGCONT, for a device stopped by ``farm freeze``), then SIGKILL after
+    ``grace_s``; returns the pids that were alive."""
     live = [p for p in sorted(set(pids)) if p != os.getpid() and alive(p)]
     for p in live:
-        try:
-            os.kill(p, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
+        for sig in (signal.SIGTERM, signal.SIGCONT):
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(alive(p) for p in live):
         time.sleep(0.1)
@@ -452,13 +536,37 @@ def kill_pids(pids: list[int], grace_s: float = 5.0) -> list[int]:
     return live
 
 
+def process_state(pid: int) -> str | None:
+    """The one-letter state of ``pid`` (``R``, ``S``, ``D``, ``T`` stopped, ``Z``, ...), or
+    ``None`` when there is no such process."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def wait_until(done, timeout_s: float, what: str, poll_s: float = 0.02) -> float:
+    """Poll ``done()`` until it is true; returns the seconds it took. After ``timeout_s``
+    raise ``FarmError`` naming ``what`` was waited for."""
+    t0 = time.monotonic()
+    while not done():
+        if time.monotonic() - t0 > timeout_s:
+            raise FarmError(f"waited {timeout_s:g} s for {what}; it did not happen")
+        time.sleep(poll_s)
+    return time.monotonic() - t0
+
+
 def alive(pid: int) -> bool:
     try:
         os.waitpid(pid, os.WNOHANG)  # reap our own children
     except ChildProcessError:
         pass
+    return process_state(pid) not in (None, "Z", "X")
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (guards against pid reuse)."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
