@@ -18,7 +18,7 @@ import numpy as np
 
 import workloads
 
-from .errors import McdaskError
+from .errors import McdaskError, StreamStopped
 from .plan import Plan
 
 
@@ -57,11 +57,16 @@ def check_against_reference(workload, items, records, weights) -> dict:
 
 
 def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,
-                   progress: bool, total: int | None = None, deployment=None):
+                   progress: bool, total: int | None = None, deployment=None, *, plans=None, events=None):
     """Deploy ``plan`` (unless ``deployment`` already holds it), stream ``items`` (any iterable,
-    read as it goes), return (records, summary)."""
+    read as it goes), return (records, summary). With ``plans`` (a ``PlanBook``) a controller
+    adapts the deployment to devices leaving and joining. ``--out`` lines are written as frames
+    complete. A stream that cannot go on ends early with ``summary["stopped"]`` saying why."""
+    from rich.console import Console
     from rich.progress import Progress
 
+    from .controller import Controller
+    from .events import EventLog
     from .runtime import DaskRunner, deploy
     from .stream import Stream, summarize
 
@@ -69,22 +74,59 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     t0 = time.perf_counter()
     dep = deployment or deploy(client, plan, weights)
     deploy_s = time.perf_counter() - t0
-    stream = Stream(DaskRunner(client, dep), plan, workload, depth)
-    records = []
+    events = events or EventLog(clock=time.perf_counter)   # event times count from the stream's start
+    controller = Controller(client, dep, plans, events) if plans is not None else None
+    stream = Stream(DaskRunner(client, dep), plan, workload, depth, supervisor=controller, events=events)
+    records, stopped = [], None
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
-    with out as f, Progress(transient=True, disable=not progress, console=None) as bar:
+    with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar:
         task = bar.add_task("frames", total=total if total is not None else getattr(items, "__len__", lambda: None)())
         t0 = time.perf_counter()
-        for rec in stream.run(items):
-            records.append(rec)
-            if f:
-                f.write(json.dumps(rec.to_dict()) + "\n")
-            bar.advance(task)
+        try:
+            for rec in stream.run(items):
+                records.append(rec)
+                if f:
+                    line = rec.to_dict()
+                    if rec.done_at is not None:   # when the answer came, in seconds since the stream began
+                        line["t_s"] = round(rec.done_at - t0, 4)
+                    f.write(json.dumps(line) + "\n")
+                    f.flush()
+                bar.advance(task)
+        except StreamStopped as e:
+            stopped = str(e)
+            events.emit("stopped", f"stream stopped after {len(records)} frames: {stopped}")
         wall = time.perf_counter() - t0
     summary = summarize(records, wall)
     summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
-                    "binding": dep.binding})
+                    "binding": dep.binding, "final_plan_id": stream.plan.id,
+                    "switches": controller.switches if controller else 0, "events": events.to_list()})
+    if stopped:
+        summary["stopped"] = stopped
     return records, summary
+
+
+def plan_book(workload, profile: str | None):
+    """The plans a stream may move between: the planner's, on built-in kind ``profile``
+    (default pi3) or on a profile file."""
+    from .controller import PlanBook, profile_for
+    from .profile import Profile
+
+    spec = profile or "pi3"
+    return PlanBook(workload, profile_for(Profile.load(spec) if Path(spec).is_file() else spec))
+
+
+def show_events_on_stderr() -> None:
+    """Each event one line on stderr (``mcdask: device pi3-03 lost ...``). The Dask client's
+    own reports of a lost connection (tracebacks of its reconnect attempts) are left out:
+    the event says it in one line."""
+    log = logging.getLogger("mcdask.events")
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.propagate = False
+    for name in ("distributed.client", "distributed.batched", "distributed.comm", "distributed.core"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _finish(summary: dict, as_json: bool, human: list[str]) -> None:
@@ -100,6 +142,13 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
     lines.append(f"{summary['classified']} of {summary['frames']} frames classified in {summary['wall_s']:.2f} s: "
                  f"{summary['ips']:.2f} IPS, latency p50 {p50 if p50 is None else round(p50 * 1e3, 1)} ms, "
                  f"p99 {p99 if p99 is None else round(p99 * 1e3, 1)} ms")
+    if summary.get("switches") or summary.get("resubmitted") or summary.get("errors"):
+        gap = summary.get("longest_gap_s")
+        lines.append(f"adapted: {summary.get('switches', 0)} plan switches, {summary.get('resubmitted', 0)} frames "
+                     f"resubmitted, {summary.get('errors', 0)} errors, longest gap between answers "
+                     f"{'-' if gap is None else f'{gap:.2f} s'}; now on plan {summary.get('final_plan_id')}")
+    if summary.get("stopped"):
+        lines.append(f"STOPPED: {summary['stopped']}")
     if "max_abs_diff" in summary:
         lines.append(f"check against the unsplit model: {summary['checked']} frames, max |diff| "
                      f"{summary['max_abs_diff']:.3g} (output scale {summary['output_scale']:.3g}): "
@@ -119,6 +168,7 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
 def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, as_json: bool) -> None:
     """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream synthetic
     frames, and check every output against the unsplit model."""
+    show_events_on_stderr()
     import dask
     from distributed import Client, LocalCluster
 
@@ -137,7 +187,8 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}")
-            records, summary = stream_through(client, plan, items, weights, None, None, not as_json)
+            records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
+                                              plans=plan_book(w, None))
         summary.update(check_against_reference(w, items, records, weights))
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
@@ -159,28 +210,46 @@ def _keeping(feed, into: list):
 @click.option("--source", default="synthetic", show_default=True,
               help="synthetic, a video file, a folder of images, or camera:INDEX")
 @click.option("--plan", "plan_opt", default=None, help="a plan file [default: the planner's plan for the workers]")
+@click.option("--profile", default=None,
+              help="a built-in device kind or a profile file to plan with, at the start (without --plan) and "
+                   "whenever devices leave or join [default: pi3]")
+@click.option("--adapt/--no-adapt", default=True, show_default=True,
+              help="move to the plan for the devices there are when devices leave, freeze or join")
 @click.option("--frames", type=click.IntRange(1), default=None, help="stop after N frames [default: synthetic 60]")
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="write one JSON line per frame")
+@click.option("--overload", type=click.Choice(["block", "drop"]), default=None,
+              help="when frames come faster than the devices answer: block (hold the source back) or drop "
+                   "(skip frames; they are `dropped` records) [default: drop for camera:, block otherwise]")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="replay a file or synthetic source at this rate, as a camera would deliver it")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="write one JSON line per frame, as each completes")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a .keras / .weights.h5 file present at the same path on every device")
 @click.option("--seed", default=0, show_default=True, help="seed of the default weights")
 @click.option("--depth", type=click.IntRange(1), default=None, help="frames in flight")
 @click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
-def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth, check, as_json):
-    """Stream SOURCE through WORKLOAD split across the workers of a running scheduler."""
+def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload, fps, out, weights, seed, depth, check,
+        as_json):
+    """Stream SOURCE through WORKLOAD split across the workers of a running scheduler.
+
+    Exit status: 0 done; 1 bad input or the plan could not be deployed; 3 the stream
+    stopped early (scheduler lost, no plan fits the devices left), with every frame
+    answered before that in --out and in the summary."""
     import dask
     from distributed import Client
 
     from .runtime import worker_names
-    from .sources import Feeder, open_source
+    from .sources import Feeder, latest, open_source, paced
     from .weights import WeightsSource
 
+    show_events_on_stderr()
     w = workloads.get(workload)
     if frames is None and source == "synthetic":
         frames = 80 if w.max_window > 1 else 60
     try:
         wsrc = WeightsSource(seed, weights).check()
+        plans = plan_book(w, profile)
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
                 Client(scheduler, timeout="30s") as client:
             names = worker_names(client)
@@ -192,12 +261,18 @@ def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth
                 from .profiling import auto_plan
                 plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
             else:
-                plan = default_plan(w, len(names))
+                plan = plans.plan_for(tuple(names))
             items: list = []
-            feed = Feeder(w).items(open_source(source, w, seed), frames)
+            raw = open_source(source, w, seed)
+            if fps:
+                raw = paced(raw, fps)
+            if (overload or ("drop" if source.startswith("camera:") else "block")) == "drop":
+                raw = latest(raw)
+            feed = Feeder(w).items(raw, frames)
             if check:  # keep the frames to run the unsplit model on them afterwards
                 feed = _keeping(feed, items)
-            records, summary = stream_through(client, plan, feed, wsrc, depth, out, not as_json, frames)
+            records, summary = stream_through(client, plan, feed, wsrc, depth, out, not as_json, frames,
+                                              plans=plans if adapt else None)
         if check:
             summary.update(check_against_reference(w, items, records, wsrc))
     except McdaskError as e:
@@ -207,5 +282,7 @@ def run(scheduler, workload, source, plan_opt, frames, out, weights, seed, depth
     if out:
         summary["out"] = str(Path(out))
     _finish(summary, as_json, _human(summary, plan, w))
+    if summary.get("stopped"):
+        sys.exit(3)
     if check and not summary["equal"]:
         sys.exit(1)

@@ -35,3 +35,8 @@ class SourceError(McdaskError, ValueError):
 
 class DeploymentError(McdaskError, RuntimeError):
     """The cluster cannot run the plan (too few workers, a worker failed to build its slices)."""
+
+
+class StreamStopped(McdaskError, RuntimeError):
+    """A stream cannot go on (the scheduler is gone, no plan fits the devices left); the
+    message says why. Frames answered before it are complete."""

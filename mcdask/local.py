@@ -54,6 +54,9 @@ class LocalRunner:
     def gather(self, futures: list) -> list:
         return [f.result() for f in futures]
 
+    def cancel(self, futures: list) -> None:
+        """Nothing runs in the background here."""
+
 
 def run_local(plan: Plan, items: list[Item], weights: WeightsSource = WeightsSource()):
     """Records of streaming ``items`` through ``plan`` in this process."""

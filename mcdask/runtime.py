@@ -9,6 +9,7 @@ the piece's resource tag, prioritised by frame, with a key naming stage and fram
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
@@ -16,6 +17,7 @@ import uuid
 from dataclasses import dataclass
 
 import dask.config
+import dask.utils
 import workloads
 
 from .errors import DeploymentError
@@ -36,9 +38,14 @@ def _natural(name: str):
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
-def worker_names(client) -> list[str]:
+def worker_addresses(client) -> dict[str, str]:
+    """Worker name -> address of every registered worker."""
     info = client.scheduler_info(n_workers=-1)
-    return sorted((str(w.get("name", a)) for a, w in info["workers"].items()), key=_natural)
+    return {str(w.get("name", a)): a for a, w in info["workers"].items()}
+
+
+def worker_names(client) -> list[str]:
+    return sorted(worker_addresses(client), key=_natural)
 
 
 def bind(plan: Plan, names: list[str]) -> dict[str, str]:
@@ -52,29 +59,42 @@ def bind(plan: Plan, names: list[str]) -> dict[str, str]:
 
 
 def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
-           binding: dict[str, str] | None = None) -> Deployment:
-    """Make the cluster hold ``plan``'s slices; returns when every bound worker is ready."""
+           binding: dict[str, str] | None = None, *, sync: list[str] | None = None,
+           timeout_s: float | None = None) -> Deployment:
+    """Make the cluster hold ``plan``'s slices; returns when every bound worker is ready.
+
+    The workers named in ``sync`` (default: every registered one) are brought in line: the
+    bound ones build their pieces, the others let go of what they held. A controller leaves a
+    frozen device out of ``sync``, since it cannot answer. Workers get ``timeout_s``
+    (``mcdask.controller.deploy-timeout``) to build."""
     w = workloads.get(plan.workload)
     plan.validate(w)
     weights.check()
-    names = worker_names(client)
-    binding = binding or bind(plan, names)
+    addresses = worker_addresses(client)
+    binding = binding or bind(plan, sorted(addresses, key=_natural))
     digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
     dep_id = digest.hexdigest()[:12]
     doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
            "weights": weights.to_dict()}
+    gone = sorted(n for n in binding.values() if n not in addresses)
+    if gone:
+        raise DeploymentError(f"deployment failed: workers {gone} are not registered")
     client.set_metadata(METADATA_KEY, doc)
     client.register_plugin(ResourceNudge())
     client.register_plugin(SliceHost())
-    statuses = client.run(sync_worker)
-    by_name = {str(info.get("name", a)): a
-               for a, info in client.scheduler_info(n_workers=-1)["workers"].items()}
+    timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.controller.deploy-timeout", "120s"))
+    targets = sorted({addresses[n] for n in [*binding.values(), *(addresses if sync is None else sync)]
+                      if n in addresses})
+    try:
+        statuses = client.sync(_run_within, client, sync_worker, targets, timeout_s)
+    except asyncio.TimeoutError:
+        raise DeploymentError(f"deployment failed: workers {sorted(binding.values())} did not all finish building "
+                              f"their slices within {timeout_s:.0f} s (mcdask.controller.deploy-timeout)") from None
     problems = []
     for device, name in binding.items():
-        addr = by_name.get(name)
-        st = statuses.get(addr) if addr else None
-        if st is None:
-            problems.append(f"{device}: worker {name!r} is gone")
+        st = statuses.get(addresses[name])
+        if st is None or isinstance(st, Exception):
+            problems.append(f"{device}: worker {name!r} did not answer ({st!r})")
             continue
         want = sorted(pieces_for(doc, name))
         if st.get("error") or st.get("deployment") != dep_id or st.get("slices") != want:
@@ -84,11 +104,20 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     return Deployment(plan, binding, weights, dep_id)
 
 
+async def _run_within(client, function, workers: list[str], timeout_s: float) -> dict:
+    return await asyncio.wait_for(client._run(function, workers=workers, on_error="return"), timeout_s)
+
+
+async def _gather_within(client, futures: list, timeout_s: float) -> list:
+    return await asyncio.wait_for(client._gather(futures), timeout_s)
+
+
 class DaskRunner:
     """Submits plan pieces as Dask tasks (see ``mcdask.stream.Stream``)."""
 
     def __init__(self, client, deployment: Deployment, retries: int | None = None):
         self.client = client
+        self.deployment = deployment
         self.plan = deployment.plan
         self.workload = workloads.get(self.plan.workload)
         self.token = uuid.uuid4().hex[:6]
@@ -103,5 +132,16 @@ class DaskRunner:
         return self.client.submit(run_piece, sid, feeds, key=(label, self.token, frame),
                                   resources=resources, priority=-frame, pure=False, retries=self.retries)
 
-    def gather(self, futures: list) -> list:
-        return self.client.gather(futures)
+    def gather(self, futures: list, timeout_s: float | None = None) -> list:
+        """The futures' results; ``TimeoutError`` after ``timeout_s``
+        (``mcdask.stream.gather-timeout``): their data may have gone with a lost device."""
+        timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.stream.gather-timeout", "10s"))
+        try:
+            return self.client.sync(_gather_within, self.client, futures, timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(f"no result within {timeout_s:.0f} s") from None
+
+    def cancel(self, futures: list) -> None:
+        """Stop the scheduler running these tasks (a frame moved to another plan or answered)."""
+        if futures:
+            self.client.cancel(futures)

@@ -10,6 +10,9 @@ and, for action recognition, the dense optical flow (OpenCV Farneback) of the la
 from __future__ import annotations
 
 import itertools
+import queue
+import threading
+import time
 from collections import deque
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -19,6 +22,8 @@ import numpy as np
 from .errors import SourceError
 from .stream import Item
 
+#: stands in a frame sequence for a frame skipped under overload (see ``latest``)
+DROPPED = object()
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg"}
 
@@ -96,6 +101,68 @@ def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray]:
     raise SourceError(f"source {spec!r}: not 'synthetic', 'camera:INDEX', a video file or a folder of images")
 
 
+def paced(frames: Iterable[np.ndarray], fps: float) -> Iterator[np.ndarray]:
+    """``frames`` at ``fps`` frames per second, as a camera delivers them (for replaying a
+    file or synthetic frames as a live source)."""
+    period, due = 1.0 / fps, time.monotonic()
+    for frame in frames:
+        due += period
+        time.sleep(max(0.0, due - time.monotonic()))
+        yield frame
+
+
+def latest(frames: Iterable[np.ndarray], waiting: int = 2, idle_s: float = 30.0) -> Iterator:
+    """The ``drop`` overload policy: read ``frames`` on a thread as fast as the source gives
+    them and keep at most ``waiting`` of them for the stream; a frame that finds them all
+    still waiting is skipped, and ``DROPPED`` stands in its place, so indices stay those of
+    the source (the paper lowers the sampling rate the same way). A source that gives nothing
+    for ``idle_s`` raises SourceError."""
+    q: queue.Queue = queue.Queue(maxsize=waiting)
+    end = object()
+    failure: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        count = 0
+        try:
+            for frame in frames:
+                if stop.is_set():
+                    return
+                try:
+                    q.put_nowait((count, frame))
+                except queue.Full:
+                    pass   # dropped: the gap in indices says so
+                count += 1
+        except BaseException as e:  # noqa: BLE001 - handed to the reading side
+            failure.append(e)
+        finally:
+            while not stop.is_set():
+                try:
+                    q.put((count, end), timeout=0.5)
+                    return
+                except queue.Full:
+                    continue
+
+    threading.Thread(target=read, name="mcdask-source", daemon=True).start()
+    expected = 0
+    try:
+        while True:
+            try:
+                i, frame = q.get(timeout=idle_s)
+            except queue.Empty:
+                raise SourceError(f"the source gave no frame for {idle_s:.0f} s") from None
+            for _ in range(expected, i):
+                yield DROPPED
+            if frame is end:
+                if failure:
+                    raise failure[0]
+                return
+            expected = i + 1
+            yield frame
+    finally:
+        stop.set()
+
+
 class Feeder:
     """Raw RGB frames -> workload input items, in order."""
 
@@ -118,6 +185,8 @@ class Feeder:
         return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
 
     def item(self, index: int, raw) -> Item:
+        if raw is DROPPED:
+            return Item(index, dropped=True)
         raw = np.asarray(raw)
         if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype != np.uint8:
             return Item(index, error=f"frame {index}: expected an RGB uint8 image (H, W, 3), "

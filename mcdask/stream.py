@@ -1,20 +1,32 @@
 """Stream frames through a plan: one chain of tasks per frame, results in frame order.
 
 ``Stream`` reads a plan and asks a runner to start each piece of each stage for each frame;
-it never decides placement itself. A runner is anything with ``submit(stage, shard, frame,
-feeds) -> future`` and ``gather(futures) -> results``: ``mcdask.runtime.DaskRunner`` on a
-cluster, ``mcdask.local.LocalRunner`` in this process. Futures of earlier stages are passed
-inside ``feeds``, so activations move from worker to worker, never through the client.
+it never decides placement itself. A runner (``mcdask.runtime.DaskRunner`` on a cluster,
+``mcdask.local.LocalRunner`` in this process) has ``plan``, ``submit(stage, shard, frame,
+feeds) -> future``, ``gather(futures)`` and ``cancel(futures)``; futures have
+``add_done_callback``. Futures of earlier stages are passed inside ``feeds``, so activations
+move from worker to worker, never through the client.
 
 A windowed stage (the temporal pyramid) for frame i reads the exports of frames
 ``[i - w + 1, i + 1)``; it runs once every input has a full window, and the frames before
 that come out as ``warmup`` records.
+
+Every frame comes out exactly once, in order, and no wait is unbounded:
+
+* a **supervisor** (``mcdask.controller.Controller``), polled while the stream runs, may hand
+  over a runner for a new deployment. Frames not yet answered are then resubmitted under the
+  new plan (with the window history they need rebuilt first), and the old plan's tasks are
+  cancelled. The supervisor stops the stream by raising ``StreamStopped``;
+* a frame not answered within its **deadline** (from the plan's predicted latency) is submitted
+  once more (speculative re-execution: the first complete answer wins, the other is
+  cancelled); after ``attempts`` tries it becomes an ``error`` record naming the wait.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from concurrent.futures import CancelledError
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -23,13 +35,20 @@ from typing import Iterable, Iterator, Protocol
 import dask.config
 import numpy as np
 
-from .errors import FrameError
+from .errors import FrameError, StreamStopped
 from .plan import Plan
 
 
 class Runner(Protocol):
+    plan: Plan
+
     def submit(self, stage: int, shard: int, frame: int, feeds: dict): ...
     def gather(self, futures: list) -> list: ...
+    def cancel(self, futures: list) -> None: ...
+
+
+class Supervisor(Protocol):
+    def poll(self, urgent: bool = False) -> Runner | None: ...
 
 
 @dataclass
@@ -40,23 +59,29 @@ class Item:
     inputs: dict[str, np.ndarray] | None = None
     error: str | None = None          # bad input: reported, never submitted
     warmup: bool = False              # e.g. optical flow still needs earlier frames
+    dropped: bool = False             # skipped at the source under overload
 
 
 @dataclass
 class Record:
     frame: int
-    status: str                       # ok | warmup | error
+    status: str                       # ok | warmup | error | dropped
     latency_s: float | None = None
     top5: list[tuple[int, float]] = field(default_factory=list)
     error: str | None = None
     output: np.ndarray | None = field(default=None, repr=False)
     done_at: float | None = field(default=None, repr=False)   # perf_counter when the answer was ready
+    plan_id: str | None = None        # the plan whose tasks computed the answer
+    attempts: int = 1                 # submissions it took (resubmitted after a switch or deadline)
 
     def to_dict(self) -> dict:
         d = {"frame": self.frame, "status": self.status}
         if self.status == "ok":
             d["top5"] = [{"class": c, "score": round(s, 6)} for c, s in self.top5]
             d["latency_s"] = round(self.latency_s, 6)
+            d["plan"] = self.plan_id
+            if self.attempts > 1:
+                d["attempts"] = self.attempts
         if self.error:
             d["error"] = self.error
         return d
@@ -102,107 +127,294 @@ def default_depth(plan: Plan) -> int:
     return max(2 * len(plan.devices), pipeline) + 2
 
 
-class Stream:
-    """Submit frames through ``plan`` with at most ``depth`` frames in flight."""
+def frame_deadline_s(plan: Plan, depth: int) -> float:
+    """How long a frame may wait for its answer before it is submitted again: ``factor`` x
+    what the plan predicts for the frame at the head of a full pipeline (its latency plus
+    ``depth`` frame intervals), never under ``deadline-min``; ``deadline`` when the plan
+    predicts nothing."""
+    cfg = dask.config.get("mcdask.stream")
+    floor = float(dask.utils.parse_timedelta(cfg.get("deadline-min", "5s")))
+    pred = plan.predicted or {}
+    if not pred.get("ips") or not pred.get("latency_s"):
+        return max(floor, float(dask.utils.parse_timedelta(cfg.get("deadline", "60s"))))
+    return max(floor, float(cfg.get("deadline-factor", 4)) * (pred["latency_s"] + depth / pred["ips"]))
 
-    def __init__(self, runner: Runner, plan: Plan, workload, depth: int | None = None):
-        self.runner, self.plan, self.workload = runner, plan, workload
-        self.depth = depth or dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
-        stages = plan.stages
+
+class Layout:
+    """What a plan means for feeding frames: each stage's inputs (producer stage or the
+    frame, window), the first valid frame each stage runs for, the history each keeps."""
+
+    def __init__(self, plan: Plan, workload):
+        self.plan = plan
         producer = {}
-        for si, st in enumerate(stages):
+        for si, st in enumerate(plan.stages):
             for name in workload.stage_outputs(st.start, st.end):
                 producer[name] = si
-        # for each stage: [(input name, producer stage or None, window)]
-        self.feeds_of = []
-        for st in stages:
+        self.feeds_of: list[list[tuple[str, int | None, int]]] = []
+        for st in plan.stages:
             first_layer = workload.layers[st.start]
             ins = []
             for name in workload.stage_inputs(st.start, st.end):
                 w = workload.window_of(first_layer.name, name) if name in first_layer.inputs else 1
                 ins.append((name, producer.get(name), w))
             self.feeds_of.append(ins)
-        self.first = []
+        self.first: list[int] = []
         for ins in self.feeds_of:
             self.first.append(max([0] + [self.first[p] + w - 1 for _, p, w in ins if p is not None]))
-        self.keep = [1] * len(stages)
+        self.keep = [1] * len(plan.stages)
         for ins in self.feeds_of:
             for _, p, w in ins:
                 if p is not None:
                     self.keep[p] = max(self.keep[p], w)
+        self.last = len(plan.stages) - 1
+
+    @property
+    def warmup_frames(self) -> int:
+        """Valid frames before the last stage first runs (window fill)."""
+        return self.first[self.last]
+
+
+class _Attempt:
+    """One submission of a frame's chain: its last stage's futures, done when all are."""
+
+    def __init__(self, futs: list, plan_id: str, cond: threading.Condition):
+        self.futs, self.plan_id = futs, plan_id
+        self.done_at: float | None = None
+        left = [len(futs)]
+
+        def cb(_):
+            with cond:
+                left[0] -= 1
+                if left[0] == 0:
+                    self.done_at = time.perf_counter()
+                    cond.notify_all()
+
+        for f in futs:
+            f.add_done_callback(cb)
+
+
+@dataclass
+class _Frame:
+    frame: int                        # index in the source
+    i: int                            # index among valid frames (the windows count these)
+    inputs: dict
+    t0: float
+    cond: threading.Condition = field(default_factory=threading.Condition)
+    attempts: list[_Attempt] = field(default_factory=list)
+    submissions: int = 0
+    deadline: float = 0.0
+
+
+class Stream:
+    """Submit frames through ``plan`` with at most ``depth`` frames in flight."""
+
+    def __init__(self, runner: Runner, plan: Plan, workload, depth: int | None = None, *,
+                 supervisor: Supervisor | None = None, events=None, deadline_s: float | None = None,
+                 attempts: int | None = None):
+        self.runner, self.workload = runner, workload
+        self.layout = Layout(plan, workload)
+        self.depth = depth or dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
+        self.supervisor, self.events = supervisor, events
+        self._deadline_s = deadline_s
+        self.attempts = attempts or int(dask.config.get("mcdask.stream.attempts", 3))
         self.output_layer = workload.layers[-1]
+        self._hist: list[dict[int, list]] = [{} for _ in plan.stages]
+        self._pending: deque = deque()
+        self._head: _Frame | None = None       # the frame being answered (left the queue)
+        # submitted frames that later ones may still need (windows, resubmission)
+        self._recent: deque[_Frame] = deque()
+
+    @property
+    def plan(self) -> Plan:
+        return self.layout.plan
+
+    @property
+    def deadline_s(self) -> float:
+        return self._deadline_s or frame_deadline_s(self.plan, self.depth)
 
     def run(self, items: Iterable[Item]) -> Iterator[Record]:
         """Yield one record per item, in frame order."""
-        hist: list[dict[int, list]] = [{} for _ in self.plan.stages]
-        pending: deque = deque()
+        pending = self._pending
         in_flight = 0
         i = 0  # index among valid frames (the windows count these)
-        last = len(self.plan.stages) - 1
+        drops: list[int] = []   # a run of frames dropped at the source, told as one event
         for item in items:
-            if item.error is not None or item.warmup or item.inputs is None:
-                status = "error" if item.error is not None else "warmup"
-                pending.append(("done", Record(item.frame, status, error=item.error)))
+            if item.dropped:
+                drops.append(item.frame)
+            elif drops:
+                self._dropped(drops)
+            if item.error is not None or item.warmup or item.dropped or item.inputs is None:
+                status = "error" if item.error is not None else "dropped" if item.dropped else "warmup"
+                pending.append(Record(item.frame, status, error=item.error))
             else:
                 try:
                     inputs = validate(self.workload, item.inputs)
                 except FrameError as e:
-                    pending.append(("done", Record(item.frame, "error", error=f"frame {item.frame}: {e}")))
+                    pending.append(Record(item.frame, "error", error=f"frame {item.frame}: {e}"))
                 else:
-                    t0 = time.perf_counter()
-                    for si, st in enumerate(self.plan.stages):
-                        if i < self.first[si]:
-                            continue
-                        feeds = {}
-                        for name, p, w in self.feeds_of[si]:
-                            feeds[name] = inputs[name] if p is None else [hist[p][j] for j in range(i - w + 1, i + 1)]
-                        hist[si][i] = [self.runner.submit(si, h, i, feeds) for h in range(len(st.shards))]
-                        hist[si].pop(i - self.keep[si], None)
-                    if i >= self.first[last]:
-                        futs = hist[last][i]
-                        pending.append(("run", item.frame, futs, t0, _done_clock(futs)))
+                    fr = _Frame(item.frame, i, inputs, time.perf_counter())
+                    self._remember(fr)
+                    if i >= self.layout.warmup_frames:
+                        self._submit(fr, final=True)
+                        pending.append(fr)
                         in_flight += 1
                     else:
-                        pending.append(("done", Record(item.frame, "warmup")))
+                        self._submit(fr, final=False)
+                        pending.append(Record(item.frame, "warmup"))
                     i += 1
-            while pending and (pending[0][0] == "done" or in_flight >= self.depth):
-                entry = pending.popleft()
-                if entry[0] == "run":
+            self._poll(urgent=False)
+            while pending and (isinstance(pending[0], Record) or in_flight >= self.depth):
+                head = pending.popleft()
+                if isinstance(head, _Frame):
                     in_flight -= 1
-                yield self._finish(entry)
+                yield self._finish(head)
+        if drops:
+            self._dropped(drops)
         while pending:
             yield self._finish(pending.popleft())
 
-    def _finish(self, entry) -> Record:
-        if entry[0] == "done":
-            return entry[1]
-        _, frame, futs, t0, clock = entry
+    def _dropped(self, frames: list[int]) -> None:
+        if self.events is not None:
+            self.events.emit("dropped", f"frames {frames[0]}..{frames[-1]} ({len(frames)}) dropped at the source: "
+                             "the stream was full", frames=len(frames), first=frames[0], last=frames[-1])
+        frames.clear()
+
+    # ---- submission -------------------------------------------------------------------------
+    def _remember(self, fr: _Frame) -> None:
+        self._recent.append(fr)
+        while len(self._recent) > self.layout.warmup_frames + self.depth + 1:
+            self._recent.popleft()
+
+    def _submit(self, fr: _Frame, final: bool) -> None:
+        """Submit frame ``fr``'s stages under the current plan (the last one only if
+        ``final``: a frame already answered only rebuilds window history)."""
+        lay, hist, i = self.layout, self._hist, fr.i
+        last_futs = None
+        for si, st in enumerate(lay.plan.stages):
+            if i < lay.first[si] or (si == lay.last and not final):
+                continue
+            feeds = {}
+            for name, p, w in lay.feeds_of[si]:
+                feeds[name] = fr.inputs[name] if p is None else [hist[p][j] for j in range(i - w + 1, i + 1)]
+            hist[si][i] = last_futs = [self.runner.submit(si, h, i, feeds) for h in range(len(st.shards))]
+            hist[si].pop(i - lay.keep[si], None)
+        if final:
+            fr.attempts.append(_Attempt(last_futs, lay.plan.id, fr.cond))
+            fr.submissions += 1
+            fr.deadline = time.perf_counter() + self.deadline_s
+
+    def _poll(self, urgent: bool) -> None:
+        if self.supervisor is None:
+            return
+        runner = self.supervisor.poll(urgent=urgent)
+        if runner is not None:
+            old, self.runner = self.runner, runner
+            self.layout = Layout(runner.plan, self.workload)
+            self._hist = [{} for _ in runner.plan.stages]
+            waiting = [fr for fr in (self._head, *self._pending) if isinstance(fr, _Frame) and _answered(fr) is None]
+            for fr in waiting:
+                old.cancel([f for a in fr.attempts for f in a.futs])
+                fr.attempts = []
+            self._resubmit(waiting, rebuild=True)
+            if waiting and self.events is not None:
+                self.events.emit("resubmitted", f"{len(waiting)} frames in flight resubmitted under plan "
+                                 f"{runner.plan.id} (frames {waiting[0].frame}..{waiting[-1].frame})",
+                                 frames=len(waiting), plan=runner.plan.id)
+
+    def _resubmit(self, frames: list[_Frame], rebuild: bool) -> None:
+        """Submit ``frames`` (oldest first) again under the current plan. Windowed stages read
+        earlier frames' exports: with ``rebuild`` (a new plan: no history) or when some of
+        that history is gone, it is computed again first, from the frames' kept inputs."""
+        lay = self.layout
+        if not lay.warmup_frames:
+            for fr in frames:
+                self._submit(fr, final=True)
+            return
+        again = {id(fr) for fr in frames}
+        start = (frames[0].i if frames else self._recent[-1].i + 1) - lay.warmup_frames
+        if not rebuild and all(j in self._hist[p] for fr in frames for si in range(len(lay.plan.stages))
+                               for _, p, w in lay.feeds_of[si] if p is not None
+                               for j in range(fr.i - w + 1, fr.i)):
+            for fr in frames:
+                self._submit(fr, final=True)
+            return
+        for fr in list(self._recent):
+            if fr.i >= start:
+                self._submit(fr, final=id(fr) in again)
+
+    # ---- answers ----------------------------------------------------------------------------
+    def _finish(self, head) -> Record:
+        if isinstance(head, Record):
+            return head
+        fr: _Frame = head
+        self._head = fr
         try:
-            parts = self.runner.gather(futs)
-        except Exception as e:  # one frame failed on a worker: report it, keep streaming
-            return Record(frame, "error", error=f"frame {frame}: {type(e).__name__}: {e}")
-        done = clock.get("t") or time.perf_counter()
-        from .slices import merge
+            return self._answer(fr)
+        finally:
+            self._head = None
 
-        out = merge(self.output_layer, [p[self.output_layer.name] for p in parts])
-        return Record(frame, "ok", latency_s=done - t0, top5=top5(out), output=out, done_at=done)
+    def _answer(self, fr: _Frame) -> Record:
+        while True:
+            with fr.cond:
+                fr.cond.wait_for(lambda: _answered(fr) is not None,
+                                 timeout=0.2 if self.supervisor is not None
+                                 else max(0.0, fr.deadline - time.perf_counter()))
+            won = _answered(fr)
+            if won is not None:
+                try:
+                    parts = self.runner.gather(won.futs)
+                except (TimeoutError, CancelledError):
+                    # no answer from the model: its data went with a lost device, or the
+                    # scheduler cancelled it (a lost connection stops the stream at the poll)
+                    self._poll(urgent=True)
+                    if won in fr.attempts:
+                        fr.attempts.remove(won)
+                    if not fr.attempts:
+                        self._resubmit([fr], rebuild=False)
+                    continue
+                except Exception as e:  # noqa: BLE001 - one frame failed: report it, keep streaming
+                    self._poll(urgent=True)   # the scheduler may be gone: that stops the stream
+                    if _answered(fr) is not won:   # a switch resubmitted it meanwhile
+                        continue
+                    self._drop_others(fr, won)
+                    return Record(fr.frame, "error", error=f"frame {fr.frame}: {type(e).__name__}: {e}",
+                                  plan_id=won.plan_id, attempts=fr.submissions)
+                self._drop_others(fr, won)
+                out = _merge(self.output_layer, [p[self.output_layer.name] for p in parts])
+                return Record(fr.frame, "ok", latency_s=won.done_at - fr.t0, top5=top5(out), output=out,
+                              done_at=won.done_at, plan_id=won.plan_id, attempts=fr.submissions)
+            self._poll(urgent=True)
+            if time.perf_counter() < fr.deadline or _answered(fr) is not None:
+                continue
+            waited = time.perf_counter() - fr.t0
+            if fr.submissions >= self.attempts:
+                self._drop_others(fr, None)
+                return Record(fr.frame, "error", plan_id=self.plan.id, attempts=fr.submissions,
+                              error=f"frame {fr.frame}: no answer after {fr.submissions} submissions "
+                                    f"in {waited:.1f} s (deadline {self.deadline_s:.1f} s each)")
+            if self.events is not None:
+                self.events.emit("resubmitted", f"frame {fr.frame} unanswered after {waited:.1f} s: "
+                                 f"submitted again under plan {self.plan.id}", frames=1, frame=fr.frame,
+                                 plan=self.plan.id)
+            self._resubmit([fr], rebuild=False)
+
+    def _drop_others(self, fr: _Frame, won: _Attempt | None) -> None:
+        others = [f for a in fr.attempts if a is not won for f in a.futs]
+        if others:
+            self.runner.cancel(others)
+        fr.attempts = []
 
 
-def _done_clock(futs) -> dict:
-    """Records when the last of ``futs`` finishes (from the futures' callbacks)."""
-    clock: dict = {}
-    left = [len(futs)]
-    lock = threading.Lock()
+def _answered(fr: _Frame) -> _Attempt | None:
+    """The first of ``fr``'s attempts whose futures are all done."""
+    done = [a for a in fr.attempts if a.done_at is not None]
+    return min(done, key=lambda a: a.done_at) if done else None
 
-    def cb(_):
-        with lock:
-            left[0] -= 1
-            if left[0] == 0:
-                clock["t"] = time.perf_counter()
 
-    for f in futs:
-        f.add_done_callback(cb)
-    return clock
+def _merge(layer, parts: list[np.ndarray]) -> np.ndarray:
+    from .slices import merge
+
+    return merge(layer, parts)
 
 
 def steady_ips(ok: list[Record], skip: float = 0.2) -> float | None:
@@ -215,13 +427,23 @@ def steady_ips(ok: list[Record], skip: float = 0.2) -> float | None:
     return (len(done) - 1 - first) / (done[-1] - done[first])
 
 
+def longest_gap_s(records: list[Record]) -> float | None:
+    """The longest time between consecutive answers (a stall the user sees)."""
+    done = sorted(r.done_at for r in records if r.status == "ok" and r.done_at is not None)
+    return max((b - a for a, b in zip(done, done[1:])), default=None)
+
+
 def summarize(records: list[Record], wall_s: float) -> dict:
     """Throughput and latency of a finished stream (IPS counts frames classified)."""
     ok = [r for r in records if r.status == "ok"]
     lat = sorted(r.latency_s for r in ok)
     pct = (lambda q: float(np.percentile(lat, q))) if lat else (lambda q: None)
+    gap = longest_gap_s(records)
     return {"frames": len(records), "classified": len(ok), "ips_steady": steady_ips(ok),
             "warmup": sum(r.status == "warmup" for r in records),
             "errors": sum(r.status == "error" for r in records),
+            "dropped": sum(r.status == "dropped" for r in records),
+            "resubmitted": sum(r.attempts > 1 for r in records),
             "wall_s": wall_s, "ips": len(ok) / wall_s if wall_s > 0 else 0.0,
-            "latency_p50_s": pct(50), "latency_p99_s": pct(99)}
+            "latency_p50_s": pct(50), "latency_p99_s": pct(99),
+            "longest_gap_s": None if gap is None else round(gap, 4)}

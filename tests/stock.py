@@ -1,0 +1,97 @@
+"""A cluster of stock `dask scheduler` and `dask worker` processes on loopback, for tests that
+kill, freeze and add devices. Runs everywhere (no root). Every process dies with the test
+process (PR_SET_PDEATHSIG) and ``close`` checks that none is left behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+
+BIN = Path(sys.executable).parent
+
+
+def _die_with_pytest() -> None:
+    """In the child: get SIGTERM if this test process dies, even by SIGKILL."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StockCluster:
+    def __init__(self, cwd: Path, env: dict | None = None):
+        self.cwd = cwd
+        self.env = {**os.environ, "MCDASK_TEST": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
+        p = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL,
+                             stderr=open(self.cwd / f"{name}.log", "a"), start_new_session=True,
+                             preexec_fn=_die_with_pytest)
+        self.procs[name] = p
+        return p
+
+    def start_scheduler(self) -> None:
+        port = self.address.rsplit(":", 1)[1]
+        self._spawn("scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", port,
+                                  "--dashboard-address", ":0"])
+        deadline = time.monotonic() + 60
+        while True:
+            with socket.socket() as s:
+                if s.connect_ex(("127.0.0.1", int(port))) == 0:
+                    return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the scheduler did not listen on {self.address} within 60 s")
+            time.sleep(0.2)
+
+    def start_worker(self, name: str, *extra: str) -> subprocess.Popen:
+        """A stock worker without a nanny (a device: when it dies, it is gone)."""
+        return self._spawn(name, [str(BIN / "dask"), "worker", self.address, "--name", name, "--nthreads", "1",
+                                  "--no-nanny", "--no-dashboard", *extra])
+
+    def wait_for(self, names: set[str], timeout_s: float = 120) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout="30s", set_as_default=False) as c:
+            deadline = time.monotonic() + timeout_s
+            while not names <= {str(w["name"]) for w in c.scheduler_info(n_workers=-1)["workers"].values()}:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"workers {sorted(names)} did not register within {timeout_s:.0f} s")
+                time.sleep(0.3)
+
+    def signal(self, name: str, sig: int) -> None:
+        os.kill(self.procs[name].pid, sig)
+
+    def close(self) -> list[int]:
+        """Stop every process; returns the pids still alive afterwards (should be none)."""
+        pids = [p.pid for p in self.procs.values()]
+        family = [c for pid in pids if psutil.pid_exists(pid) for c in psutil.Process(pid).children(recursive=True)]
+        for p in self.procs.values():
+            if p.poll() is None:
+                try:
+                    os.killpg(p.pid, signal.SIGCONT)
+                    os.killpg(p.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for p in self.procs.values():
+            try:
+                p.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        psutil.wait_procs(family, timeout=30)
+        return [pid for pid in pids + [c.pid for c in family] if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
