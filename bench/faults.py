@@ -111,6 +111,7 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
     from bench.run import farm_profile
     from cluster import farm, faults, membership
     from cluster.devices import FarmSpec
+    from cluster.errors import FarmError
     from mcdask.commands import plan_book
     from mcdask.runtime import worker_names
 
@@ -139,9 +140,13 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
             results[action] = {"device": victim, **stream_with_fault(
                 sched, profile, frames, fault_at, lambda: getattr(faults, action)(victim),
                 out_dir / f"{action}.jsonl", time_scale)}
-            restore[action](victim)
+            try:
+                restore[action](victim)
+            except FarmError:   # a cut of over 30 s ends the worker (Dask's TCP timeout): it is gone
+                membership.remove(victim, log=lambda m: None)
+                results[action]["device_died"] = True
             log(f"    {_line(results[action])}")
-            if action == "kill":   # the next faults go to a device still there
+            if action == "kill" or results[action].get("device_died"):   # the next faults: a device still there
                 with Client(sched, timeout="60s", set_as_default=False) as c:
                     names = worker_names(c)
                 start = plan_book(workloads.get("alexnet"), str(profile)).plan_for(tuple(names))

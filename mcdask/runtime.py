@@ -135,7 +135,7 @@ class DaskRunner:
     def gather(self, futures: list, timeout_s: float | None = None) -> list:
         """The futures' results; ``TimeoutError`` after ``timeout_s``
         (``mcdask.stream.gather-timeout``): their data may have gone with a lost device."""
-        timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.stream.gather-timeout", "10s"))
+        timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.stream.gather-timeout", "3s"))
         try:
             return self.client.sync(_gather_within, self.client, futures, timeout_s)
         except asyncio.TimeoutError:

@@ -233,7 +233,23 @@ class Stream:
         return self._deadline_s or frame_deadline_s(self.plan, self.depth)
 
     def run(self, items: Iterable[Item]) -> Iterator[Record]:
-        """Yield one record per item, in frame order."""
+        """Yield one record per item read, in frame order. When the supervisor stops the
+        stream, the frames read but not answered come out as ``error`` records naming why,
+        then ``StreamStopped`` is raised."""
+        try:
+            yield from self._run(items)
+        except StreamStopped as e:
+            for entry in [self._head, *self._pending]:
+                if isinstance(entry, Record):
+                    yield entry
+                elif entry is not None:
+                    yield Record(entry.frame, "error", error=f"frame {entry.frame}: not answered: {e}",
+                                 attempts=entry.submissions)
+            self._head = None
+            self._pending.clear()
+            raise
+
+    def _run(self, items: Iterable[Item]) -> Iterator[Record]:
         pending = self._pending
         in_flight = 0
         i = 0  # index among valid frames (the windows count these)
@@ -347,11 +363,10 @@ class Stream:
         if isinstance(head, Record):
             return head
         fr: _Frame = head
-        self._head = fr
-        try:
-            return self._answer(fr)
-        finally:
-            self._head = None
+        self._head = fr            # stays set if the stream stops while waiting for it
+        record = self._answer(fr)
+        self._head = None
+        return record
 
     def _answer(self, fr: _Frame) -> Record:
         while True:

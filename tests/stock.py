@@ -76,19 +76,22 @@ class StockCluster:
         os.kill(self.procs[name].pid, sig)
 
     def close(self) -> list[int]:
-        """Stop every process; returns the pids still alive afterwards (should be none)."""
+        """Stop every process, workers before the scheduler (a worker whose scheduler is gone
+        spends its death timeout trying to reach it); returns the pids still alive afterwards
+        (should be none)."""
         pids = [p.pid for p in self.procs.values()]
         family = [c for pid in pids if psutil.pid_exists(pid) for c in psutil.Process(pid).children(recursive=True)]
-        for p in self.procs.values():
+        order = [n for n in self.procs if n != "scheduler"] + [n for n in self.procs if n == "scheduler"]
+        for name in order:
+            p = self.procs[name]
             if p.poll() is None:
                 try:
                     os.killpg(p.pid, signal.SIGCONT)
                     os.killpg(p.pid, signal.SIGTERM)
                 except ProcessLookupError:
                     pass
-        for p in self.procs.values():
             try:
-                p.wait(timeout=60)
+                p.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)

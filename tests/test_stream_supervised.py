@@ -164,12 +164,24 @@ def test_a_frame_never_answered_becomes_an_error_record_and_the_stream_goes_on()
 def test_a_supervisor_that_stops_the_stream_stops_it():
     a = alex_plan(("d0", "d1"))
 
-    class Gone:
-        def poll(self, urgent=False):
-            raise StreamStopped("lost the scheduler at tcp://x:1")
+    class GoneAfter:
+        def __init__(self, polls):
+            self.polls = polls
 
-    with pytest.raises(StreamStopped, match="lost the scheduler"):
-        list(Stream(FakeRunner(a, hold=True), a, ALEX, depth=2, supervisor=Gone()).run(items(4)))
+        def poll(self, urgent=False):
+            self.polls -= 1
+            if self.polls < 0:
+                raise StreamStopped("lost the scheduler at tcp://x:1")
+
+    for polls in range(8):   # stopped while reading, while waiting for a frame, ...
+        runner = FakeRunner(a, hold=4)     # frames 0 and 1 hang, later ones answer
+        got = []
+        with pytest.raises(StreamStopped, match="lost the scheduler"):
+            for r in Stream(runner, a, ALEX, depth=3, supervisor=GoneAfter(polls), deadline_s=60).run(items(6)):
+                got.append(r)
+        # every frame read gets one record, in order; those never answered name why
+        assert [r.frame for r in got] == list(range(len(got))) and got, polls
+        assert got[0].status == "error" and "not answered: lost the scheduler at tcp://x:1" in got[0].error
 
 
 # ---- membership --------------------------------------------------------------------------
