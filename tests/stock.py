@@ -62,14 +62,22 @@ class StockCluster:
         return self._spawn(name, [str(BIN / "dask"), "worker", self.address, "--name", name, "--nthreads", "1",
                                   "--no-nanny", "--no-dashboard", *extra])
 
-    def wait_for(self, names: set[str], timeout_s: float = 120) -> None:
+    def start_plain_worker(self, name: str) -> subprocess.Popen:
+        """`dask worker ADDRESS` with no other flag, as a user would start one."""
+        return self._spawn(name, [str(BIN / "dask"), "worker", self.address])
+
+    def wait_for(self, names: set[str] | int, timeout_s: float = 120) -> None:
+        """Until the workers ``names`` (or that many workers) are registered."""
         from distributed import Client
 
         with Client(self.address, timeout="30s", set_as_default=False) as c:
             deadline = time.monotonic() + timeout_s
-            while not names <= {str(w["name"]) for w in c.scheduler_info(n_workers=-1)["workers"].values()}:
+            while True:
+                there = {str(w["name"]) for w in c.scheduler_info(n_workers=-1)["workers"].values()}
+                if (len(there) >= names) if isinstance(names, int) else names <= there:
+                    return
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"workers {sorted(names)} did not register within {timeout_s:.0f} s")
+                    raise TimeoutError(f"workers {names} did not register within {timeout_s:.0f} s")
                 time.sleep(0.3)
 
     def signal(self, name: str, sig: int) -> None:

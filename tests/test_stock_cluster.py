@@ -1,67 +1,28 @@
 """Stock `dask scheduler` and `dask worker` processes (no extra flags) driven by `mcdask run`."""
 
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import psutil
 import pytest
 
+from stock import BIN, StockCluster
+
 pytestmark = pytest.mark.slow
-BIN = Path(sys.executable).parent
-
-
-def _die_with_pytest() -> None:
-    """In the child: get SIGTERM if this test process dies, even by SIGKILL, so no stock
-    scheduler or worker outlives a killed test run."""
-    import ctypes
-
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def scheduler(tmp_path_factory):
-    from distributed import Client
-
     cwd = tmp_path_factory.mktemp("cluster")
-    addr = f"tcp://127.0.0.1:{_free_port()}"
-    env = {**os.environ, "MCDASK_TEST": "1"}
-    procs = [subprocess.Popen([str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", addr.rsplit(":", 1)[1],
-                               "--dashboard-address", ":0"], cwd=cwd, env=env,
-                              stdout=subprocess.DEVNULL, stderr=open(cwd / "scheduler.log", "w"),
-                              start_new_session=True, preexec_fn=_die_with_pytest)]
-    time.sleep(2)
-    for i in range(3):
-        procs.append(subprocess.Popen([str(BIN / "dask"), "worker", addr], cwd=cwd, env=env,
-                                      stdout=subprocess.DEVNULL, stderr=open(cwd / f"worker{i}.log", "w"),
-                                      start_new_session=True, preexec_fn=_die_with_pytest))
+    cluster = StockCluster(cwd)
+    cluster.start_scheduler()
     try:
-        with Client(addr, timeout="60s") as c:
-            c.wait_for_workers(3, timeout=120)
-        yield addr, cwd
+        for i in range(3):
+            cluster.start_plain_worker(f"worker{i}")
+        cluster.wait_for(3)
+        yield cluster.address, cwd
     finally:
-        pids = [p.pid for p in procs]
-        family = [c for p in procs if psutil.pid_exists(p.pid) for c in psutil.Process(p.pid).children(recursive=True)]
-        for p in procs:
-            os.killpg(p.pid, signal.SIGTERM)
-        for p in procs:
-            p.wait(timeout=60)
-        psutil.wait_procs(family, timeout=30)
-        left = [pid for pid in pids + [c.pid for c in family] if psutil.pid_exists(pid)
-                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
-        assert not left, f"processes left behind: {left}"
+        assert not cluster.close(), "processes left behind"
 
 
 def mcdask(*args, timeout=600):
