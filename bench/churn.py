@@ -3,7 +3,7 @@ killed, added, frozen and thawed; IPS over time with the events marked (PNG and 
 
 ``python -m bench.churn [--devices 6] [--time-scale 1] [--phase-s 40] [--out churn]`` brings up a
 farm (or uses one with ``--scheduler``), streams synthetic frames through the controller
-(``mcdask.controller``), and at every ``phase-s`` seconds applies the next fault of the
+(``mcdask.streaming.controller``), and at every ``phase-s`` seconds applies the next fault of the
 scenario with ``cluster.faults`` / ``cluster.membership``. Reported per phase: steady IPS
 at Pi speed beside the plan's prediction, the longest gap between answers, and how long after
 the fault throughput came back to 90 % of the new plan's prediction.
@@ -43,11 +43,11 @@ def run(n: int, time_scale: float, phase_s: float, scheduler: str | None, log=pr
     from cluster import farm
     from cluster.devices import FarmSpec
     from mcdask.commands import stream_through
-    from mcdask.controller import PlanBook, profile_for
-    from mcdask.events import EventLog
-    from mcdask.runtime import deploy, worker_names
-    from mcdask.sources import Feeder, open_source
-    from mcdask.weights import WeightsSource
+    from mcdask.streaming.controller import PlanBook, profile_for
+    from mcdask.streaming.events import EventLog
+    from mcdask.runtime.deploy import deploy, worker_names
+    from mcdask.streaming.sources import Feeder, open_source
+    from mcdask.runtime.weights import WeightsSource
 
     w = workloads.get("alexnet")
     started = None

@@ -4,7 +4,7 @@ convolution and dense layers to the split the farm really has.
 A farm device runs the model under a CPU quota sized so that whole AlexNet takes its kind's
 time (``cluster.farm``). The quota slows every layer by the same factor, so the farm's dense
 layers stand to its convolutions as they do on this host: on this host AlexNet's dense layers
-take 70 % of its time, on the Pi's published profile (``mcdask.devices.pi3``) 57 %. Planning
+take 70 % of its time, on the Pi's published profile (``mcdask.model.kinds.pi3``) 57 %. Planning
 the farm on the Pi's profile gives it the Pi's optimum, not the farm's.
 
 ``host_split`` times, on this host with one TensorFlow thread, each workload cut into runs of
@@ -74,7 +74,7 @@ def _tensorflow_version() -> str:
 
 def _cache_path(names: list[str]) -> Path:
     from mcdask import __version__
-    from mcdask.profiling import cache_dir_default
+    from mcdask.profiling.measure import cache_dir_default
 
     key = json.dumps([SCHEMA, sorted(names), _cpu_model(), _tensorflow_version(), __version__])
     return cache_dir_default() / f"host-split-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
@@ -86,8 +86,8 @@ def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> di
     import gc
     import statistics
 
-    from mcdask.slices import Slice, SliceSpec, set_threads
-    from mcdask.timing import time_call
+    from mcdask.runtime.slices import Slice, SliceSpec, set_threads
+    from mcdask.runtime.timing import time_call
 
     set_threads(1)
     t0 = time.perf_counter()
@@ -134,7 +134,7 @@ def host_split(names: list[str], log=print) -> dict:
 def farm_kind(base, split: dict, alexnet_s: float, n_devices: int):
     """``base`` (the Pi kind, with the farm device's memory) with each workload's conv-side and
     dense-side times scaled to this host's split, slowed by ``alexnet_s`` / host AlexNet."""
-    from mcdask.profiling import planner_shard_sizes
+    from mcdask.profiling.measure import planner_shard_sizes
 
     host = split["workloads"]
     a = host[CALIBRATION_WORKLOAD]
@@ -171,8 +171,8 @@ _PIECE: dict = {}
 def build_piece(workload_name: str, index: int, units: int | None, warmup: int = 2) -> dict:
     """On a device (its task thread): build one layer, or its first ``units`` units, unless
     its build peak would pass the device's memory (the cgroup kills, it does not raise)."""
-    from mcdask import profiling
-    from mcdask.slices import Slice, SliceSpec
+    from mcdask.profiling.measure import measure as profiling
+    from mcdask.runtime.slices import Slice, SliceSpec
 
     drop_piece()
     w = workloads.get(workload_name)
@@ -205,7 +205,7 @@ def time_piece(repeats: int, min_wall_s: float, budget_s: float) -> dict:
 
 
 def drop_piece() -> None:
-    from mcdask.plugin import release_memory
+    from mcdask.runtime.plugin import release_memory
 
     if _PIECE:
         _PIECE.clear()
@@ -218,7 +218,7 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
     piece built with the CPU caps lifted (``caps(False)``), then timed under them from the
     device's task thread, as slices run. Times are divided back to Pi speed (x ``time_scale``).
     A dense layer too big to build whole gets the least-squares line through its shards."""
-    from mcdask.profiling import fit_link, planner_shard_sizes
+    from mcdask.profiling.measure import fit_link, planner_shard_sizes
 
     on = {"workers": [address], "pure": False, "allow_other_workers": False}
     layer_time: dict[str, dict[str, float]] = {}

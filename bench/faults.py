@@ -113,7 +113,7 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
     from cluster.devices import FarmSpec
     from cluster.errors import FarmError
     from mcdask.commands import plan_book
-    from mcdask.runtime import worker_names
+    from mcdask.runtime.deploy import worker_names
 
     import workloads
 

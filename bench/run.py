@@ -84,14 +84,14 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     from distributed import get_task_stream
 
     from mcdask.commands import stream_through
-    from mcdask.costmodel import evaluate
-    from mcdask.weights import WeightsSource
+    from mcdask.planning.costmodel import evaluate
+    from mcdask.runtime.weights import WeightsSource
 
     w = workloads.get(plan.workload)
     sub = profile.subset(plan.devices)
     cost = evaluate(w, plan, sub)
     pids = [psutil.Process().pid] + ([scheduler_pid] if scheduler_pid else [])
-    from mcdask.runtime import deploy
+    from mcdask.runtime.deploy import deploy
 
     caps(False)
     try:
@@ -145,7 +145,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 
 
 #: building a slice peaks at about 3.2x its weight bytes in this runtime (AlexNet fc1 3.17x,
-#: VGG16 fc1 3.06x: peak RSS growth while building one dense layer, mcdask.slices, measured here)
+#: VGG16 fc1 3.06x: peak RSS growth while building one dense layer, mcdask.runtime.slices, measured here)
 BUILD_PEAK_FACTOR = 3.2
 
 
@@ -163,9 +163,9 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
     from dataclasses import replace
 
     from cluster.devices import KINDS
-    from mcdask import devices
-    from mcdask.devices.pi3 import MEASURED_HERE_BASELINE_BYTES
-    from mcdask.profile import homogeneous
+    from mcdask.model import kinds as devices
+    from mcdask.model.kinds.pi3 import MEASURED_HERE_BASELINE_BYTES
+    from mcdask.model.kinds import homogeneous
 
     if profile not in PROFILES:
         raise ValueError(f"unknown bench profile {profile!r}; choose from {', '.join(PROFILES)}")
@@ -192,9 +192,9 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
 
     from cluster import farm
     from cluster.devices import FarmSpec
-    from mcdask.planner import plan as make_plan
-    from mcdask.runtime import worker_names
-    from mcdask.sources import Feeder, open_source
+    from mcdask.planning.planner import plan as make_plan
+    from mcdask.runtime.deploy import worker_names
+    from mcdask.streaming.sources import Feeder, open_source
 
     n_max = max(settings.devices)
     started = None

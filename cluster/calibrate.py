@@ -1,9 +1,9 @@
 """Measure whole-AlexNet time: on this host (to size CPU quotas) and inside a farm device.
 
-The host measurement runs ``python -m mcdask.timing --workload alexnet --json`` in a fresh
+The host measurement runs ``python -m mcdask.runtime.timing --workload alexnet --json`` in a fresh
 process (the runtime's timing tool: median single-thread whole-model inference) and reads
 ``median_s`` from its last stdout line. Inside a device the same model is built with the
-runtime's slices and timed with ``mcdask.timing.time_call``: ``prepare`` builds it (call it
+runtime's slices and timed with ``mcdask.runtime.timing.time_call``: ``prepare`` builds it (call it
 before the CPU quota is applied), ``measure`` times it, ``release`` frees it.
 """
 
@@ -22,7 +22,7 @@ _PREPARED: dict[str, Callable[[], None]] = {}
 
 def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300) -> dict:
     """Median single-thread whole-model time in a fresh process on this host."""
-    cmd = [sys.executable, "-m", "mcdask.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
+    cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
     t0 = time.perf_counter()
     result = run_json(cmd, timeout_s=timeout_s)
     try:
@@ -36,7 +36,7 @@ def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float =
 
 def whole_model(workload: str) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (one thread)."""
-    from mcdask.timing import whole_model as build
+    from mcdask.runtime.timing import whole_model as build
 
     return build(workload, intra_op=1)
 
@@ -53,7 +53,7 @@ def prepare(workload: str = "alexnet", warmup: int = 2) -> float:
 
 def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> list[float]:
     """Seconds per whole-model inference in this process (``prepare`` first, or it builds)."""
-    from mcdask.timing import time_call
+    from mcdask.runtime.timing import time_call
 
     if workload not in _PREPARED:
         prepare(workload, warmup=0)
@@ -62,7 +62,7 @@ def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> lis
 
 def release(workload: str | None = None) -> None:
     """Free what ``prepare`` built and hand the heap back to the system."""
-    from mcdask.plugin import release_memory
+    from mcdask.runtime.plugin import release_memory
 
     for k in [workload] if workload else list(_PREPARED):
         _PREPARED.pop(k, None)

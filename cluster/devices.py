@@ -20,7 +20,7 @@ Built-in kinds and their sources (``../shared/reference/musical-chair-paper.md``
 How a kind maps onto this host (``cpu_share``, ``cfs_quota``, ``shaped_link``): a device's
 *compute* (TensorFlow's threads, which run the model's kernels) gets
 ``host_alexnet_s / alexnet_s`` of one host core, where ``host_alexnet_s`` is measured on this
-machine at ``farm up`` (one thread, ``python -m mcdask.timing``). The rest of the worker, its
+machine at ``farm up`` (one thread, ``python -m mcdask.runtime.timing``). The rest of the worker, its
 Python (Dask's event loop, comms, serialisation, heartbeats, the task thread's glue), is its
 *runtime*: on a real Pi it runs on the
 cores TensorFlow leaves, at the speed of a Pi core running Python, which is far less behind

@@ -11,8 +11,8 @@ import click
 COMMANDS = {
     "demo": ("mcdask.commands:demo", "Stream synthetic frames through a local cluster and check them."),
     "run": ("mcdask.commands:run", "Stream a source through a plan on a running Dask scheduler."),
-    "plan": ("mcdask.planning_cli:plan", "Choose a task assignment for every device count 1..N."),
-    "profile": ("mcdask.profiling_cli:profile", "Measure every worker's layers and the links between them."),
+    "plan": ("mcdask.planning.cli:plan", "Choose a task assignment for every device count 1..N."),
+    "profile": ("mcdask.profiling.cli:profile", "Measure every worker's layers and the links between them."),
     "farm": ("cluster.cli:farm", "Emulate a farm of small devices on this machine."),
     "bench": ("bench.cli:bench", "Benchmark the farm beside the published Pi farm and Jetson TX2."),
 }

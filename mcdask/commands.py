@@ -18,8 +18,8 @@ import numpy as np
 
 import workloads
 
-from .errors import McdaskError, StreamStopped
-from .plan import Plan
+from mcdask.errors import McdaskError, StreamStopped
+from mcdask.model.plan import Plan
 
 
 def _say(as_json: bool, *lines: str) -> None:
@@ -30,15 +30,15 @@ def _say(as_json: bool, *lines: str) -> None:
 
 def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
     """The planner's optimal plan for ``n`` devices of a built-in kind (default ``pi3``)."""
-    from .planner import plan
-    from .profile import homogeneous
+    from mcdask.planning.planner import plan
+    from mcdask.model.kinds import homogeneous
 
     return plan(workload, homogeneous(profile, n), n, "optimal")
 
 
 def check_against_reference(workload, items, records, weights) -> dict:
     """Compare every classified frame with the unsplit model run in this process."""
-    from .local import reference_outputs
+    from mcdask.streaming.reference import reference_outputs
 
     ref = reference_outputs(workload.name, items, weights)
     diffs, scale, missing = [], 0.0, []
@@ -65,10 +65,10 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     from rich.console import Console
     from rich.progress import Progress
 
-    from .controller import Controller
-    from .events import EventLog
-    from .runtime import DaskRunner, deploy
-    from .stream import Stream, summarize
+    from mcdask.streaming.controller import Controller
+    from mcdask.streaming.events import EventLog
+    from mcdask.runtime.deploy import DaskRunner, deploy
+    from mcdask.streaming.stream import Stream, summarize
 
     workload = workloads.get(plan.workload)
     t0 = time.perf_counter()
@@ -108,8 +108,8 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
 def plan_book(workload, profile: str | None):
     """The plans a stream may move between: the planner's, on built-in kind ``profile``
     (default pi3) or on a profile file."""
-    from .controller import PlanBook, profile_for
-    from .profile import Profile
+    from mcdask.streaming.controller import PlanBook, profile_for
+    from mcdask.model.profile import Profile
 
     spec = profile or "pi3"
     return PlanBook(workload, profile_for(Profile.load(spec) if Path(spec).is_file() else spec))
@@ -172,8 +172,8 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     import dask
     from distributed import Client, LocalCluster
 
-    from .sources import Feeder, open_source
-    from .weights import WeightsSource
+    from mcdask.streaming.sources import Feeder, open_source
+    from mcdask.runtime.weights import WeightsSource
 
     w = workloads.get(workload)
     frames = frames or (80 if w.max_window > 1 else 60)
@@ -239,9 +239,9 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
     import dask
     from distributed import Client
 
-    from .runtime import worker_names
-    from .sources import Feeder, latest, open_source, paced
-    from .weights import WeightsSource
+    from mcdask.runtime.deploy import worker_names
+    from mcdask.streaming.sources import Feeder, latest, open_source, paced
+    from mcdask.runtime.weights import WeightsSource
 
     show_events_on_stderr()
     w = workloads.get(workload)
@@ -258,7 +258,7 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
             if plan_opt and plan_opt != "auto":
                 plan = Plan.load(plan_opt).validate(w)
             elif plan_opt == "auto":  # measure the workers (or reuse their cached profile), plan on that
-                from .profiling import auto_plan
+                from mcdask.profiling.measure import auto_plan
                 plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
             else:
                 plan = plans.plan_for(tuple(names))

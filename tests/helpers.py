@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mcdask.plan import Plan, Shard, Stage
-from mcdask.sources import Feeder, open_source
+from mcdask.model.plan import Plan, Shard, Stage
+from mcdask.streaming.sources import Feeder, open_source
 
 
 def items_for(workload, frames: int, seed: int = 0):

@@ -14,8 +14,8 @@ from distributed import Client
 
 import workloads
 from mcdask.commands import check_against_reference, plan_book, stream_through
-from mcdask.plan import Plan, Shard, Stage
-from mcdask.weights import WeightsSource
+from mcdask.model.plan import Plan, Shard, Stage
+from mcdask.runtime.weights import WeightsSource
 
 from helpers import items_for
 from stock import BIN, StockCluster

@@ -83,7 +83,7 @@ def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
     """AlexNet on the host: 3 ms of conv side, 6 ms dense; the farm slows it to 0.52 s. The
     farm kind keeps the Pi's times within each side and scales each side's sum to that."""
     from bench.farm_profile import farm_kind, runs
-    from mcdask import devices
+    from mcdask.model import kinds as devices
 
     import workloads
 

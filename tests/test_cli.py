@@ -9,7 +9,7 @@ import pytest
 
 import workloads
 from mcdask.errors import SourceError
-from mcdask.sources import Feeder, open_source
+from mcdask.streaming.sources import Feeder, open_source
 
 BIN = Path(sys.executable).parent
 

@@ -8,11 +8,11 @@ from distributed import Client, LocalCluster, get_task_stream
 import workloads
 from mcdask.commands import check_against_reference, stream_through
 from mcdask.errors import DeploymentError
-from mcdask.plan import Plan, Shard, Stage
-from mcdask.plugin import PLUGIN_NAME
-from mcdask.runtime import DaskRunner, deploy
-from mcdask.stream import Item, Stream
-from mcdask.weights import WeightsSource
+from mcdask.model.plan import Plan, Shard, Stage
+from mcdask.runtime.plugin import PLUGIN_NAME
+from mcdask.runtime.deploy import DaskRunner, deploy
+from mcdask.streaming.stream import Item, Stream
+from mcdask.runtime.weights import WeightsSource
 
 from helpers import items_for
 
@@ -104,7 +104,7 @@ def _count_alive_when_building(dask_worker):
     held (``_hold_weakrefs``) are still alive."""
     import gc
 
-    from mcdask import slices
+    from mcdask.runtime.deploy import slices
 
     original = slices.Slice
 

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 import workloads
-from mcdask import local
-from mcdask.local import reference_outputs, run_local
-from mcdask.plan import single_device
+from mcdask.runtime.deploy import local
+from mcdask.streaming.reference import reference_outputs, run_local
+from mcdask.model.plan import single_device
 
 from helpers import items_for, random_plan
 
@@ -65,7 +65,7 @@ def test_action_windows_and_warmup():
 
 
 def test_pyramid_takes_the_max_over_ranges():
-    from mcdask.slices import Slice, SliceSpec
+    from mcdask.runtime.slices import Slice, SliceSpec
 
     w = workloads.get("action")
     i = w.index["pyramid"]

@@ -6,7 +6,7 @@ import pytest
 
 import workloads
 from mcdask.errors import PlanError
-from mcdask.plan import Plan, Shard, Stage, single_device
+from mcdask.model.plan import Plan, Shard, Stage, single_device
 
 W = workloads.get("alexnet")
 

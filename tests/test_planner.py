@@ -8,12 +8,14 @@ from functools import cache
 import pytest
 
 import workloads
-from mcdask import devices, plans
-from mcdask.costmodel import evaluate, piece_memory_bytes
+from mcdask import plans
+from mcdask.model import kinds as devices
+from mcdask.planning.costmodel import evaluate, piece_memory_bytes
 from mcdask.errors import InfeasiblePlanError, PlanError, ProfileError
-from mcdask.plan import Plan
-from mcdask.planner import _Optimal, allowed_cuts, plan, plan_all
-from mcdask.profile import Device, Profile, homogeneous
+from mcdask.model.plan import Plan
+from mcdask.planning.planner import _Optimal, allowed_cuts, plan, plan_all
+from mcdask.model.kinds import homogeneous
+from mcdask.model.profile import Device, Profile
 
 
 @cache
@@ -169,7 +171,7 @@ def test_errors():
 def test_cli_json_and_evaluate(tmp_path):
     from click.testing import CliRunner
 
-    from mcdask.planning_cli import plan as plan_cmd
+    from mcdask.planning.cli import plan as plan_cmd
 
     runner = CliRunner()
     out = tmp_path / "p.json"

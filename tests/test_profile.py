@@ -5,10 +5,11 @@ import json
 import pytest
 
 import workloads
-from mcdask import devices
-from mcdask.devices import pi3 as pi3_data
+from mcdask.model import kinds as devices
+from mcdask.model.kinds import pi3 as pi3_data
 from mcdask.errors import ProfileError
-from mcdask.profile import SCHEMA, Device, DeviceKind, Link, LinkModel, Profile, homogeneous
+from mcdask.model.kinds import homogeneous
+from mcdask.model.profile import SCHEMA, Device, DeviceKind, Link, LinkModel, Profile
 
 VGG = workloads.get("vgg16")
 

@@ -10,9 +10,9 @@ from click.testing import CliRunner
 import workloads
 from mcdask.commands import check_against_reference, run, stream_through
 from mcdask.errors import ProfileError
-from mcdask.profile import CLIENT, Profile
-from mcdask.profiling import auto_plan, cache_key, cached_profile, fit_link, planner_shard_sizes
-from mcdask.weights import WeightsSource
+from mcdask.model.profile import CLIENT, Profile
+from mcdask.profiling.measure import auto_plan, cache_key, cached_profile, fit_link, planner_shard_sizes
+from mcdask.runtime.weights import WeightsSource
 
 from helpers import items_for
 
@@ -122,7 +122,7 @@ def test_run_with_plan_auto_uses_the_cached_profile(cluster):
 
 
 def test_profile_command_writes_a_profile(cluster, tmp_path):
-    from mcdask.profiling_cli import profile
+    from mcdask.profiling.cli import profile
 
     _, _, _, address = cluster
     out = tmp_path / "measured.json"

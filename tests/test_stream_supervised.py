@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 import workloads
-from mcdask.controller import Membership, bind_for_reuse
+from mcdask.streaming.controller import Membership, bind_for_reuse
 from mcdask.errors import StreamStopped
-from mcdask.events import EventLog
-from mcdask.plan import Plan, Shard, Stage
-from mcdask.stream import Item, Stream
+from mcdask.streaming.events import EventLog
+from mcdask.model.plan import Plan, Shard, Stage
+from mcdask.streaming.stream import Item, Stream
 
 ALEX = workloads.get("alexnet")
 OUT = ALEX.layers[-1]
@@ -236,7 +236,7 @@ def test_binding_for_reuse_keeps_pieces_where_they_are():
 def test_drop_policy_skips_frames_the_stream_cannot_take_and_keeps_source_indices():
     import time
 
-    from mcdask.sources import Feeder, latest
+    from mcdask.streaming.sources import Feeder, latest
 
     def source():
         for k in range(40):
@@ -263,7 +263,7 @@ def test_drop_policy_skips_frames_the_stream_cannot_take_and_keeps_source_indice
 
 def test_drop_policy_says_when_the_source_fails():
     from mcdask.errors import SourceError
-    from mcdask.sources import latest
+    from mcdask.streaming.sources import latest
 
     def broken():
         yield np.zeros((2, 2, 3), np.uint8)

@@ -7,8 +7,8 @@ import pytest
 
 import workloads
 from mcdask.errors import WeightsError
-from mcdask.slices import Slice, SliceSpec, build_model
-from mcdask.weights import WeightsSource, layer_weights
+from mcdask.runtime.slices import Slice, SliceSpec, build_model
+from mcdask.runtime.weights import WeightsSource, layer_weights
 
 
 def test_seeded_shards_are_columns_of_the_whole_layer():
@@ -87,8 +87,8 @@ def test_weights_file_errors(tmp_path, weights_files):
 
 def test_action_weights_by_layer_name(tmp_path):
     """The windowed action model has no single Keras model; its file is keyed by layer name."""
-    from mcdask.local import reference_outputs
-    from mcdask.weights import save_by_name
+    from mcdask.streaming.reference import reference_outputs
+    from mcdask.runtime.weights import save_by_name
 
     from helpers import items_for
 

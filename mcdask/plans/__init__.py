@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from ..errors import PlanError
-from ..plan import Plan
+from mcdask.errors import PlanError
+from mcdask.model.plan import Plan
 
 
 def names() -> list[str]:

@@ -20,13 +20,14 @@ import click
 
 import workloads
 
-from . import devices as builtin_devices
-from . import plans as paper_plans
-from .costmodel import Cost, evaluate
-from .errors import McdaskError
-from .plan import Plan
-from .planner import STRATEGIES, PlanResult, plan_all
-from .profile import Profile, homogeneous
+from mcdask.model import kinds as builtin_devices
+from mcdask import plans as paper_plans
+from mcdask.planning.costmodel import Cost, evaluate
+from mcdask.errors import McdaskError
+from mcdask.model.plan import Plan
+from mcdask.planning.planner import STRATEGIES, PlanResult, plan_all
+from mcdask.model.kinds import homogeneous
+from mcdask.model.profile import Profile
 
 
 def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: int | None) -> Profile:

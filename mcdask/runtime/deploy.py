@@ -20,10 +20,10 @@ import dask.config
 import dask.utils
 import workloads
 
-from .errors import DeploymentError
-from .plan import Plan, stage_label
-from .plugin import METADATA_KEY, ResourceNudge, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
-from .weights import WeightsSource
+from mcdask.errors import DeploymentError
+from mcdask.model.plan import Plan, stage_label
+from mcdask.runtime.plugin import METADATA_KEY, ResourceNudge, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
+from mcdask.runtime.weights import WeightsSource
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ async def _gather_within(client, futures: list, timeout_s: float) -> list:
 
 
 class DaskRunner:
-    """Submits plan pieces as Dask tasks (see ``mcdask.stream.Stream``)."""
+    """Submits plan pieces as Dask tasks (see ``mcdask.streaming.stream.Stream``)."""
 
     def __init__(self, client, deployment: Deployment, retries: int | None = None):
         self.client = client

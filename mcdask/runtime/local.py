@@ -2,7 +2,7 @@
 
 ``LocalRunner`` builds every piece of a plan here and runs each submit at once, with the same
 slices, merges and window assembly the workers use; only Dask is absent. With the
-single-device plan it is the whole model on one machine: ``reference_outputs``.
+single-device plan it is the whole model on one machine: ``mcdask.streaming.reference``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ from concurrent.futures import Future
 
 import workloads
 
-from .plan import Plan, single_device
-from .slices import Slice, SliceSpec, assemble
-from .stream import Item, Stream
-from .weights import WeightsSource
+from mcdask.model.plan import Plan
+from mcdask.runtime.slices import Slice, SliceSpec, assemble
+from mcdask.runtime.weights import WeightsSource
 
 _CACHE: dict[str, Slice] = {}
 
@@ -56,15 +55,3 @@ class LocalRunner:
 
     def cancel(self, futures: list) -> None:
         """Nothing runs in the background here."""
-
-
-def run_local(plan: Plan, items: list[Item], weights: WeightsSource = WeightsSource()):
-    """Records of streaming ``items`` through ``plan`` in this process."""
-    runner = LocalRunner(plan, weights)
-    return list(Stream(runner, plan, runner.workload, depth=1).run(items))
-
-
-def reference_outputs(workload: str, items: list[Item], weights: WeightsSource = WeightsSource()) -> dict:
-    """frame -> output of the unsplit model (one device, no shards, no replicas)."""
-    w = workloads.get(workload)
-    return {r.frame: r.output for r in run_local(single_device(w), items, weights) if r.status == "ok"}

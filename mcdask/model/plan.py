@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import PlanError
+from mcdask.errors import PlanError
 
 SCHEMA = "mcdask.plan/1"
 

@@ -20,11 +20,11 @@ import dask.config
 from distributed import get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
-from .errors import SliceNotLoadedError
+from mcdask.errors import SliceNotLoadedError
 
 PLUGIN_NAME = "mcdask-slices"
 METADATA_KEY = ["mcdask", "deployment"]
-logger = logging.getLogger("mcdask.plugin")
+logger = logging.getLogger("mcdask.runtime.plugin")
 
 #: slices built in this process, by content key (shared by plugin instances and plan switches)
 _BUILT: dict[str, object] = {}
@@ -42,9 +42,9 @@ def slice_id(plan_id: str, stage: int, shard: int) -> str:
 
 def pieces_for(deployment: dict, worker_name: str) -> dict[str, "SliceSpec"]:  # noqa: F821
     """slice id -> SliceSpec of every piece the device bound to ``worker_name`` holds."""
-    from .plan import Plan
-    from .slices import SliceSpec
-    from .weights import WeightsSource
+    from mcdask.model.plan import Plan
+    from mcdask.runtime.slices import SliceSpec
+    from mcdask.runtime.weights import WeightsSource
 
     plan = Plan.from_dict(deployment["plan"])
     device = {w: d for d, w in deployment["binding"].items()}.get(str(worker_name))
@@ -171,7 +171,7 @@ def release_memory() -> None:
 
 def _build_all(wanted: dict) -> dict:
     global _TF_READY
-    from .slices import Slice, set_threads
+    from mcdask.runtime.slices import Slice, set_threads
 
     if not _TF_READY:
         threads = dask.config.get("mcdask.worker.intra-op-threads", None) or len(os.sched_getaffinity(0))
@@ -207,7 +207,7 @@ def slice_for(sid: str):
     plugin = worker.plugins.get(PLUGIN_NAME)
     if plugin is None:
         raise SliceNotLoadedError(f"worker {worker.name} has no {PLUGIN_NAME} plugin; "
-                                  "deploy a plan with mcdask.runtime.deploy first")
+                                  "deploy a plan with mcdask.runtime.deploy.deploy first")
     if not plugin.ready.wait(timeout=600):
         raise SliceNotLoadedError(f"worker {worker.name} is still building its slices")
     try:
@@ -220,7 +220,7 @@ def slice_for(sid: str):
 
 def run_piece(sid: str, feeds: dict) -> dict:
     """The task: assemble the feeds (merge shards, stack windows) and run the slice."""
-    from .slices import assemble
+    from mcdask.runtime.slices import assemble
 
     s = slice_for(sid)
     return s(assemble(s.workload, feeds, s.stacked))

@@ -9,7 +9,7 @@ slice, never to the whole model.
 A weights file (``.weights.h5`` or ``.keras``) is read with h5py, one layer's arrays at a
 time, and a shard reads only its columns. Two layouts are understood: Keras 3's own (what
 ``model.save_weights`` / ``model.save`` write for the whole model built by
-``mcdask.slices.build_model``: layers keyed by class name and order, ``layers/dense_1/vars/0``)
+``mcdask.runtime.slices.build_model``: layers keyed by class name and order, ``layers/dense_1/vars/0``)
 and one keyed by mcdask's layer names (``layers/fc2/vars/0``, written by ``save_by_name``),
 which also serves workloads no single Keras model can hold (the windowed action model).
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import WeightsError
+from mcdask.errors import WeightsError
 
 BLOCK = 256
 
@@ -154,8 +154,8 @@ def _find_vars(f, name: str, keras_name: str | None, path: str):
             return f[base]
     raise WeightsError(f"{path}: no weights for layer {name!r}"
                        + (f" (nor Keras's {keras_name!r})" if keras_name else "")
-                       + "; save the whole model built by mcdask.slices.build_model, or write the file "
-                         "with mcdask.weights.save_by_name")
+                       + "; save the whole model built by mcdask.runtime.slices.build_model, or write the file "
+                         "with mcdask.runtime.weights.save_by_name")
 
 
 def _from_file(f, layer, a: int, b: int, path: str, keras_name: str | None = None) -> list[np.ndarray]:

@@ -1,8 +1,8 @@
 """Stream frames through a plan: one chain of tasks per frame, results in frame order.
 
 ``Stream`` reads a plan and asks a runner to start each piece of each stage for each frame;
-it never decides placement itself. A runner (``mcdask.runtime.DaskRunner`` on a cluster,
-``mcdask.local.LocalRunner`` in this process) has ``plan``, ``submit(stage, shard, frame,
+it never decides placement itself. A runner (``mcdask.runtime.deploy.DaskRunner`` on a cluster,
+``mcdask.runtime.local.LocalRunner`` in this process) has ``plan``, ``submit(stage, shard, frame,
 feeds) -> future``, ``gather(futures)`` and ``cancel(futures)``; futures have
 ``add_done_callback``. Futures of earlier stages are passed inside ``feeds``, so activations
 move from worker to worker, never through the client.
@@ -13,7 +13,7 @@ that come out as ``warmup`` records.
 
 Every frame comes out exactly once, in order, and no wait is unbounded:
 
-* a **supervisor** (``mcdask.controller.Controller``), polled while the stream runs, may hand
+* a **supervisor** (``mcdask.streaming.controller.Controller``), polled while the stream runs, may hand
   over a runner for a new deployment. Frames not yet answered are then resubmitted under the
   new plan (with the window history they need rebuilt first), and the old plan's tasks are
   cancelled. The supervisor stops the stream by raising ``StreamStopped``;
@@ -35,8 +35,8 @@ from typing import Iterable, Iterator, Protocol
 import dask.config
 import numpy as np
 
-from .errors import FrameError, StreamStopped
-from .plan import Plan
+from mcdask.errors import FrameError, StreamStopped
+from mcdask.model.plan import Plan
 
 
 class Runner(Protocol):
@@ -427,7 +427,7 @@ def _answered(fr: _Frame) -> _Attempt | None:
 
 
 def _merge(layer, parts: list[np.ndarray]) -> np.ndarray:
-    from .slices import merge
+    from mcdask.runtime.slices import merge
 
     return merge(layer, parts)
 

@@ -3,7 +3,7 @@
 A slice is the layers ``[start, end)`` of a workload, with the last (dense) layer optionally
 restricted to output units ``[a, b)``. It reads the stage's external inputs (windowed ones as
 ``(batch, window, features)``) and returns the stage's exports. Weights come from
-``mcdask.weights``, layer by layer, so building a slice only ever holds that slice.
+``mcdask.runtime.weights``, layer by layer, so building a slice only ever holds that slice.
 
 This is the only module of the runtime that imports TensorFlow.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 import workloads
 
-from .weights import WeightsSource, keras_names, layer_weights
+from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 

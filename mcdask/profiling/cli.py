@@ -6,7 +6,7 @@ Examples::
     mcdask profile --scheduler tcp://10.0.0.1:8786 -w alexnet -w vgg16 --repeats 9 -o farm.json
     mcdask plan --workload alexnet --devices 6 --profile profile.json             # plan on it
 
-What is measured and how: ``mcdask.profiling``. With ``--json`` the last stdout line is one JSON
+What is measured and how: ``mcdask.profiling.measure``. With ``--json`` the last stdout line is one JSON
 object (the output path, per device the whole-model seconds per workload, memory, baseline and
 task overhead, the default link).
 """
@@ -21,7 +21,7 @@ import click
 
 import workloads
 
-from .errors import McdaskError
+from mcdask.errors import McdaskError
 
 
 @click.command("profile")
@@ -40,7 +40,7 @@ def profile(scheduler, names, output, repeats, budget_s, as_json):
     import dask
     from distributed import Client
 
-    from .profiling import profile_cluster
+    from mcdask.profiling.measure import profile_cluster
 
     names = list(names) or list(workloads.NAMES)
     t0 = time.perf_counter()

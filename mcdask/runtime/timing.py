@@ -1,6 +1,6 @@
 """Time whole-model or per-slice inference in this process (median of repeated runs).
 
-``python -m mcdask.timing --workload alexnet --json`` prints, as its last stdout line, a JSON
+``python -m mcdask.runtime.timing --workload alexnet --json`` prints, as its last stdout line, a JSON
 object with ``median_s``: one whole-model inference on one frame. The farm uses it to
 calibrate CPU quotas; the profiler uses ``time_call`` per layer.
 """
@@ -36,8 +36,8 @@ def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:
     stages included) in this process, with ``intra_op`` TensorFlow threads."""
     import workloads
 
-    from .plan import single_device
-    from .slices import Slice, SliceSpec, set_threads
+    from mcdask.model.plan import single_device
+    from mcdask.runtime.slices import Slice, SliceSpec, set_threads
 
     set_threads(intra_op)
     w = workloads.get(workload)

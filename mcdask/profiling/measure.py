@@ -1,6 +1,6 @@
 """Measure a running Dask cluster into a profile (schema ``mcdask.profile/1``), cache it, plan on it.
 
-``profile_cluster(client, ["alexnet"])`` returns a :class:`mcdask.profile.Profile` with one
+``profile_cluster(client, ["alexnet"])`` returns a :class:`mcdask.model.profile.Profile` with one
 device kind per worker (kind name = device name = worker name):
 
 * **Compute**, in each worker process (``client.run`` of a module-level function, off the
@@ -26,7 +26,7 @@ device kind per worker (kind name = device name = worker name):
   importing TensorFlow, setting its threads and running one tiny ``tf.function`` (after
   ``gc.collect()``, before any profiling slice is built), minus the parameter bytes of any
   mcdask slices the worker already holds.
-* **Per-task overhead** (``measure_task_overhead``): ``mcdask.stream.Stream`` itself sends
+* **Per-task overhead** (``measure_task_overhead``): ``mcdask.streaming.stream.Stream`` itself sends
   frames through 1-stage and 2-stage plans of pieces that compute nothing. ``task_overhead_s``
   of a worker is its process's CPU seconds per such task (Dask's messaging, (de)serialisation,
   feed merging: what a task costs beyond its layers); ``profile.host_task_overhead_s`` and
@@ -35,7 +35,7 @@ device kind per worker (kind name = device name = worker name):
 * **Shared hosts**: every device records its host; ``profile.host_cores`` holds the cores of
   each host. Compute is timed solo (workers on one host one at a time, different hosts at
   once); the cost model then shares each host's cores between its devices and the Dask
-  overhead of the scheduler and client running there (``mcdask.costmodel``). Load from other
+  overhead of the scheduler and client running there (``mcdask.planning.costmodel``). Load from other
   programs on the host is not modelled: it shows up as a lower measured throughput.
 * **Links**: real transfers. For every ordered pair of workers and each payload size, a task
   on A produces a uint8 array and a task restricted to B consumes it; the transfer time is
@@ -70,9 +70,9 @@ import numpy as np
 
 import workloads
 
-from .costmodel import shard_units
-from .errors import ProfileError
-from .profile import CLIENT, Device, DeviceKind, Link, LinkModel, Profile
+from mcdask.planning.costmodel import shard_units
+from mcdask.errors import ProfileError
+from mcdask.model.profile import CLIENT, Device, DeviceKind, Link, LinkModel, Profile
 
 #: a piece is built only if RSS now + this x its parameter bytes fits the usable memory
 #: (measured here: building AlexNet fc1 peaked at 4.1x its 75 MB of weights; the seeded kernel in
@@ -172,8 +172,8 @@ def _usable_memory(worker) -> dict[str, Any]:
 def _ensure_tf() -> int:
     """Import TensorFlow and set its threads exactly as the slice plugin does (once per
     process); returns the intra-op threads in effect."""
-    from . import plugin
-    from .slices import set_threads
+    from mcdask.runtime.deploy import plugin
+    from mcdask.runtime.slices import set_threads
 
     if not plugin._TF_READY:
         threads = dask.config.get("mcdask.worker.intra-op-threads", None) or len(os.sched_getaffinity(0))
@@ -187,7 +187,7 @@ def _ensure_tf() -> int:
 def _worker_facts(worker) -> dict[str, Any]:
     import tensorflow as tf
 
-    from . import plugin
+    from mcdask.runtime.deploy import plugin
 
     threads = _ensure_tf()
     tiny = tf.function(lambda x: tf.nn.relu(tf.matmul(x, x)), autograph=False)
@@ -221,7 +221,7 @@ def _feeds(s, workload) -> dict[str, np.ndarray]:
 
 
 def _call(s, w, feeds):
-    from .slices import assemble
+    from mcdask.runtime.slices import assemble
 
     return s(assemble(w, feeds, s.stacked))
 
@@ -229,8 +229,8 @@ def _call(s, w, feeds):
 def _time_piece(workload_name: str, index: int, units: int | None, repeats: int, warmup: int,
                 budget_s: float, usable_bytes: int) -> dict[str, Any]:
     """Build, time and free one piece; skip it (saying why) if building it would not fit."""
-    from .slices import Slice, SliceSpec
-    from .timing import time_call
+    from mcdask.runtime.slices import Slice, SliceSpec
+    from mcdask.runtime.timing import time_call
 
     _ensure_tf()
     w = workloads.get(workload_name)
@@ -285,7 +285,7 @@ def consume(x: np.ndarray) -> int:
 
 def _workers(client) -> dict[str, dict]:
     """worker name -> scheduler info (with its address), in the runtime's name order."""
-    from .runtime import worker_names
+    from mcdask.runtime.deploy import worker_names
 
     info = client.scheduler_info(n_workers=-1)["workers"]
     by_name = {str(w.get("name", a)): {**w, "address": a} for a, w in info.items()}
@@ -360,8 +360,8 @@ class _ProbeRunner:
 def _probe_stream(client, addrs: list[str], stages: int, frames: int) -> dict[str, Any]:
     """Stream ``frames`` AlexNet-sized frames through a ``stages``-stage plan of no-op pieces;
     CPU seconds spent by each worker, the client process and the scheduler process."""
-    from .plan import Plan, Shard, Stage
-    from .stream import Item, Stream
+    from mcdask.model.plan import Plan, Shard, Stage
+    from mcdask.streaming.stream import Item, Stream
 
     w = workloads.get("alexnet")
     cuts = [0, 9, len(w.layers)] if stages == 2 else [0, len(w.layers)]
@@ -392,7 +392,7 @@ def _probe_stream(client, addrs: list[str], stages: int, frames: int) -> dict[st
 def measure_task_overhead(client, workers: dict[str, dict], frames: int = OVERHEAD_FRAMES) -> dict[str, Any]:
     """CPU cost of Dask's machinery per task and per frame, measured with the stream itself.
 
-    ``mcdask.stream.Stream`` sends AlexNet-sized uint8 frames through a 1-stage and a 2-stage
+    ``mcdask.streaming.stream.Stream`` sends AlexNet-sized uint8 frames through a 1-stage and a 2-stage
     plan whose pieces compute nothing (``probe_piece``: they merge their feeds and return
     zero exports of the real shapes), stage s of frame i on worker ``(i + s) % n``. Per worker:
     its process's CPU seconds per task. Per host of the client (and of the scheduler, when it
@@ -593,7 +593,7 @@ def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEF
                     budget_s: float = DEFAULT_BUDGET_S, link_sizes: Iterable[int] = LINK_SIZES,
                     link_repeats: int = 3, progress: Progress | None = None) -> Profile:
     """Measure every worker of ``client``'s cluster for ``workload_names`` (module docstring)."""
-    from . import __version__
+    from mcdask import __version__
 
     names = [workloads.get(w).name for w in workload_names]
     if not names:
@@ -689,7 +689,7 @@ def cache_dir_default() -> Path:
 def cache_key(client) -> str:
     """Key of the cluster's devices: sorted worker names, their memory limits and thread
     counts, the TensorFlow threads the client's config asks for, and the mcdask version."""
-    from . import __version__
+    from mcdask import __version__
 
     devices = [{"name": n, "memory_limit": w.get("memory_limit"), "nthreads": w.get("nthreads")}
                for n, w in sorted(_workers(client).items())]
@@ -752,8 +752,8 @@ def auto_plan(client, workload, cache_dir: str | Path | None = None, *, strategy
               progress: Progress | None = None, **measure):
     """The planner's plan for every worker of ``client``'s cluster, on its measured profile
     (cached per set of devices; see ``cached_profile``)."""
-    from .planner import plan
-    from .runtime import worker_names
+    from mcdask.planning.planner import plan
+    from mcdask.runtime.deploy import worker_names
 
     w = workloads.get(workload) if isinstance(workload, str) else workload
     names = worker_names(client)

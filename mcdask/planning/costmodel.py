@@ -4,7 +4,7 @@ The model (one frame = one input; times in seconds per frame):
 
 * **Piece time**: a piece is one shard of one stage on one device. Its time is the sum of its
   layers' profiled times on that device's kind; a split stage's last layer counts only the
-  shard's units (``mcdask.profile`` gives the rules); plus the kind's ``task_overhead_s``
+  shard's units (``mcdask.model.profile`` gives the rules); plus the kind's ``task_overhead_s``
   once (the runtime runs one Dask task per piece per frame; 0 unless a profiler measured it).
 * **Replicas** of a piece (data parallelism) share the frames in proportion to their speed:
   replica ``i`` takes the fraction ``f_i = (1/t_i) / sum_j (1/t_j)``, so the piece serves
@@ -47,11 +47,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import PlanError, ProfileError
-from .plan import Plan, Stage, stage_label
-from .profile import CLIENT, Profile
+from mcdask.errors import PlanError, ProfileError
+from mcdask.model.plan import Plan, Stage, stage_label
+from mcdask.model.profile import CLIENT, Profile
 
-#: bytes per value of a workload input on the wire (uint8 frames; mcdask.slices.prepare_input)
+#: bytes per value of a workload input on the wire (uint8 frames; mcdask.runtime.slices.prepare_input)
 INPUT_BYTES_PER_VALUE = 1
 #: bytes per value of a layer output (float32)
 FLOAT_BYTES = 4

@@ -1,6 +1,6 @@
 """Musical chairs: keep a stream going while devices leave, freeze, drop off the network or join.
 
-The ``Controller`` is the stream's supervisor (``mcdask.stream.Supervisor``). Polled while the
+The ``Controller`` is the stream's supervisor (``mcdask.streaming.stream.Supervisor``). Polled while the
 stream runs, it looks at the scheduler's workers and decides which devices are usable:
 
 * **registered** workers that send **heartbeats**: a worker whose heartbeat has not reached
@@ -17,7 +17,7 @@ keep the pieces they already hold where they can (``bind_for_reuse``: a switch b
 little as possible). It deploys that plan and hands the stream a runner for it; the stream
 resubmits the frames in flight. When no plan fits the devices left and the deployed one
 cannot run, it waits ``wait-for-devices`` for a device to join, then stops the stream. A lost
-scheduler stops the stream at once. Every change is an event (``mcdask.events``).
+scheduler stops the stream at once. Every change is an event (``mcdask.streaming.events``).
 
 The planner never touches Dask; the runtime never re-decides a plan; this module is where
 the two meet while a stream runs.
@@ -36,10 +36,10 @@ import dask.utils
 
 import workloads
 
-from .errors import DeploymentError, PlanError, ProfileError, StreamStopped
-from .events import EventLog
-from .plan import Plan
-from .profile import Profile
+from mcdask.errors import DeploymentError, PlanError, ProfileError, StreamStopped
+from mcdask.streaming.events import EventLog
+from mcdask.model.plan import Plan
+from mcdask.model.profile import Profile
 
 ProfileFor = Callable[[tuple[str, ...]], Profile]
 
@@ -122,7 +122,7 @@ class Membership:
 
 
 def _natural(name: str):
-    from .runtime import _natural as natural
+    from mcdask.runtime.deploy import _natural as natural
 
     return natural(name)
 
@@ -133,7 +133,7 @@ def profile_for(spec: str | Profile) -> ProfileFor:
     """Device names -> the profile to plan them with. ``spec`` is a built-in kind (every
     device of that kind) or a profile: its own devices where they are named in it, else, for a
     profile of one kind, devices of that kind."""
-    from .profile import homogeneous
+    from mcdask.model.kinds import homogeneous
 
     if isinstance(spec, str):
         return lambda names: homogeneous(spec, names=names)
@@ -169,7 +169,7 @@ class PlanBook:
     def plan_for(self, names: tuple[str, ...]) -> Plan:
         """The plan for exactly these devices, on their names; raises InfeasiblePlanError
         (with the reason)."""
-        from .planner import plan
+        from mcdask.planning.planner import plan
 
         names = tuple(names)
         prof = self.profile(names)
@@ -291,7 +291,7 @@ class Controller:
         return plan, {d: d for d in plan.devices}
 
     def _move(self, usable: tuple[str, ...]):
-        from .runtime import DaskRunner, deploy
+        from mcdask.runtime.deploy import DaskRunner, deploy
 
         if not usable:
             return self._cannot(usable, "no device is left")

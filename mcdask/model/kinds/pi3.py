@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import workloads
 
-from ..profile import DeviceKind, LinkModel
+from mcdask.model.profile import DeviceKind, LinkModel
 
 WIFI_2018 = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
 
@@ -152,5 +152,5 @@ def pi3() -> DeviceKind:
         kind="pi3", memory_bytes=MEMORY_BYTES, baseline_bytes=BASELINE_BYTES, layer_time_s=layer_times(),
         weight_memory_factor=WEIGHT_MEMORY_FACTOR, dense_fixed_s=DENSE_FIXED_S,
         dense_s_per_weight_byte=DENSE_S_PER_BYTE, resources={"cpu_cores": 4, "cpu_ghz": 1.2},
-        sources=SOURCES, note="Raspberry Pi 3 Model B, Keras 2.1 / TensorFlow 1.5 (see mcdask/devices/pi3.py)")
+        sources=SOURCES, note="Raspberry Pi 3 Model B, Keras 2.1 / TensorFlow 1.5 (see mcdask/model/kinds/pi3.py)")
 

@@ -1,6 +1,6 @@
 """Choose a task assignment for n devices: a pure function of workload, profile and n.
 
-Two strategies, both scored by :mod:`mcdask.costmodel` and both keeping every device within its
+Two strategies, both scored by :mod:`mcdask.planning.costmodel` and both keeping every device within its
 memory (weights stay resident; mcdask never reloads):
 
 ``optimal``
@@ -48,10 +48,10 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Literal
 
-from .costmodel import Cost, Export, Memo, Walk, evaluate, piece_memory_bytes, shard_units, value
-from .errors import InfeasiblePlanError, PlanError, ProfileError
-from .plan import Plan, Shard, Stage, stage_label
-from .profile import Profile
+from mcdask.planning.costmodel import Cost, Export, Memo, Walk, evaluate, piece_memory_bytes, shard_units, value
+from mcdask.errors import InfeasiblePlanError, PlanError, ProfileError
+from mcdask.model.plan import Plan, Shard, Stage, stage_label
+from mcdask.model.profile import Profile
 
 Strategy = Literal["optimal", "paper"]
 STRATEGIES = ("optimal", "paper")

@@ -7,7 +7,7 @@ AlexNet 0.2011 s (§3.6 CK: 0.2007, 0.2010, 0.2015 s), VGG16 1.9273 s (§3.6 CK:
 Rule: a workload's published time is spread over its layers in proportion to the ``pi3``
 in-memory layer times (pi3's published or derived times, with VGG16 fc1 taken from pi3's dense
 model since the TX2 has the memory to run it without swapping). Dense shards scale linearly in
-units (rule 3 of ``mcdask.profile``).
+units (rule 3 of ``mcdask.model.profile``).
 
 Memory: 8 GB LPDDR4 (§4), shared with the GPU and the OS; we assume 1 GB for Ubuntu/JetPack
 and use 7e9 bytes. Baseline and weight factor: pi3's TensorFlow 1.5 memory model (assumed alike
@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import workloads
 
-from ..profile import DeviceKind
-from . import pi3 as _pi3
+from mcdask.model.profile import DeviceKind
+from mcdask.model.kinds import pi3 as _pi3
 
 WHOLE_S = {
     "alexnet": (0.2007 + 0.2010 + 0.2015) / 3,
@@ -48,4 +48,4 @@ def tx2_cpu() -> DeviceKind:
                                 "proportion to pi3 in-memory layer times",
                  "memory": "8 GB LPDDR4 (§4) minus an assumed 1 GB for the OS; pi3's memory model",
                  "link": "the paper's Wi-Fi (§1.7)"},
-        note="Jetson TX2 CPU only (see mcdask/devices/tx2.py)")
+        note="Jetson TX2 CPU only (see mcdask/model/kinds/tx2.py)")

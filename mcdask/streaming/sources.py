@@ -19,8 +19,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from .errors import SourceError
-from .stream import Item
+from mcdask.errors import SourceError
+from mcdask.streaming.stream import Item
 
 #: stands in a frame sequence for a frame skipped under overload (see ``latest``)
 DROPPED = object()

@@ -29,7 +29,7 @@ Rules the cost model and the planner rely on, said once here:
   between two pieces on the same device.
 * **Task overhead** (optional, default 0): ``kind.task_overhead_s`` seconds that every piece
   (one Dask task per frame) costs its device on top of its layers' compute: scheduling,
-  (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling``) set it.
+  (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling.measure``) set it.
 * **Shared hosts** (optional): ``device.host`` names the machine a device runs on and
   ``profile.host_cores[host]`` its cores. Devices on one host share its cores: per frame, the
   host spends the summed busy time of its devices (one core each while busy: one-thread
@@ -47,11 +47,11 @@ This module imports neither TensorFlow nor Dask.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import ProfileError
+from mcdask.errors import ProfileError
 
 SCHEMA = "mcdask.profile/1"
 #: the pseudo-device that sends frames and receives results
@@ -358,40 +358,3 @@ class Profile:
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
-
-
-def device_names(kind: str, n: int, prefix: str | None = None) -> tuple[str, ...]:
-    """Default names ``<prefix>-00 .. <prefix>-<n-1>`` (prefix defaults to the kind)."""
-    return tuple(f"{prefix or kind}-{i:02d}" for i in range(n))
-
-
-def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable[str] | None = None,
-                link: LinkModel | None = None, baseline_bytes: int | None = None,
-                memory_bytes: int | None = None) -> Profile:
-    """A profile of ``n`` identical devices of ``kind`` (a DeviceKind or a built-in kind name).
-
-    ``names`` overrides the device names (then ``n`` may be omitted). ``link`` defaults to the
-    built-in kind's link model. ``baseline_bytes`` / ``memory_bytes`` override the kind's.
-    """
-    from . import devices as builtin
-
-    if isinstance(kind, str):
-        spec = builtin.get(kind)
-        link = link or builtin.link_for(kind)
-    else:
-        spec = kind
-        if link is None:
-            raise ProfileError(f"homogeneous({kind.kind!r}): give link= for a kind that is not built in")
-    overrides = {k: v for k, v in (("baseline_bytes", baseline_bytes), ("memory_bytes", memory_bytes))
-                 if v is not None}
-    if overrides:
-        spec = replace(spec, **overrides)
-    names = tuple(names) if names is not None else None
-    if names is None:
-        if n is None or n < 1:
-            raise ProfileError(f"homogeneous({spec.kind!r}): need n >= 1 devices or names; got n={n!r}")
-        names = device_names(spec.kind, n)
-    elif n is not None and n != len(names):
-        raise ProfileError(f"homogeneous({spec.kind!r}): n={n} but {len(names)} names given")
-    return Profile({spec.kind: spec}, tuple(Device(x, spec.kind) for x in names), link,
-                   name=f"{len(names)} x {spec.kind}")

@@ -1,0 +1,77 @@
+"""Built-in device kinds, each derived from published numbers (sources inside each module).
+
+``get(kind)`` returns a :class:`mcdask.model.profile.DeviceKind`; ``link_for(kind)`` the link model
+the kind was measured with; ``homogeneous(kind, n)`` a profile of n such devices; ``python -m
+mcdask.model.kinds pi3`` prints a kind as JSON. (The kinds build on ``mcdask.model.profile``,
+which imports nothing from here.)
+
+* ``pi3``: Raspberry Pi 3 running TensorFlow 1.5 / Keras 2.1, the paper's farm (default).
+* ``tx2-cpu``: Jetson TX2, CPU only, from the published whole-model times.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import cache
+from typing import Iterable
+
+from mcdask.errors import ProfileError
+from mcdask.model.kinds import pi3 as _pi3
+from mcdask.model.kinds import tx2 as _tx2
+from mcdask.model.profile import Device, DeviceKind, LinkModel, Profile
+
+_BUILDERS = {"pi3": _pi3.pi3, "tx2-cpu": _tx2.tx2_cpu}
+KINDS = tuple(_BUILDERS)
+
+
+@cache
+def get(kind: str) -> DeviceKind:
+    try:
+        return _BUILDERS[kind]()
+    except KeyError:
+        raise ProfileError(f"unknown device kind {kind!r}; built in: {', '.join(KINDS)}; "
+                           f"or pass a profile JSON file") from None
+
+
+def link_for(kind: str) -> LinkModel:
+    """The link model of the network the kind was measured on (all built-ins: the paper's Wi-Fi)."""
+    get(kind)
+    return _pi3.WIFI_2018
+
+
+__all__ = ["KINDS", "get", "link_for"]
+
+
+def device_names(kind: str, n: int, prefix: str | None = None) -> tuple[str, ...]:
+    """Default names ``<prefix>-00 .. <prefix>-<n-1>`` (prefix defaults to the kind)."""
+    return tuple(f"{prefix or kind}-{i:02d}" for i in range(n))
+
+
+def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable[str] | None = None,
+                link: LinkModel | None = None, baseline_bytes: int | None = None,
+                memory_bytes: int | None = None) -> Profile:
+    """A profile of ``n`` identical devices of ``kind`` (a DeviceKind or a built-in kind name).
+
+    ``names`` overrides the device names (then ``n`` may be omitted). ``link`` defaults to the
+    built-in kind's link model. ``baseline_bytes`` / ``memory_bytes`` override the kind's.
+    """
+    if isinstance(kind, str):
+        spec = get(kind)
+        link = link or link_for(kind)
+    else:
+        spec = kind
+        if link is None:
+            raise ProfileError(f"homogeneous({kind.kind!r}): give link= for a kind that is not built in")
+    overrides = {k: v for k, v in (("baseline_bytes", baseline_bytes), ("memory_bytes", memory_bytes))
+                 if v is not None}
+    if overrides:
+        spec = replace(spec, **overrides)
+    names = tuple(names) if names is not None else None
+    if names is None:
+        if n is None or n < 1:
+            raise ProfileError(f"homogeneous({spec.kind!r}): need n >= 1 devices or names; got n={n!r}")
+        names = device_names(spec.kind, n)
+    elif n is not None and n != len(names):
+        raise ProfileError(f"homogeneous({spec.kind!r}): n={n} but {len(names)} names given")
+    return Profile({spec.kind: spec}, tuple(Device(x, spec.kind) for x in names), link,
+                   name=f"{len(names)} x {spec.kind}")
