@@ -121,7 +121,7 @@ def host_split(names: list[str], log=print) -> dict:
             log(f"host conv/dense split: {path} (cached)")
             return data
     log(f"host conv/dense split: timing {', '.join(names)} on this host (one thread)...")
-    from cluster.plumbing import run_json
+    from cluster.system import run_json
 
     cmd = [sys.executable, "-m", "bench.farm_profile", "--json", *[a for n in names for a in ("--workload", n)]]
     data = run_json(cmd, env={"OMP_NUM_THREADS": "1"})

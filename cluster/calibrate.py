@@ -12,10 +12,10 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import FarmError
-from .plumbing import run_json
+from .system import run_json
 
 _PREPARED: dict[str, Callable[[], None]] = {}
 

@@ -1,6 +1,6 @@
 """Put a device's model threads under its compute quota (``MCDASK_COMPUTE_THREADS``).
 
-A farm device is a cgroup with a child ``compute`` (see ``cluster.plumbing.Cgroups``).
+A farm device is a cgroup with a child ``compute`` (see ``cluster.cgroups.Cgroups``).
 TensorFlow's own threads (named ``tf_*``), which run the model's kernels, go there, at the
 share calibrated on whole AlexNet. Every Python thread stays in the device cgroup, at the
 kind's runtime share: Dask's event loop, comms and monitors, and the task thread that calls
@@ -17,7 +17,7 @@ import os
 import threading
 from pathlib import Path
 
-from .plumbing import COMPUTE_CGROUP
+from .cgroups import COMPUTE_CGROUP
 
 #: the cgroup file (``tasks`` or ``cgroup.threads``) the farm hands each worker
 ENV = "MCDASK_COMPUTE_THREADS"

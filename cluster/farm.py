@@ -2,7 +2,7 @@
 
 ``up`` starts a Dask scheduler on this host (on the farm bridge, ``10.77.0.1``) and one stock
 ``dask worker`` per device, each in its own network namespace and cgroup (see
-``cluster.plumbing``). Order matters:
+``cluster.network`` and ``cluster.cgroups``). Order matters:
 
 1. measure this host's whole-AlexNet time (``cluster.calibrate.host_time_s``) while idle;
 2. build the bridge, namespaces, TAP links with the delay line ``cluster.linkd`` and ``tc``
@@ -39,11 +39,12 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from . import plumbing as pl
+from . import cgroups, network, processes, system
 from . import provision as pv
+from .cgroups import Cgroups
 from .devices import CALIBRATION_WORKLOAD, FarmSpec
 from .errors import FarmError
 from .state import STATE_VERSION, State, state_dir
@@ -70,7 +71,7 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
     if any(existing.values()):
         raise FarmError(f"a farm (or what is left of one) exists: {_describe(existing)}; "
                         "run `mcdask farm down` first")
-    reason = pl.probe()
+    reason = system.probe()
     if reason and not allow_fallback:
         raise FarmError(f"cannot emulate the farm here: {reason}")
     mode = "local" if reason else "netns"
@@ -90,7 +91,7 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         pv.warn_if_oversubscribed(dev_records, log)
 
     sdir = state_dir()
-    host = pl.HOST_IP if mode == "netns" else "127.0.0.1"
+    host = network.HOST_IP if mode == "netns" else "127.0.0.1"
     state = State(sdir, {
         "version": STATE_VERSION, "mode": mode, "phase": "starting",
         "created_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -158,9 +159,9 @@ def host_time_s_measure() -> dict:
 
 
 def _build_network(state: State, log: Log) -> None:
-    pl.add_bridge()
-    state.made("bridge", pl.BRIDGE)
-    cg = pl.Cgroups.detect()
+    network.add_bridge()
+    state.made("bridge", network.BRIDGE)
+    cg = Cgroups.detect()
     state.data["cgroups"] = cg.to_dict()
     for base in cg.bases:
         state.made("cgroups", base)
@@ -169,7 +170,7 @@ def _build_network(state: State, log: Log) -> None:
     kinds = {}
     for rec in devices:
         kinds.setdefault(rec["kind"], rec)
-    log(f"network: bridge {pl.BRIDGE} {pl.HOST_IP}/24, {len(devices)} namespaces; "
+    log(f"network: bridge {network.BRIDGE} {network.HOST_IP}/24, {len(devices)} namespaces; "
         + "; ".join(f"{k}: {r['link_mbit']:g} Mbit/s, RTT {r['rtt_ms']:g} ms device<->device"
                     for k, r in kinds.items()))
 
@@ -258,7 +259,7 @@ def set_caps(on: bool, state: State | None = None) -> dict:
     if state.data["mode"] != "netns":
         raise FarmError(f"this farm runs without cgroups ({state.data.get('not_capped_reason')}); "
                         "there is no CPU quota to change")
-    cg = pl.Cgroups.from_dict(state.data["cgroups"])
+    cg = Cgroups.from_dict(state.data["cgroups"])
     for r in state.data["devices"]:
         pv.apply_caps(cg, r, on)
     state.data["cpu_capped"] = on
@@ -276,11 +277,11 @@ def leftovers() -> dict[str, list]:
     root = os.geteuid() == 0
     out = {
         "state": [str(state.path)] if state else [],
-        "processes": sorted(set(pl.marked_pids())),
-        "netns": pl.our_netns() if root else [],
-        "links": pl.our_links() if root else [],
-        "qdiscs": pl.our_qdiscs() if root else [],
-        "cgroups": pl.find_farm_cgroups() if root else [],
+        "processes": sorted(set(processes.marked_pids())),
+        "netns": network.our_netns() if root else [],
+        "links": network.our_links() if root else [],
+        "qdiscs": network.our_qdiscs() if root else [],
+        "cgroups": cgroups.find_farm_cgroups() if root else [],
     }
     return out
 
@@ -292,30 +293,30 @@ def down(log: Log = print) -> dict:
     root = os.geteuid() == 0
     removed: dict[str, list] = {}
 
-    pids = set(pl.marked_pids())
+    pids = set(processes.marked_pids())
     for p in res.get("pids", []):
-        if pl.alive(p["pid"]) and pl.start_time(p["pid"]) == p.get("start"):
+        if processes.alive(p["pid"]) and processes.start_time(p["pid"]) == p.get("start"):
             pids.add(p["pid"])
-    cgroup_bases = sorted(set(res.get("cgroups", [])) | (set(pl.find_farm_cgroups()) if root else set()))
-    netns = sorted(set(res.get("netns", [])) | set(pl.our_netns() if root else []))
+    cgroup_bases = sorted(set(res.get("cgroups", [])) | (set(cgroups.find_farm_cgroups()) if root else set()))
+    netns = sorted(set(res.get("netns", [])) | set(network.our_netns() if root else []))
     for base in cgroup_bases:
-        pl.thaw_cgroup_tree(base)  # a frozen device would not die
-        pids.update(pl.cgroup_pids([str(p) for p in Path(base).glob("*") if p.is_dir()] + [base]))
+        cgroups.thaw_cgroup_tree(base)  # a frozen device would not die
+        pids.update(cgroups.cgroup_pids([str(p) for p in Path(base).glob("*") if p.is_dir()] + [base]))
     for ns in netns:
-        pids.update(pl.netns_pids(ns))
-    removed["processes"] = pl.kill_pids(sorted(pids))
+        pids.update(network.netns_pids(ns))
+    removed["processes"] = processes.kill_pids(sorted(pids))
 
-    links = sorted(set(res.get("links", [])) | set(pl.our_links() if root else []),
-                   key=lambda n: n == pl.BRIDGE)  # the bridge last
+    links = sorted(set(res.get("links", [])) | set(network.our_links() if root else []),
+                   key=lambda n: n == network.BRIDGE)  # the bridge last
     # a device's qdiscs go with its TAPs (host side) and its namespace (device side)
-    removed["qdiscs"] = sorted({q[0] for q in res.get("qdiscs", [])} | set(pl.our_qdiscs() if root else []))
+    removed["qdiscs"] = sorted({q[0] for q in res.get("qdiscs", [])} | set(network.our_qdiscs() if root else []))
     for name in links:
-        pl.delete_link(name)
+        network.delete_link(name)
     removed["links"] = links
     for ns in netns:
-        pl.delete_netns(ns)
+        network.delete_netns(ns)
     removed["netns"] = netns
-    failed = [b for b in cgroup_bases if not pl.remove_cgroup_tree(b)]
+    failed = [b for b in cgroup_bases if not cgroups.remove_cgroup_tree(b)]
     removed["cgroups"] = cgroup_bases
 
     sdir = state.dir if state else state_dir()
@@ -359,7 +360,7 @@ def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int 
     py = [sys.executable, "-m", "cluster.netcheck"]
     server = subprocess.Popen(["ip", "netns", "exec", recs[dst]["netns"], *py, "serve", "--host", recs[dst]["ip"],
                                "--port", str(port), "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              env={**env, pl.MEMBER_ENV: "netcheck:serve"})
+                              env={**env, processes.MEMBER_ENV: "netcheck:serve"})
     try:
         if b"listening" not in server.stdout.readline():
             raise FarmError(f"netcheck server did not start: {server.stderr.read().decode()[-500:]}")
@@ -367,7 +368,7 @@ def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int 
                "--pings", str(pings), "--json"]
         if src:
             cmd = ["ip", "netns", "exec", recs[src]["netns"], *cmd]
-        out = pl.run_json(cmd, timeout_s=300, env={**env, pl.MEMBER_ENV: "netcheck:measure"})
+        out = system.run_json(cmd, timeout_s=300, env={**env, processes.MEMBER_ENV: "netcheck:measure"})
     finally:
         try:
             server.wait(timeout=10)

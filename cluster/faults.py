@@ -24,9 +24,10 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable
+from collections.abc import Callable
 
-from . import plumbing as pl
+from . import network, processes, system
+from .cgroups import Cgroups
 from .errors import FarmError
 from .provision import device_pids
 from .state import State
@@ -49,7 +50,7 @@ def kill(name: str) -> dict:
     _signal(pids, signal.SIGKILL)
     if cg and cg.freezer_state(name) in ("frozen", "freezing"):
         cg.set_frozen(name, False)
-    pl.wait_until(lambda: not any(pl.alive(p) for p in pids), SETTLE_TIMEOUT_S,
+    system.wait_until(lambda: not any(processes.alive(p) for p in pids), SETTLE_TIMEOUT_S,
                   f"{name}'s processes {pids} to exit after SIGKILL")
     return device_status(state, rec)
 
@@ -60,12 +61,12 @@ def freeze(name: str) -> dict:
     state, rec, cg = _target(name, "freeze", _refuse_unless_thawed)
     if cg and cg.freezer_dir(name):
         cg.set_frozen(name, True)
-        pl.wait_until(lambda: cg.freezer_state(name) == "frozen", SETTLE_TIMEOUT_S,
+        system.wait_until(lambda: cg.freezer_state(name) == "frozen", SETTLE_TIMEOUT_S,
                       f"{name}'s freezer cgroup {cg.freezer_dir(name)} to read frozen")
     else:
         pids = device_pids(rec, cg)
         _signal(pids, signal.SIGSTOP)
-        pl.wait_until(lambda: all(pl.process_state(p) in ("T", "t", None) for p in pids), SETTLE_TIMEOUT_S,
+        system.wait_until(lambda: all(processes.process_state(p) in ("T", "t", None) for p in pids), SETTLE_TIMEOUT_S,
                       f"{name}'s processes {pids} to stop after SIGSTOP")
     return device_status(state, rec)
 
@@ -76,11 +77,11 @@ def thaw(name: str) -> dict:
     if device_state(rec, cg, state.data["mode"])["frozen_by"] == SIGSTOP:
         pids = device_pids(rec, cg)
         _signal(pids, signal.SIGCONT)
-        pl.wait_until(lambda: not any(pl.process_state(p) in ("T", "t") for p in pids), SETTLE_TIMEOUT_S,
+        system.wait_until(lambda: not any(processes.process_state(p) in ("T", "t") for p in pids), SETTLE_TIMEOUT_S,
                       f"{name}'s processes {pids} to run after SIGCONT")
     else:
         cg.set_frozen(name, False)
-        pl.wait_until(lambda: cg.freezer_state(name) == "thawed", SETTLE_TIMEOUT_S,
+        system.wait_until(lambda: cg.freezer_state(name) == "thawed", SETTLE_TIMEOUT_S,
                       f"{name}'s freezer cgroup {cg.freezer_dir(name)} to read thawed")
     return device_status(state, rec)
 
@@ -89,8 +90,8 @@ def cut(name: str) -> dict:
     """Take both TAPs of device ``name``'s link down: no frame passes either way."""
     state, rec, _ = _target(name, "cut", _refuse_unless_link_up)
     host_if, ns_if = rec["taps"]
-    pl.set_link_up(host_if, False)
-    pl.set_link_up(ns_if, False, netns=rec["netns"])
+    network.set_link_up(host_if, False)
+    network.set_link_up(ns_if, False, netns=rec["netns"])
     return device_status(state, rec)
 
 
@@ -99,21 +100,21 @@ def heal(name: str) -> dict:
     the device (its kernel answers a TCP connection)."""
     state, rec, _ = _target(name, "heal", _refuse_unless_cut)
     host_if, ns_if = rec["taps"]
-    pl.set_link_up(ns_if, True, netns=rec["netns"])
-    pl.set_link_up(host_if, True)
-    pl.wait_until(lambda: pl.reachable(rec["ip"], timeout_s=0.5), HEAL_TIMEOUT_S,
+    network.set_link_up(ns_if, True, netns=rec["netns"])
+    network.set_link_up(host_if, True)
+    system.wait_until(lambda: network.reachable(rec["ip"], timeout_s=0.5), HEAL_TIMEOUT_S,
                   f"this host to reach {name} at {rec['ip']} after its link came up", poll_s=0.1)
     return device_status(state, rec)
 
 
 # --------------------------------------------------------------------------------------- helpers
 
-def _target(name: str, action: str, refuse: Refusal) -> tuple[State, dict, pl.Cgroups | None]:
+def _target(name: str, action: str, refuse: Refusal) -> tuple[State, dict, Cgroups | None]:
     """The running farm, device ``name``'s record and the farm's cgroups, once ``refuse``
     found nothing against ``action`` in the device's state now."""
     state = State.running()
     rec = state.device(name)
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
+    cg = Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
     now = device_state(rec, cg, state.data["mode"])
     if now["state"] == "killed":
         raise FarmError(f"cannot {action} {name}: its worker process is gone (killed); only "

@@ -6,7 +6,7 @@ packets. Each device therefore gets a pair of TAP interfaces instead of a veth p
 ``mcdn<i>`` (moved into the device's namespace) and ``mcdh<i>`` (on the farm bridge). This
 process owns both TAPs and copies every Ethernet frame from one to the other, holding it for
 the link's one-way delay. Bandwidth stays with the kernel: an HTB qdisc on the egress of each
-TAP (see ``cluster.plumbing.shape``), so TCP runs unchanged over a rate-limited, delayed path:
+TAP (see ``cluster.network.shape``), so TCP runs unchanged over a rate-limited, delayed path:
 
     device stack -> mcdn<i> egress HTB -> [delay] -> mcdh<i> -> bridge -> mcdh<j> egress HTB
                  -> [delay] -> mcdn<j> -> device j stack
@@ -102,7 +102,7 @@ class Direction:
 
 def main(argv: list[str]) -> int:
     """``argv``: ``INDEX:DELAY_MS`` per device (TAPs ``mcdh<INDEX>`` and ``mcdn<INDEX>``)."""
-    from .plumbing import tap_names
+    from .network import tap_names
 
     sys.setswitchinterval(0.0005)  # hand the GIL over quickly: every thread is I/O-bound
     links = []

@@ -20,10 +20,11 @@
 from __future__ import annotations
 
 import datetime as _dt
-from typing import Callable
+from collections.abc import Callable
 
-from . import plumbing as pl
+from . import processes, system
 from . import provision as pv
+from .cgroups import Cgroups
 from .devices import DeviceKind, FarmSpec, spec_from_dict
 from .errors import FarmError, FarmSpecError
 from .state import State
@@ -103,7 +104,7 @@ def _calibrated_cpu(state: State, kind: str, rec: dict) -> dict:
 def _join(state: State, spec: FarmSpec, new: list[dict], timeout_s: float, log: Log) -> None:
     """Build the new devices, start their workers, wait for them to register, cap them."""
     netns = state.data["mode"] == "netns"
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if netns else None
+    cg = Cgroups.from_dict(state.data["cgroups"]) if netns else None
     if netns:
         linkd = f"linkd-{new[0]['index']}"
         for r in new:
@@ -141,7 +142,7 @@ def remove(name: str, *, timeout_s: float = 60, log: Log = print) -> dict:
     its last record with ``state: removed``."""
     with State.locked(f"farm remove {name}") as state:
         rec = state.device(name)
-        cg = pl.Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
+        cg = Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
         now = device_state(rec, cg, state.data["mode"])
         if now["state"] in ("frozen", "cut"):
             undo = "thaw" if now["state"] == "frozen" else "heal"
@@ -159,7 +160,7 @@ def remove(name: str, *, timeout_s: float = 60, log: Log = print) -> dict:
         return gone
 
 
-def _leave(state: State, rec: dict, cg: pl.Cgroups | None, alive: bool, timeout_s: float) -> str:
+def _leave(state: State, rec: dict, cg: Cgroups | None, alive: bool, timeout_s: float) -> str:
     """Have the scheduler let go of the device's worker; returns how it left. Once retired,
     the device's CPU quotas are lifted: its emulation is over, and a Python process holding
     TensorFlow takes 9-12 s to exit under a pi3 share, about 1 s without (measured here)."""
@@ -177,14 +178,14 @@ def _leave(state: State, rec: dict, cg: pl.Cgroups | None, alive: bool, timeout_
                                 "(see Scheduler.retire_workers); it stays in the farm")
             if cg:
                 pv.apply_caps(cg, rec, False)
-            pl.wait_until(lambda: not pv.worker_alive(rec), EXIT_TIMEOUT_S,
+            system.wait_until(lambda: not pv.worker_alive(rec), EXIT_TIMEOUT_S,
                           f"{name}'s worker (pid {rec['pid']}) to exit after the scheduler retired it", poll_s=0.1)
             how = "retired by the scheduler (Client.retire_workers), then its process exited"
         else:
             if address in client.scheduler_info(n_workers=-1)["workers"]:
                 client.run_on_scheduler(_forget_worker, address)
             how = "its worker was already gone (killed); the scheduler no longer lists it"
-        pl.wait_until(lambda: address not in client.scheduler_info(n_workers=-1)["workers"], timeout_s,
+        system.wait_until(lambda: address not in client.scheduler_info(n_workers=-1)["workers"], timeout_s,
                       f"the scheduler to drop {name} ({address})", poll_s=0.2)
     return how
 
@@ -199,8 +200,8 @@ def _stop_idle_linkd(state: State, linkd: str) -> None:
     """End delay line ``linkd`` once no device of the farm uses it."""
     if any(r.get("linkd", "linkd") == linkd for r in state.data["devices"]):
         return
-    pl.kill_pids([p["pid"] for p in state.data["resources"].get("pids", [])
-                  if p["name"] == linkd and p["role"] == "linkd" and pl.start_time(p["pid"]) == p.get("start")])
+    processes.kill_pids([p["pid"] for p in state.data["resources"].get("pids", [])
+                  if p["name"] == linkd and p["role"] == "linkd" and processes.start_time(p["pid"]) == p.get("start")])
 
 
 def _now() -> str:

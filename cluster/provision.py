@@ -15,11 +15,11 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from . import compute_threads
-from . import plumbing as pl
+from . import cgroups, compute_threads, network, processes, system
+from .cgroups import Cgroups
 from .devices import DELAY_LINE_OVERHEAD_MS, DeviceKind, FarmSpec, cfs_quota, shaped_link
 from .errors import FarmError
 from .state import State
@@ -58,7 +58,8 @@ def device_record(name: str, kind: DeviceKind, index: int, mode: str, host_time_
            "link_mbit": link.rate_mbit, "rtt_ms": link.rtt_ms, "host_rtt_ms": link.host_rtt_ms,
            "one_way_delay_ms": link.delay_ms, "delay_line_overhead_ms": DELAY_LINE_OVERHEAD_MS}
     if mode == "netns":
-        rec.update({"ip": pl.device_ip(index), "netns": pl.netns_name(name), "taps": list(pl.tap_names(index)),
+        rec.update({"ip": network.device_ip(index), "netns": network.netns_name(name),
+                    "taps": list(network.tap_names(index)),
                     **cpu_fields(kind.cpu_share_on(host_time_s, time_scale), kind.runtime_share_on(time_scale)),
                     "target_alexnet_s": kind.target_alexnet_s(host_time_s, time_scale)})
     else:
@@ -86,7 +87,7 @@ def warn_if_oversubscribed(devices: list[dict], log: Log) -> None:
             "are busy at once they will run slower than their kind")
 
 
-def apply_caps(cg: pl.Cgroups, rec: dict, on: bool) -> None:
+def apply_caps(cg: Cgroups, rec: dict, on: bool) -> None:
     """Apply (``on``) or lift the device's two CPU quotas; its memory limit stays."""
     caps = ((rec["device_quota_us"], rec["device_period_us"]), (rec["cpu_quota_us"], rec["cpu_period_us"]))
     cg.set_cpu(rec["name"], *(caps if on else (None, None)))
@@ -94,20 +95,20 @@ def apply_caps(cg: pl.Cgroups, rec: dict, on: bool) -> None:
 
 # --------------------------------------------------------------------------------------- network
 
-def build_devices(state: State, devices: list[dict], cg: pl.Cgroups, linkd_name: str) -> None:
+def build_devices(state: State, devices: list[dict], cg: Cgroups, linkd_name: str) -> None:
     """Namespaces, TAP links (one delay line ``linkd_name`` for all of ``devices``), HTB
     shaping and cgroups of ``devices``; the farm's bridge must exist."""
     for rec in devices:
         state.made("netns", rec["netns"])
-        pl.add_netns(rec["name"])
+        network.add_netns(rec["name"])
     start_linkd(state, devices, linkd_name)
     for rec in devices:
-        host_if, ns_if = pl.tap_names(rec["index"])
+        host_if, ns_if = network.tap_names(rec["index"])
         state.made("links", host_if)
-        pl.attach_device(rec["index"], rec["name"])
-        pl.shape(host_if, rec["link_mbit"])
+        network.attach_device(rec["index"], rec["name"])
+        network.shape(host_if, rec["link_mbit"])
         state.made("qdiscs", [host_if, None])
-        pl.shape(ns_if, rec["link_mbit"], netns=rec["netns"])
+        network.shape(ns_if, rec["link_mbit"], netns=rec["netns"])
         state.made("qdiscs", [ns_if, rec["netns"]])
         rec["cgroup_dirs"] = cg.create(rec["name"], rec["memory_limit_bytes"])
         state.save()
@@ -159,31 +160,31 @@ def spawn(state: State, role: str, name: str, cmd: list[str], env: dict[str, str
     try:
         p = subprocess.Popen(cmd, stdin=stdin or subprocess.DEVNULL, stdout=stdout or logf,
                              stderr=logf if stdout else subprocess.STDOUT,
-                             env={**env, pl.MEMBER_ENV: f"{role}:{name}"}, start_new_session=True,
+                             env={**env, processes.MEMBER_ENV: f"{role}:{name}"}, start_new_session=True,
                              preexec_fn=preexec, close_fds=True)
     finally:
         logf.close()
-    state.made("pids", {"pid": p.pid, "role": role, "name": name, "start": pl.start_time(p.pid)})
+    state.made("pids", {"pid": p.pid, "role": role, "name": name, "start": processes.start_time(p.pid)})
     return p
 
 
 def start_workers(state: State, devices: list[dict], env: dict[str, str]) -> None:
     """One stock ``dask worker`` per device, started in its namespace and cgroups."""
     netns = state.data["mode"] == "netns"
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if netns else None
+    cg = Cgroups.from_dict(state.data["cgroups"]) if netns else None
     for rec in devices:
         cmd = [sys.executable, "-m", "distributed.cli.dask_worker", state.data["scheduler"],
                "--host", rec["ip"], "--name", rec["name"], "--nthreads", "1", "--no-nanny",
                "--memory-limit", str(rec["memory_limit_bytes"]), "--resources", f"{rec['kind']}=1",
                "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60"]
         rec["command"] = " ".join(["dask worker", *cmd[3:]])
-        preexec = _enter_device(str(pl.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
+        preexec = _enter_device(str(network.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
         dev_env = {**env, "MCDASK_DEVICE_NAME": rec["name"], "MCDASK_DEVICE_KIND": rec["kind"]}
         if netns:
             dev_env[compute_threads.ENV] = cg.compute_threads_file(rec["name"])
         p = spawn(state, "worker", rec["name"], cmd, dev_env, preexec)
         rec["pid"] = p.pid
-        rec["pid_start"] = pl.start_time(p.pid)
+        rec["pid_start"] = processes.start_time(p.pid)
     state.save()
 
 
@@ -193,16 +194,16 @@ def _enter_device(netns_path: str, procs_files: list[str]) -> Callable[[], None]
         for f in procs_files:
             with open(f, "w") as fh:
                 fh.write(pid)
-        pl.enter_netns(netns_path)
+        network.enter_netns(netns_path)
     return preexec
 
 
 def worker_alive(rec: dict) -> bool:
     """Whether the device's worker process still runs (and is the one the farm started)."""
     pid = rec.get("pid")
-    if not pid or not pl.alive(pid):
+    if not pid or not processes.alive(pid):
         return False
-    return rec.get("pid_start") is None or pl.start_time(pid) == rec["pid_start"]
+    return rec.get("pid_start") is None or processes.start_time(pid) == rec["pid_start"]
 
 
 def wait_registered(state: State, devices: list[dict], *, timeout_s: float, log: Log) -> float:
@@ -236,29 +237,29 @@ def wait_registered(state: State, devices: list[dict], *, timeout_s: float, log:
 
 # --------------------------------------------------------------------------------------- teardown
 
-def device_pids(rec: dict, cg: pl.Cgroups | None) -> list[int]:
+def device_pids(rec: dict, cg: Cgroups | None) -> list[int]:
     """Every live process of the device: its worker and whatever else is in its cgroups."""
-    pids = set(pl.cgroup_pids(cg.all_dirs(rec["name"]))) if cg else set()
+    pids = set(cgroups.cgroup_pids(cg.all_dirs(rec["name"]))) if cg else set()
     if worker_alive(rec):
         pids.add(rec["pid"])
-    return sorted(p for p in pids if pl.alive(p))
+    return sorted(p for p in pids if processes.alive(p))
 
 
 def tear_down_device(state: State, rec: dict, log: Log) -> None:
     """Remove everything of one device: its processes, TAPs (their qdiscs go with them),
     namespace and cgroups; then drop it from the state's resources. Its delay-line threads
     end when their TAPs disappear."""
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
+    cg = Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
     if cg and cg.freezer_dir(rec["name"]):
         cg.set_frozen(rec["name"], False)  # a frozen v1 cgroup holds SIGKILL back
-    pl.kill_pids(device_pids(rec, cg) + (pl.netns_pids(rec["netns"]) if rec.get("netns") else []))
+    processes.kill_pids(device_pids(rec, cg) + (network.netns_pids(rec["netns"]) if rec.get("netns") else []))
     if state.data["mode"] != "netns":
         return
     host_if, ns_if = rec["taps"]
-    pl.delete_link(host_if)
-    pl.sh("ip", "link", "del", ns_if, netns=rec["netns"], check=False)
-    pl.delete_netns(rec["netns"])
-    busy = [d for d in cg.all_dirs(rec["name"]) if not pl.remove_cgroup_tree(d)]
+    network.delete_link(host_if)
+    system.sh("ip", "link", "del", ns_if, netns=rec["netns"], check=False)
+    network.delete_netns(rec["netns"])
+    busy = [d for d in cg.all_dirs(rec["name"]) if not cgroups.remove_cgroup_tree(d)]
     res = state.data["resources"]
     res["links"] = [x for x in res.get("links", []) if x != host_if]
     res["qdiscs"] = [q for q in res.get("qdiscs", []) if q[0] not in (host_if, ns_if)]

@@ -9,7 +9,8 @@ the device (``mcdask farm kill``, the kernel's OOM killer, a hand-typed ``ip lin
 
 from __future__ import annotations
 
-from . import plumbing as pl
+from . import network, processes
+from .cgroups import Cgroups
 from .devices import format_bytes
 from .provision import device_pids, worker_alive
 from .state import State
@@ -18,12 +19,12 @@ FREEZER_NAMES = {1: "freezer cgroup (v1)", 2: "cgroup.freeze (v2)"}
 SIGSTOP = "SIGSTOP"
 
 
-def frozen_by(rec: dict, cg: pl.Cgroups | None) -> str | None:
+def frozen_by(rec: dict, cg: Cgroups | None) -> str | None:
     """How the device is frozen (its freezer cgroup, or SIGSTOP of its processes), or ``None``."""
     if cg and cg.freezer_state(rec["name"]) in ("frozen", "freezing"):
         return FREEZER_NAMES[cg.version]
     pids = device_pids(rec, cg)
-    if pids and all(pl.process_state(p) in ("T", "t") for p in pids):
+    if pids and all(processes.process_state(p) in ("T", "t") for p in pids):
         return SIGSTOP
     return None
 
@@ -33,10 +34,10 @@ def link_up(rec: dict, mode: str) -> bool:
     if mode != "netns":
         return True
     host_if, ns_if = rec["taps"]
-    return pl.link_is_up(host_if) and pl.link_is_up(ns_if, netns=rec["netns"])
+    return network.link_is_up(host_if) and network.link_is_up(ns_if, netns=rec["netns"])
 
 
-def device_state(rec: dict, cg: pl.Cgroups | None, mode: str) -> dict:
+def device_state(rec: dict, cg: Cgroups | None, mode: str) -> dict:
     """``state`` (see the module docstring) with its parts: ``alive``, ``frozen_by``, ``link_up``."""
     alive = worker_alive(rec)
     frozen = frozen_by(rec, cg) if alive else None
@@ -47,7 +48,7 @@ def device_state(rec: dict, cg: pl.Cgroups | None, mode: str) -> dict:
 
 def device_status(state: State, rec: dict) -> dict:
     """One device's status record: its state-file record, its state now and the quotas now."""
-    cg = pl.Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
+    cg = Cgroups.from_dict(state.data["cgroups"]) if state.data.get("cgroups") else None
     out = {k: v for k, v in rec.items() if k != "command"}
     out.update(device_state(rec, cg, state.data["mode"]))
     if cg:

@@ -7,7 +7,7 @@ import pytest
 from cluster.devices import (DELAY_LINE_OVERHEAD_MS, KINDS, MIN_QUOTA_US, DeviceKind, FarmSpec, cfs_quota,
                              load_spec, parse_bytes, shaped_link, spec_from_dict)
 from cluster.errors import FarmSpecError
-from cluster.plumbing import device_ip, netns_name, tap_names
+from cluster.network import device_ip, netns_name, tap_names
 
 FARMS = Path(__file__).resolve().parents[1] / "cluster" / "farms"
 
