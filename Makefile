@@ -1,10 +1,11 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
+# `make check` is the fast tier (lint, types, tests with no Dask cluster and no root).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clean
+.PHONY: demo test check lint venv clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,8 +18,15 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/mcdask demo
 
-test: $(STAMP)
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+check: lint
+	$(BIN)/python -m pytest -q -m "not slow and not root"
+
+test: lint
 	$(BIN)/python -m pytest -q
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,11 +43,11 @@ def run(n: int, time_scale: float, phase_s: float, scheduler: str | None, log=pr
     from cluster import farm
     from cluster.devices import FarmSpec
     from mcdask.commands import stream_through
+    from mcdask.runtime.deploy import deploy, worker_names
+    from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.controller import PlanBook, profile_for
     from mcdask.streaming.events import EventLog
-    from mcdask.runtime.deploy import deploy, worker_names
     from mcdask.streaming.sources import Feeder, open_source
-    from mcdask.runtime.weights import WeightsSource
 
     w = workloads.get("alexnet")
     started = None
@@ -72,7 +72,7 @@ def run(n: int, time_scale: float, phase_s: float, scheduler: str | None, log=pr
             stop = threading.Event()
 
             def scenario() -> None:
-                for k, (action, idx) in enumerate(SCENARIO, start=1):
+                for action, idx in SCENARIO:
                     if stop.wait(phase_s):
                         return
                     device = names[idx] if idx is not None else None

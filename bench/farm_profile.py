@@ -74,7 +74,7 @@ def _tensorflow_version() -> str:
 
 def _cache_path(names: list[str]) -> Path:
     from mcdask import __version__
-    from mcdask.profiling.measure import cache_dir_default
+    from mcdask.profiling.cache import cache_dir_default
 
     key = json.dumps([SCHEMA, sorted(names), _cpu_model(), _tensorflow_version(), __version__])
     return cache_dir_default() / f"host-split-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
@@ -134,7 +134,7 @@ def host_split(names: list[str], log=print) -> dict:
 def farm_kind(base, split: dict, alexnet_s: float, n_devices: int):
     """``base`` (the Pi kind, with the farm device's memory) with each workload's conv-side and
     dense-side times scaled to this host's split, slowed by ``alexnet_s`` / host AlexNet."""
-    from mcdask.profiling.measure import planner_shard_sizes
+    from mcdask.profiling.assemble import planner_shard_sizes
 
     host = split["workloads"]
     a = host[CALIBRATION_WORKLOAD]
@@ -171,19 +171,19 @@ _PIECE: dict = {}
 def build_piece(workload_name: str, index: int, units: int | None, warmup: int = 2) -> dict:
     """On a device (its task thread): build one layer, or its first ``units`` units, unless
     its build peak would pass the device's memory (the cgroup kills, it does not raise)."""
-    from mcdask.profiling.measure import measure as profiling
+    from mcdask.profiling import worker as profiling
     from mcdask.runtime.slices import Slice, SliceSpec
 
     drop_piece()
     w = workloads.get(workload_name)
     layer = w.layers[index]
     param = layer.param_bytes if units is None else layer.shard_param_bytes(units)
-    limit = profiling._cgroup_memory_limit()
-    need = profiling._rss_bytes() + profiling.BUILD_PEAK_FACTOR * param
+    limit = profiling.cgroup_memory_limit()
+    need = profiling.rss_bytes() + profiling.BUILD_PEAK_FACTOR * param
     if limit and need > limit:
         return {"skipped": f"needs about {need / 1e6:,.0f} MB to build; the device has {limit / 1e6:,.0f} MB"}
     s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
-    _PIECE["call"] = functools.partial(profiling._call, s, w, profiling._feeds(s, w))
+    _PIECE["call"] = functools.partial(profiling.call_piece, s, w, profiling.piece_feeds(s, w))
     for _ in range(warmup):
         _PIECE["call"]()
     return {"built": True}
@@ -218,7 +218,8 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
     piece built with the CPU caps lifted (``caps(False)``), then timed under them from the
     device's task thread, as slices run. Times are divided back to Pi speed (x ``time_scale``).
     A dense layer too big to build whole gets the least-squares line through its shards."""
-    from mcdask.profiling.measure import fit_link, planner_shard_sizes
+    from mcdask.profiling.assemble import planner_shard_sizes
+    from mcdask.profiling.links import fit_link
 
     on = {"workers": [address], "pure": False, "allow_other_workers": False}
     layer_time: dict[str, dict[str, float]] = {}

@@ -23,8 +23,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import click
 
@@ -108,14 +108,13 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
         only: tuple[str, ...] = ("kill", "freeze", "cut", "join", "scheduler")) -> dict:
     from distributed import Client
 
+    import workloads
     from bench.run import farm_profile
     from cluster import farm, faults, membership
     from cluster.devices import FarmSpec
     from cluster.errors import FarmError
     from mcdask.commands import plan_book
     from mcdask.runtime.deploy import worker_names
-
-    import workloads
 
     out_dir.mkdir(parents=True, exist_ok=True)
     log(f"faults: farm up, 6 pi3 devices, time scale {time_scale}")
@@ -138,7 +137,7 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
                 continue
             log(f"  {action} {victim} (plan {start.id}) at frame {fault_at} of {frames}")
             results[action] = {"device": victim, **stream_with_fault(
-                sched, profile, frames, fault_at, lambda: getattr(faults, action)(victim),
+                sched, profile, frames, fault_at, lambda a=action, v=victim: getattr(faults, a)(v),
                 out_dir / f"{action}.jsonl", time_scale)}
             try:
                 restore[action](victim)

@@ -3,7 +3,7 @@
     python bench/local_prediction.py [--workload alexnet ...] [--devices 2 4] [--repeats 5]
 
 For each workload and worker count: start a ``LocalCluster`` of one-thread workers (TensorFlow
-intra-op threads 1), profile it with ``mcdask.profiling.measure.profile_cluster`` (no cache), plan
+intra-op threads 1), profile it with ``mcdask.profiling.assemble.profile_cluster`` (no cache), plan
 with the optimal strategy, deploy, stream synthetic frames and compare:
 
 * ``predicted_ips``: the cost model's IPS for the plan on the measured profile;
@@ -31,12 +31,13 @@ import dask
 import workloads
 from mcdask.commands import check_against_reference
 from mcdask.planning.costmodel import piece_time_s
-from mcdask.profiling.measure import _cpu_seconds, profile_cluster
 from mcdask.planning.planner import plan as make_plan
+from mcdask.profiling.assemble import profile_cluster
+from mcdask.profiling.overhead import cpu_seconds
 from mcdask.runtime.deploy import DaskRunner, deploy
+from mcdask.runtime.weights import WeightsSource
 from mcdask.streaming.sources import Feeder, open_source
 from mcdask.streaming.stream import Stream
-from mcdask.runtime.weights import WeightsSource
 
 FRAMES = {"alexnet": 100, "vgg16": 30, "action": 120}
 RESULTS = Path(__file__).with_name("results") / "local_prediction.json"
@@ -52,7 +53,7 @@ def _cpu(client) -> dict:
 
     t = psutil.Process().cpu_times()
     m = psutil.cpu_times()
-    return {"workers": {a: c for a, (_, _, c) in client.run(_cpu_seconds).items()},
+    return {"workers": {a: c for a, (_, _, c) in client.run(cpu_seconds).items()},
             "client": t.user + t.system, "machine": m.user + m.system}
 
 

@@ -38,8 +38,8 @@ def placement_bound_ips(workload, profile, devices: int) -> float | None:
     from dataclasses import replace
 
     from mcdask.errors import PlanError, ProfileError
-    from mcdask.planning.planner import plan
     from mcdask.model.profile import LinkModel
+    from mcdask.planning.planner import plan
 
     free = replace(profile, default_link=LinkModel(0.0, 1e18), links=(), host_task_overhead_s={},
                    host_frame_overhead_s={},

@@ -19,9 +19,9 @@ import time
 
 import workloads
 from mcdask import plans
+from mcdask.model.kinds import homogeneous
 from mcdask.planning.costmodel import evaluate
 from mcdask.planning.planner import plan_all
-from mcdask.model.kinds import homogeneous
 
 
 def main() -> None:

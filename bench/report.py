@@ -36,8 +36,8 @@ def markdown(result: dict) -> str:
         rows = [r for r in result["rows"] if r["workload"] == workload]
         lines += [f"## {workload}", "",
                   "| devices | strategy | IPS (Pi speed) | predicted | meas/pred | latency p50 s | p99 s | "
-                  "compute bound | compute+memory bound | link bound | efficiency | util mean / busiest | J/inf (static+dyn) | client+scheduler CPU "
-                  "/ frame time | Dask CPU on devices / model CPU |",
+                  "compute bound | compute+memory bound | link bound | efficiency | util mean / busiest | "
+                  "J/inf (static+dyn) | client+scheduler CPU / frame time | Dask CPU on devices / model CPU |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in rows:
             if not r.get("feasible", True):

@@ -164,8 +164,8 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
 
     from cluster.devices import KINDS
     from mcdask.model import kinds as devices
-    from mcdask.model.kinds.pi3 import MEASURED_HERE_BASELINE_BYTES
     from mcdask.model.kinds import homogeneous
+    from mcdask.model.kinds.pi3 import MEASURED_HERE_BASELINE_BYTES
 
     if profile not in PROFILES:
         raise ValueError(f"unknown bench profile {profile!r}; choose from {', '.join(PROFILES)}")

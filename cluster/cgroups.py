@@ -177,7 +177,7 @@ _FREEZER = {1: ("freezer.state", "FROZEN", "THAWED"), 2: ("cgroup.freeze", "1", 
 def thaw_cgroup_tree(base: str) -> None:
     """Thaw every frozen cgroup under ``base`` (v1 ignores SIGKILL in a frozen cgroup until
     it thaws, so ``farm down`` thaws before it kills)."""
-    for version, (file, on, off) in _FREEZER.items():
+    for file, _frozen, off in _FREEZER.values():
         for f in Path(base).rglob(file):
             try:
                 if f.read_text().strip() != off:

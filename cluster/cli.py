@@ -131,12 +131,14 @@ def _print_status(st: dict) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    applied = f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."
     click.echo("Compute: the device's TensorFlow threads; device: all of it (compute + Dask's Python). "
                "RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
-               "workers imported TensorFlow" + (f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."))
+               "workers imported TensorFlow" + applied)
     if not st["cpu_capped"]:
-        click.echo("NOTE: CPU quotas are NOT applied" + (f" ({st['not_capped_reason']})" if st.get("not_capped_reason") else
-                                                         " (lifted with `mcdask farm cap --off`)"))
+        why = (f" ({st['not_capped_reason']})" if st.get("not_capped_reason")
+               else " (lifted with `mcdask farm cap --off`)")
+        click.echo("NOTE: CPU quotas are NOT applied" + why)
     if registered := st.get("registered"):
         click.echo(f"registered with the scheduler: {', '.join(registered)}")
 

@@ -19,9 +19,8 @@ import time
 def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     t0 = time.perf_counter()
-    import tensorflow as tf
-
     import keras  # noqa: F401 - imported now so the first slice does not pay for it
+    import tensorflow as tf
 
     try:
         tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("MCDASK_TF_THREADS", "1")))

@@ -17,7 +17,6 @@ import click
 import numpy as np
 
 import workloads
-
 from mcdask.errors import McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 
@@ -30,8 +29,8 @@ def _say(as_json: bool, *lines: str) -> None:
 
 def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
     """The planner's optimal plan for ``n`` devices of a built-in kind (default ``pi3``)."""
-    from mcdask.planning.planner import plan
     from mcdask.model.kinds import homogeneous
+    from mcdask.planning.planner import plan
 
     return plan(workload, homogeneous(profile, n), n, "optimal")
 
@@ -52,7 +51,7 @@ def check_against_reference(workload, items, records, weights) -> dict:
         scale = max(scale, float(np.abs(ref[r.frame]).max()))
     worst = max(diffs) if diffs else None
     return {"checked": len(diffs), "max_abs_diff": worst, "output_scale": scale,
-            "equal": bool(diffs) and not missing and worst <= 1e-5 * max(scale, 1e-12),
+            "equal": worst is not None and not missing and worst <= 1e-5 * max(scale, 1e-12),
             "missing_in_reference": missing}
 
 
@@ -65,10 +64,11 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     from rich.console import Console
     from rich.progress import Progress
 
+    from mcdask.runtime.deploy import DaskRunner, deploy
     from mcdask.streaming.controller import Controller
     from mcdask.streaming.events import EventLog
-    from mcdask.runtime.deploy import DaskRunner, deploy
-    from mcdask.streaming.stream import Stream, summarize
+    from mcdask.streaming.records import summarize
+    from mcdask.streaming.stream import Stream
 
     workload = workloads.get(plan.workload)
     t0 = time.perf_counter()
@@ -108,8 +108,8 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
 def plan_book(workload, profile: str | None):
     """The plans a stream may move between: the planner's, on built-in kind ``profile``
     (default pi3) or on a profile file."""
-    from mcdask.streaming.controller import PlanBook, profile_for
     from mcdask.model.profile import Profile
+    from mcdask.streaming.controller import PlanBook, profile_for
 
     spec = profile or "pi3"
     return PlanBook(workload, profile_for(Profile.load(spec) if Path(spec).is_file() else spec))
@@ -172,8 +172,8 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     import dask
     from distributed import Client, LocalCluster
 
-    from mcdask.streaming.sources import Feeder, open_source
     from mcdask.runtime.weights import WeightsSource
+    from mcdask.streaming.sources import Feeder, open_source
 
     w = workloads.get(workload)
     frames = frames or (80 if w.max_window > 1 else 60)
@@ -240,8 +240,8 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
     from distributed import Client
 
     from mcdask.runtime.deploy import worker_names
-    from mcdask.streaming.sources import Feeder, latest, open_source, paced
     from mcdask.runtime.weights import WeightsSource
+    from mcdask.streaming.sources import Feeder, latest, open_source, paced
 
     show_events_on_stderr()
     w = workloads.get(workload)
@@ -258,7 +258,7 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
             if plan_opt and plan_opt != "auto":
                 plan = Plan.load(plan_opt).validate(w)
             elif plan_opt == "auto":  # measure the workers (or reuse their cached profile), plan on that
-                from mcdask.profiling.measure import auto_plan
+                from mcdask.profiling.cache import auto_plan
                 plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
             else:
                 plan = plans.plan_for(tuple(names))

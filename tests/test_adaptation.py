@@ -11,14 +11,13 @@ import time
 
 import pytest
 from distributed import Client
+from helpers import items_for
+from stock import BIN, StockCluster
 
 import workloads
 from mcdask.commands import check_against_reference, plan_book, stream_through
 from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.runtime.weights import WeightsSource
-
-from helpers import items_for
-from stock import BIN, StockCluster
 
 pytestmark = pytest.mark.slow
 W = workloads.get("alexnet")

@@ -38,7 +38,7 @@ def test_bounds_and_efficiency():
 
 
 def test_reference_rows_name_their_source():
-    for workload, rows in paper.REFERENCE.items():
+    for rows in paper.REFERENCE.values():
         assert any(r["system"] == "Jetson TX2 (GPU)" for r in rows)
         for r in rows:
             assert r["source"] and r["ips"] > 0
@@ -82,10 +82,9 @@ def _split(**by_workload):
 def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
     """AlexNet on the host: 3 ms of conv side, 6 ms dense; the farm slows it to 0.52 s. The
     farm kind keeps the Pi's times within each side and scales each side's sum to that."""
+    import workloads
     from bench.farm_profile import farm_kind, runs
     from mcdask.model import kinds as devices
-
-    import workloads
 
     pi3 = devices.get("pi3")
     kind = farm_kind(pi3, _split(alexnet=(0.003, 0.006), action=(0.002, 0.018)), 0.52, n_devices=6)

@@ -4,11 +4,11 @@ import pytest
 
 import workloads
 from mcdask import plans
-from mcdask.planning.costmodel import evaluate, piece_memory_bytes, shard_units
 from mcdask.errors import PlanError, ProfileError
-from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.model.kinds import homogeneous
+from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.model.profile import Device, DeviceKind, LinkModel, Profile
+from mcdask.planning.costmodel import evaluate, piece_memory_bytes, shard_units
 from workloads.spec import Builder
 
 # conv (4x4x1 -> 4x4x1) -> flatten 16 -> dense 8 -> dense 2 softmax

@@ -4,17 +4,17 @@ import dask
 import numpy as np
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
+from helpers import items_for
 
 import workloads
 from mcdask.commands import check_against_reference, stream_through
 from mcdask.errors import DeploymentError
 from mcdask.model.plan import Plan, Shard, Stage
-from mcdask.runtime.plugin import PLUGIN_NAME
 from mcdask.runtime.deploy import DaskRunner, deploy
-from mcdask.streaming.stream import Item, Stream
+from mcdask.runtime.plugin import PLUGIN_NAME
 from mcdask.runtime.weights import WeightsSource
-
-from helpers import items_for
+from mcdask.streaming.records import Item
+from mcdask.streaming.stream import Stream
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +104,7 @@ def _count_alive_when_building(dask_worker):
     held (``_hold_weakrefs``) are still alive."""
     import gc
 
-    from mcdask.runtime.deploy import slices
+    from mcdask.runtime import slices
 
     original = slices.Slice
 

@@ -7,13 +7,12 @@ Dask workers.
 
 import numpy as np
 import pytest
+from helpers import items_for, random_plan
 
 import workloads
-from mcdask.runtime.deploy import local
-from mcdask.streaming.reference import reference_outputs, run_local
 from mcdask.model.plan import single_device
-
-from helpers import items_for, random_plan
+from mcdask.runtime import local
+from mcdask.streaming.reference import reference_outputs, run_local
 
 CASES = {"alexnet": (10, 4), "vgg16": (8, 2), "action": (8, 40)}   # plans, frames
 

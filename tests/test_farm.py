@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import has_root_netns
 
 ok, why = has_root_netns()

@@ -11,7 +11,6 @@ faults, not speed). Needs root and network namespaces, like test_farm.py.
 from __future__ import annotations
 
 import pytest
-
 from conftest import has_root_netns
 from test_farm import nothing_left
 

@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import has_root_netns
 from test_farm import last_json, mcdask, nothing_left
 

@@ -4,8 +4,18 @@ from pathlib import Path
 
 import pytest
 
-from cluster.devices import (DELAY_LINE_OVERHEAD_MS, KINDS, MIN_QUOTA_US, DeviceKind, FarmSpec, cfs_quota,
-                             load_spec, parse_bytes, shaped_link, spec_from_dict)
+from cluster.devices import (
+    DELAY_LINE_OVERHEAD_MS,
+    KINDS,
+    MIN_QUOTA_US,
+    DeviceKind,
+    FarmSpec,
+    cfs_quota,
+    load_spec,
+    parse_bytes,
+    shaped_link,
+    spec_from_dict,
+)
 from cluster.errors import FarmSpecError
 from cluster.network import device_ip, netns_name, tap_names
 

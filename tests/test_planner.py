@@ -9,13 +9,14 @@ import pytest
 
 import workloads
 from mcdask import plans
-from mcdask.model import kinds as devices
-from mcdask.planning.costmodel import evaluate, piece_memory_bytes
 from mcdask.errors import InfeasiblePlanError, PlanError, ProfileError
-from mcdask.model.plan import Plan
-from mcdask.planning.planner import _Optimal, allowed_cuts, plan, plan_all
+from mcdask.model import kinds as devices
 from mcdask.model.kinds import homogeneous
+from mcdask.model.plan import Plan
 from mcdask.model.profile import Device, Profile
+from mcdask.planning.costmodel import evaluate, piece_memory_bytes
+from mcdask.planning.planner import plan, plan_all
+from mcdask.planning.search import OptimalSearch, allowed_cuts
 
 
 @cache
@@ -61,7 +62,7 @@ def test_feasible_counts_on_pi3():
 
 def brute_force(w, prof, n):
     """Best (ips, -latency) over every cell sequence of the optimal space, scored by evaluate."""
-    opt = _Optimal(w, prof, n)
+    opt = OptimalSearch(w, prof, n)
     best = None
     L = len(w.layers)
 

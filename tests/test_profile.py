@@ -5,10 +5,10 @@ import json
 import pytest
 
 import workloads
-from mcdask.model import kinds as devices
-from mcdask.model.kinds import pi3 as pi3_data
 from mcdask.errors import ProfileError
+from mcdask.model import kinds as devices
 from mcdask.model.kinds import homogeneous
+from mcdask.model.kinds import pi3 as pi3_data
 from mcdask.model.profile import SCHEMA, Device, DeviceKind, Link, LinkModel, Profile
 
 VGG = workloads.get("vgg16")
@@ -126,3 +126,20 @@ def test_tx2_spreads_published_whole_model_times():
     assert sum(k.layer_time_s["alexnet"].values()) == pytest.approx((0.2007 + 0.2010 + 0.2015) / 3)
     for w in workloads.NAMES:
         assert k.covers(workloads.get(w)) == []
+
+
+def test_merging_a_cached_profile_with_new_workloads_keeps_every_host_figure():
+    """A profile cached for one workload and extended with another keeps the host cores and
+    the scheduler/client overheads it was measured with (they were once dropped)."""
+    from dataclasses import replace
+
+    from mcdask.profiling.cache import merge_workloads
+
+    base = replace(homogeneous("pi3", 2), host_cores={"h": 2.0}, host_task_overhead_s={"h": 0.001},
+                   host_frame_overhead_s={"h": 0.002}, measured={"workloads": ["alexnet"]})
+    extra = replace(homogeneous("pi3", 2), measured={"workloads": ["vgg16"]})
+    merged = merge_workloads(base, extra)
+    assert merged.host_cores == {"h": 2.0}
+    assert merged.host_task_overhead_s == {"h": 0.001} and merged.host_frame_overhead_s == {"h": 0.002}
+    assert merged.measured["workloads"] == ["alexnet", "vgg16"]
+    assert merged.default_link == base.default_link and merged.devices == base.devices

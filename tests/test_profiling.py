@@ -6,15 +6,16 @@ import os
 import dask
 import pytest
 from click.testing import CliRunner
+from helpers import items_for
 
 import workloads
 from mcdask.commands import check_against_reference, run, stream_through
 from mcdask.errors import ProfileError
 from mcdask.model.profile import CLIENT, Profile
-from mcdask.profiling.measure import auto_plan, cache_key, cached_profile, fit_link, planner_shard_sizes
+from mcdask.profiling.assemble import planner_shard_sizes
+from mcdask.profiling.cache import auto_plan, cache_key, cached_profile
+from mcdask.profiling.links import fit_link
 from mcdask.runtime.weights import WeightsSource
-
-from helpers import items_for
 
 ALEX = workloads.get("alexnet")
 CONFIG = {"mcdask.worker.intra-op-threads": 1}

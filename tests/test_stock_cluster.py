@@ -5,7 +5,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from stock import BIN, StockCluster
 
 pytestmark = pytest.mark.slow

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 import workloads
-from mcdask.streaming.controller import Membership, bind_for_reuse
 from mcdask.errors import StreamStopped
-from mcdask.streaming.events import EventLog
 from mcdask.model.plan import Plan, Shard, Stage
-from mcdask.streaming.stream import Item, Stream
+from mcdask.streaming.controller import Membership, bind_for_reuse
+from mcdask.streaming.events import EventLog
+from mcdask.streaming.records import Item
+from mcdask.streaming.stream import Stream
 
 ALEX = workloads.get("alexnet")
 OUT = ALEX.layers[-1]

@@ -87,10 +87,10 @@ def test_weights_file_errors(tmp_path, weights_files):
 
 def test_action_weights_by_layer_name(tmp_path):
     """The windowed action model has no single Keras model; its file is keyed by layer name."""
-    from mcdask.streaming.reference import reference_outputs
-    from mcdask.runtime.weights import save_by_name
-
     from helpers import items_for
+
+    from mcdask.runtime.weights import save_by_name
+    from mcdask.streaming.reference import reference_outputs
 
     w = workloads.get("action")
     rng = np.random.default_rng(5)

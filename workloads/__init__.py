@@ -1,7 +1,7 @@
 """Workloads mcdask can split: AlexNet, VGG16 and two-stream action recognition.
 
 ``get(name)`` returns the plain-data description (layers, shapes, per-layer facts); building
-Keras layers from it lives in ``mcdask.slices``. Importing this package is light: no
+Keras layers from it lives in ``mcdask.runtime.slices``. Importing this package is light: no
 TensorFlow.
 """
 

@@ -84,7 +84,7 @@ class Plan:
         return hashlib.sha1(json.dumps(core, sort_keys=True).encode()).hexdigest()[:8]
 
     def to_dict(self) -> dict:
-        d = {"schema": SCHEMA, "workload": self.workload, "devices": list(self.devices),
+        d: dict[str, Any] = {"schema": SCHEMA, "workload": self.workload, "devices": list(self.devices),
              "strategy": self.strategy, "stages": [s.to_dict() for s in self.stages]}
         if self.predicted:
             d["predicted"] = self.predicted
@@ -202,8 +202,9 @@ def stage_label(workload, stage: Stage, shard: int | None = None) -> str:
     label = workload.layers[stage.start].name
     if stage.end - stage.start > 1:
         label += ".." + workload.layers[stage.end - 1].name
-    if shard is not None and stage.split:
-        a, b = stage.shards[shard].units
+    units = stage.shards[shard].units if shard is not None and stage.split else None
+    if units is not None:
+        a, b = units
         label += f"[{a}:{b}]"
     return label
 

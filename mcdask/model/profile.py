@@ -29,7 +29,7 @@ Rules the cost model and the planner rely on, said once here:
   between two pieces on the same device.
 * **Task overhead** (optional, default 0): ``kind.task_overhead_s`` seconds that every piece
   (one Dask task per frame) costs its device on top of its layers' compute: scheduling,
-  (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling.measure``) set it.
+  (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling.assemble``) set it.
 * **Shared hosts** (optional): ``device.host`` names the machine a device runs on and
   ``profile.host_cores[host]`` its cores. Devices on one host share its cores: per frame, the
   host spends the summed busy time of its devices (one core each while busy: one-thread
@@ -47,9 +47,10 @@ This module imports neither TensorFlow nor Dask.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mcdask.errors import ProfileError
 
@@ -252,6 +253,9 @@ class Profile:
     #: scheduler + client CPU seconds per frame (beyond its tasks) spent on a host
     host_frame_overhead_s: dict[str, float] = field(default_factory=dict)
 
+    _by_name: dict[str, DeviceKind] = field(init=False, repr=False, compare=False)
+    _links: dict[frozenset, LinkModel] = field(init=False, repr=False, compare=False)
+
     def __post_init__(self) -> None:
         bad = {h: c for h, c in self.host_cores.items() if not c > 0}
         bad.update({h: s for h, s in self.host_task_overhead_s.items() if not s >= 0})
@@ -311,7 +315,7 @@ class Profile:
 
     # ---- serialisation ---------------------------------------------------------------------
     def to_dict(self) -> dict:
-        d = {"schema": SCHEMA, "name": self.name}
+        d: dict[str, Any] = {"schema": SCHEMA, "name": self.name}
         if self.note:
             d["note"] = self.note
         d["default_link"] = self.default_link.to_dict()

@@ -19,15 +19,15 @@ from pathlib import Path
 import click
 
 import workloads
-
-from mcdask.model import kinds as builtin_devices
 from mcdask import plans as paper_plans
-from mcdask.planning.costmodel import Cost, evaluate
 from mcdask.errors import McdaskError
-from mcdask.model.plan import Plan
-from mcdask.planning.planner import STRATEGIES, PlanResult, plan_all
+from mcdask.model import kinds as builtin_devices
 from mcdask.model.kinds import homogeneous
+from mcdask.model.plan import Plan
 from mcdask.model.profile import Profile
+from mcdask.planning.costmodel import Cost, evaluate
+from mcdask.planning.planner import STRATEGIES, plan_all
+from mcdask.planning.result import PlanResult
 
 
 def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: int | None) -> Profile:
@@ -62,15 +62,17 @@ def _print_result(console, workload, r: PlanResult) -> None:
     if not r.feasible:
         console.print(f"[bold]{r.devices} device(s)[/bold]: [red]infeasible[/red]: {escape(r.reason)}")
         return
-    c = r.cost
+    c, plan = r.cost, r.plan
+    assert c is not None and plan is not None, "a feasible result carries its plan and cost"
     table = Table(title=f"{r.devices} device(s): {c.ips:.3f} IPS predicted, latency {c.latency_s:.3f} s; "
                         f"bottleneck: {escape(c.bottleneck)}", title_justify="left")
     table.add_column("device")
     table.add_column("tasks")
     table.add_column("memory MB", justify="right")
     table.add_column("of MB", justify="right")
-    for dev in r.plan.devices:
-        table.add_row(dev, escape(", ".join(c.tasks.get(dev, []))), _mb(c.memory_bytes[dev]), _mb(c.memory_limit_bytes[dev]))
+    for dev in plan.devices:
+        table.add_row(dev, escape(", ".join(c.tasks.get(dev, []))), _mb(c.memory_bytes[dev]),
+                      _mb(c.memory_limit_bytes[dev]))
     console.print(table)
 
 

@@ -263,12 +263,13 @@ class Walk:
         for name in outputs:
             if st.split:
                 if name != last.name:
-                    raise PlanError(f"split stage [{st.start}, {st.end}) exports {name!r}; only its split layer may leave")
-                nbytes = tuple(message_bytes(w, name, sh.units) for sh, _, _ in shards)
+                    raise PlanError(f"split stage [{st.start}, {st.end}) exports {name!r}; "
+                                    "only its split layer may leave")
+                sizes = tuple(message_bytes(w, name, sh.units) for sh, _, _ in shards)
             else:
-                nbytes = (message_bytes(w, name),)
+                sizes = (message_bytes(w, name),)
             self.exports[name] = Export(tuple(tuple(zip(sh.devices, fr)) for sh, _, fr in shards),
-                                        nbytes, tuple(ready_out))
+                                        sizes, tuple(ready_out))
 
     def finish(self) -> Ready:
         """Send the output to the client; returns the frame's latency (max-plus form)."""

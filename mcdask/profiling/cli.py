@@ -6,7 +6,7 @@ Examples::
     mcdask profile --scheduler tcp://10.0.0.1:8786 -w alexnet -w vgg16 --repeats 9 -o farm.json
     mcdask plan --workload alexnet --devices 6 --profile profile.json             # plan on it
 
-What is measured and how: ``mcdask.profiling.measure``. With ``--json`` the last stdout line is one JSON
+What is measured and how: ``mcdask.profiling.assemble``. With ``--json`` the last stdout line is one JSON
 object (the output path, per device the whole-model seconds per workload, memory, baseline and
 task overhead, the default link).
 """
@@ -20,7 +20,6 @@ import time
 import click
 
 import workloads
-
 from mcdask.errors import McdaskError
 
 
@@ -40,7 +39,7 @@ def profile(scheduler, names, output, repeats, budget_s, as_json):
     import dask
     from distributed import Client
 
-    from mcdask.profiling.measure import profile_cluster
+    from mcdask.profiling.assemble import profile_cluster
 
     names = list(names) or list(workloads.NAMES)
     t0 = time.perf_counter()

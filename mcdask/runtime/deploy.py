@@ -18,11 +18,20 @@ from dataclasses import dataclass
 
 import dask.config
 import dask.utils
-import workloads
 
+import workloads
 from mcdask.errors import DeploymentError
 from mcdask.model.plan import Plan, stage_label
-from mcdask.runtime.plugin import METADATA_KEY, ResourceNudge, SliceHost, pieces_for, resource_tag, run_piece, slice_id, sync_worker
+from mcdask.runtime.plugin import (
+    METADATA_KEY,
+    ResourceNudge,
+    SliceHost,
+    pieces_for,
+    resource_tag,
+    run_piece,
+    slice_id,
+    sync_worker,
+)
 from mcdask.runtime.weights import WeightsSource
 
 
@@ -34,7 +43,8 @@ class Deployment:
     id: str
 
 
-def _natural(name: str):
+def natural_key(name: str) -> list:
+    """Sort key that puts pi3-2 before pi3-10."""
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", name)]
 
 
@@ -45,7 +55,7 @@ def worker_addresses(client) -> dict[str, str]:
 
 
 def worker_names(client) -> list[str]:
-    return sorted(worker_addresses(client), key=_natural)
+    return sorted(worker_addresses(client), key=natural_key)
 
 
 def bind(plan: Plan, names: list[str]) -> dict[str, str]:
@@ -71,7 +81,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     plan.validate(w)
     weights.check()
     addresses = worker_addresses(client)
-    binding = binding or bind(plan, sorted(addresses, key=_natural))
+    binding = binding or bind(plan, sorted(addresses, key=natural_key))
     digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
     dep_id = digest.hexdigest()[:12]
     doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
@@ -87,7 +97,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
                       if n in addresses})
     try:
         statuses = client.sync(_run_within, client, sync_worker, targets, timeout_s)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         raise DeploymentError(f"deployment failed: workers {sorted(binding.values())} did not all finish building "
                               f"their slices within {timeout_s:.0f} s (mcdask.controller.deploy-timeout)") from None
     problems = []
@@ -138,7 +148,7 @@ class DaskRunner:
         timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.stream.gather-timeout", "3s"))
         try:
             return self.client.sync(_gather_within, self.client, futures, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise TimeoutError(f"no result within {timeout_s:.0f} s") from None
 
     def cancel(self, futures: list) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from concurrent.futures import Future
 
 import workloads
-
 from mcdask.model.plan import Plan
 from mcdask.runtime.slices import Slice, SliceSpec, assemble
 from mcdask.runtime.weights import WeightsSource

@@ -15,12 +15,16 @@ import logging
 import os
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import dask.config
 from distributed import get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from mcdask.errors import SliceNotLoadedError
+
+if TYPE_CHECKING:
+    from mcdask.runtime.slices import SliceSpec
 
 PLUGIN_NAME = "mcdask-slices"
 METADATA_KEY = ["mcdask", "deployment"]
@@ -40,7 +44,7 @@ def slice_id(plan_id: str, stage: int, shard: int) -> str:
     return f"{plan_id}/{stage}/{shard}"
 
 
-def pieces_for(deployment: dict, worker_name: str) -> dict[str, "SliceSpec"]:  # noqa: F821
+def pieces_for(deployment: dict, worker_name: str) -> dict[str, SliceSpec]:
     """slice id -> SliceSpec of every piece the device bound to ``worker_name`` holds."""
     from mcdask.model.plan import Plan
     from mcdask.runtime.slices import SliceSpec
@@ -87,6 +91,7 @@ class SliceHost(WorkerPlugin):
 
     async def sync(self, worker) -> dict:
         """Make this worker hold what the scheduler's current deployment says."""
+        assert self._lock is not None, "setup() makes the lock on the worker's event loop"
         async with self._lock:
             deployment = await worker.scheduler.get_metadata(keys=METADATA_KEY, default=None)
             if not deployment or deployment.get("id") == self.deployment_id:
@@ -205,7 +210,7 @@ def slice_for(sid: str):
     """The resident slice ``sid`` on the worker running this task."""
     worker = get_worker()
     plugin = worker.plugins.get(PLUGIN_NAME)
-    if plugin is None:
+    if not isinstance(plugin, SliceHost):
         raise SliceNotLoadedError(f"worker {worker.name} has no {PLUGIN_NAME} plugin; "
                                   "deploy a plan with mcdask.runtime.deploy.deploy first")
     if not plugin.ready.wait(timeout=600):

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 import workloads
-
 from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -72,7 +71,7 @@ class _Given:
 def _keras_layer(layer, units: tuple[int, int] | None, weights: list[np.ndarray] | None = None):
     from keras import layers as kl
 
-    kernel, bias = (weights or [None, None])
+    kernel, bias = weights if weights else (None, None)
     init = {"kernel_initializer": _Given(kernel), "bias_initializer": _Given(bias)}
     if layer.kind == "conv":
         return kl.Conv2D(layer.filters, layer.kernel, strides=layer.strides, padding=layer.padding,
@@ -176,7 +175,8 @@ class Slice:
         self.windows = {x: (w.window_of(first.name, x) if x in first.inputs else 1) for x in self.inputs}
         self.stacked = frozenset(self.inputs) if first.window else frozenset()
         self.param_bytes = sum(
-            (l.shard_param_bytes(spec.units[1] - spec.units[0]) if (i == spec.end - 1 and spec.units) else l.param_bytes)
+            l.shard_param_bytes(spec.units[1] - spec.units[0]) if (i == spec.end - 1 and spec.units)
+            else l.param_bytes
             for i, l in enumerate(w.layers[spec.start:spec.end], spec.start))
         model = build_model(w, spec.start, spec.end, spec.units, spec.weights)
         self._model = model

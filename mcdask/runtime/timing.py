@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -35,7 +36,6 @@ def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (windowed
     stages included) in this process, with ``intra_op`` TensorFlow threads."""
     import workloads
-
     from mcdask.model.plan import single_device
     from mcdask.runtime.slices import Slice, SliceSpec, set_threads
 
@@ -63,7 +63,7 @@ def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_o
 @click.option("--json", "as_json", is_flag=True)
 def main(workload: str, repeats: int, threads: int, as_json: bool) -> None:
     times = whole_model_times(workload, repeats, intra_op=threads)
-    result = {"workload": workload, "median_s": statistics.median(times), "min_s": min(times),
+    result: dict[str, Any] = {"workload": workload, "median_s": statistics.median(times), "min_s": min(times),
               "repeats": len(times), "threads": threads}
     click.echo(json.dumps(result) if as_json else
                f"{workload}: median {result['median_s'] * 1e3:.1f} ms over {len(times)} runs")

@@ -28,18 +28,19 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import dask.config
 import dask.utils
 
 import workloads
-
 from mcdask.errors import DeploymentError, PlanError, ProfileError, StreamStopped
-from mcdask.streaming.events import EventLog
 from mcdask.model.plan import Plan
 from mcdask.model.profile import Profile
+from mcdask.planning.planner import Strategy
+from mcdask.runtime.deploy import DaskRunner, deploy, natural_key
+from mcdask.streaming.events import EventLog
 
 ProfileFor = Callable[[tuple[str, ...]], Profile]
 
@@ -67,7 +68,7 @@ class Membership:
 
     def __init__(self, heartbeat_timeout_s: float, back_after_s: float, clock=time.monotonic):
         self.heartbeat_timeout_s, self.back_after_s, self.clock = heartbeat_timeout_s, back_after_s, clock
-        self._beat: dict[str, tuple[float, float]] = {}   # name -> (last_seen, when it last changed here)
+        self._beat: dict[str, tuple[object, float]] = {}   # name -> (last_seen, when it last changed here)
         self._fresh_since: dict[str, float] = {}           # frozen name -> when heartbeats resumed
         self.frozen: set[str] = set()
         self.known: set[str] = set()                       # every name ever seen
@@ -112,19 +113,13 @@ class Membership:
                     changes.append(Change("back", name, f"device {name} is back: heartbeats resumed"))
         self.present = set(present)
         self.known |= self.present
-        usable = tuple(sorted((n for n in present if n not in self.frozen), key=_natural))
+        usable = tuple(sorted((n for n in present if n not in self.frozen), key=natural_key))
         return usable, changes
 
     def restart_clock(self) -> None:
         """Count silence from now (after a pause in looking, e.g. while deploying)."""
         now = self.clock()
         self._beat = {n: (seen, now) for n, (seen, _) in self._beat.items()}
-
-
-def _natural(name: str):
-    from mcdask.runtime.deploy import _natural as natural
-
-    return natural(name)
 
 
 # ---------------------------------------------------------------------------------- plans
@@ -157,7 +152,7 @@ class PlanBook:
     planned per set. ``prepare`` plans ahead, off the stream's thread, so a switch does not
     wait for the planner."""
 
-    def __init__(self, workload, profile: ProfileFor, strategy: str = "optimal"):
+    def __init__(self, workload, profile: ProfileFor, strategy: Strategy = "optimal"):
         self.workload, self.profile, self.strategy = workload, profile, strategy
         self._cache: dict[object, Plan | PlanError] = {}
         self._lock = threading.Lock()
@@ -259,12 +254,12 @@ class Controller:
             raise StreamStopped(f"lost the scheduler at {self.address}: the connection to it closed")
         try:
             info = self.client.sync(_identity_within, self.client, self.scheduler_timeout_s)
-        except (asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, OSError) as e:
             raise StreamStopped(f"lost the scheduler at {self.address}: no answer within "
                                 f"{self.scheduler_timeout_s:.0f} s ({type(e).__name__})") from None
         return info["workers"]
 
-    def poll(self, urgent: bool = False) -> object | None:
+    def poll(self, urgent: bool = False) -> DaskRunner | None:
         """A runner for the deployment to move to, or None. Raises StreamStopped."""
         if self.client.status != "running":
             raise StreamStopped(f"lost the scheduler at {self.address}: the connection to it closed")
@@ -290,15 +285,15 @@ class Controller:
             plan = plan.renamed(bind_for_reuse(plan, usable, self.deployment.plan, self.deployment.binding))
         return plan, {d: d for d in plan.devices}
 
-    def _move(self, usable: tuple[str, ...]):
-        from mcdask.runtime.deploy import DaskRunner, deploy
-
+    def _move(self, usable: tuple[str, ...]) -> DaskRunner | None:
         if not usable:
-            return self._cannot(usable, "no device is left")
+            self._cannot(usable, "no device is left")
+            return None
         try:
             plan, binding = self._target(usable)
         except (PlanError, ProfileError) as e:
-            return self._cannot(usable, str(e))
+            self._cannot(usable, str(e))
+            return None
         t0 = time.monotonic()
         old = self.deployment
         try:
@@ -318,7 +313,7 @@ class Controller:
                          binding=dep.binding, predicted_ips=plan.predicted.get("ips"))
         return DaskRunner(self.client, dep)
 
-    def _cannot(self, usable: tuple[str, ...], reason: str):
+    def _cannot(self, usable: tuple[str, ...], reason: str) -> None:
         """No plan for ``usable``: go on with the deployed plan while it can still run (every
         piece has a usable holder), else wait for devices, then stop."""
         if self._no_plan_for != usable:

@@ -7,7 +7,8 @@ import workloads
 from mcdask.model.plan import Plan, single_device
 from mcdask.runtime.local import LocalRunner
 from mcdask.runtime.weights import WeightsSource
-from mcdask.streaming.stream import Item, Stream
+from mcdask.streaming.records import Item
+from mcdask.streaming.stream import Stream
 
 
 def run_local(plan: Plan, items: list[Item], weights: WeightsSource = WeightsSource()):

@@ -14,13 +14,13 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 
 from mcdask.errors import SourceError
-from mcdask.streaming.stream import Item
+from mcdask.streaming.records import Item
 
 #: stands in a frame sequence for a frame skipped under overload (see ``latest``)
 DROPPED = object()
@@ -135,13 +135,12 @@ def latest(frames: Iterable[np.ndarray], waiting: int = 2, idle_s: float = 30.0)
                 count += 1
         except BaseException as e:  # noqa: BLE001 - handed to the reading side
             failure.append(e)
-        finally:
-            while not stop.is_set():
-                try:
-                    q.put((count, end), timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
+        while not stop.is_set():   # the end marker waits for room; the reader may have stopped
+            try:
+                q.put((count, end), timeout=0.5)
+                break
+            except queue.Full:
+                continue
 
     threading.Thread(target=read, name="mcdask-source", daemon=True).start()
     expected = 0
@@ -198,7 +197,8 @@ class Feeder:
 
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self._prev_gray is not None:
-            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, None, 0.5, 1, 5, 3, 5, 1.1, 0)
+            # flow=None asks OpenCV to allocate the output (its stubs do not say so)
+            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, None, 0.5, 1, 5, 3, 5, 1.1, 0)  # type: ignore[call-overload]
             self._flows.append(flow.astype(np.float32))
         self._prev_gray = gray
         if len(self._flows) < self.flow_stack:

@@ -26,17 +26,19 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent.futures import CancelledError
 import time
 from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import CancelledError
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Protocol
+from typing import Protocol
 
 import dask.config
 import numpy as np
 
 from mcdask.errors import FrameError, StreamStopped
 from mcdask.model.plan import Plan
+from mcdask.streaming.records import Item, Record, top5, validate
 
 
 class Runner(Protocol):
@@ -49,72 +51,6 @@ class Runner(Protocol):
 
 class Supervisor(Protocol):
     def poll(self, urgent: bool = False) -> Runner | None: ...
-
-
-@dataclass
-class Item:
-    """One frame from a source: ``inputs`` (name -> array) or why there is nothing to run."""
-
-    frame: int
-    inputs: dict[str, np.ndarray] | None = None
-    error: str | None = None          # bad input: reported, never submitted
-    warmup: bool = False              # e.g. optical flow still needs earlier frames
-    dropped: bool = False             # skipped at the source under overload
-
-
-@dataclass
-class Record:
-    frame: int
-    status: str                       # ok | warmup | error | dropped
-    latency_s: float | None = None
-    top5: list[tuple[int, float]] = field(default_factory=list)
-    error: str | None = None
-    output: np.ndarray | None = field(default=None, repr=False)
-    done_at: float | None = field(default=None, repr=False)   # perf_counter when the answer was ready
-    plan_id: str | None = None        # the plan whose tasks computed the answer
-    attempts: int = 1                 # submissions it took (resubmitted after a switch or deadline)
-
-    def to_dict(self) -> dict:
-        d = {"frame": self.frame, "status": self.status}
-        if self.status == "ok":
-            d["top5"] = [{"class": c, "score": round(s, 6)} for c, s in self.top5]
-            d["latency_s"] = round(self.latency_s, 6)
-            d["plan"] = self.plan_id
-            if self.attempts > 1:
-                d["attempts"] = self.attempts
-        if self.error:
-            d["error"] = self.error
-        return d
-
-
-def top5(vec: np.ndarray) -> list[tuple[int, float]]:
-    v = np.asarray(vec).reshape(-1)
-    idx = np.argsort(-v, kind="stable")[:5]
-    return [(int(i), float(v[i])) for i in idx]
-
-
-def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
-    """Check one frame's inputs; returns them with a batch axis. Raises FrameError."""
-    if not isinstance(inputs, dict):
-        inputs = {next(iter(workload.inputs)): inputs}
-    out = {}
-    for name, shape in workload.inputs.items():
-        if name not in inputs:
-            raise FrameError(f"input {name!r} missing; {workload.name} needs {sorted(workload.inputs)}")
-        x = np.asarray(inputs[name])
-        if x.shape == shape:
-            x = x[None]
-        if x.shape != (1,) + shape:
-            raise FrameError(f"input {name!r} has shape {x.shape}, expected {shape} (or {(1,) + shape})")
-        if x.dtype not in (np.uint8, np.float32, np.float64):
-            raise FrameError(f"input {name!r} has dtype {x.dtype}, expected uint8 or float32")
-        if x.dtype != np.uint8 and not np.isfinite(x).all():
-            raise FrameError(f"input {name!r} contains NaN or infinite values")
-        out[name] = x if x.dtype != np.float64 else x.astype(np.float32)
-    extra = set(inputs) - set(workload.inputs)
-    if extra:
-        raise FrameError(f"unknown inputs {sorted(extra)}; {workload.name} takes {sorted(workload.inputs)}")
-    return out
 
 
 def default_depth(plan: Plan) -> int:
@@ -315,6 +251,7 @@ class Stream:
             hist[si][i] = last_futs = [self.runner.submit(si, h, i, feeds) for h in range(len(st.shards))]
             hist[si].pop(i - lay.keep[si], None)
         if final:
+            assert last_futs is not None, "every plan has a last stage"
             fr.attempts.append(_Attempt(last_futs, lay.plan.id, fr.cond))
             fr.submissions += 1
             fr.deadline = time.perf_counter() + self.deadline_s
@@ -396,8 +333,9 @@ class Stream:
                                   plan_id=won.plan_id, attempts=fr.submissions)
                 self._drop_others(fr, won)
                 out = _merge(self.output_layer, [p[self.output_layer.name] for p in parts])
-                return Record(fr.frame, "ok", latency_s=won.done_at - fr.t0, top5=top5(out), output=out,
-                              done_at=won.done_at, plan_id=won.plan_id, attempts=fr.submissions)
+                done_at = won.done_at or time.perf_counter()   # set: _answered returns done attempts
+                return Record(fr.frame, "ok", latency_s=done_at - fr.t0, top5=top5(out), output=out,
+                              done_at=done_at, plan_id=won.plan_id, attempts=fr.submissions)
             self._poll(urgent=True)
             if time.perf_counter() < fr.deadline or _answered(fr) is not None:
                 continue
@@ -422,43 +360,11 @@ class Stream:
 
 def _answered(fr: _Frame) -> _Attempt | None:
     """The first of ``fr``'s attempts whose futures are all done."""
-    done = [a for a in fr.attempts if a.done_at is not None]
-    return min(done, key=lambda a: a.done_at) if done else None
+    done = [(a.done_at, i, a) for i, a in enumerate(fr.attempts) if a.done_at is not None]
+    return min(done)[2] if done else None
 
 
 def _merge(layer, parts: list[np.ndarray]) -> np.ndarray:
     from mcdask.runtime.slices import merge
 
     return merge(layer, parts)
-
-
-def steady_ips(ok: list[Record], skip: float = 0.2) -> float | None:
-    """Answers per second once the pipeline is full: over the answers after the first
-    ``skip`` of them (pipeline fill left out), by their completion times."""
-    done = sorted(r.done_at for r in ok if r.done_at is not None)
-    first = int(len(done) * skip)
-    if len(done) - first < 3 or done[-1] <= done[first]:
-        return None
-    return (len(done) - 1 - first) / (done[-1] - done[first])
-
-
-def longest_gap_s(records: list[Record]) -> float | None:
-    """The longest time between consecutive answers (a stall the user sees)."""
-    done = sorted(r.done_at for r in records if r.status == "ok" and r.done_at is not None)
-    return max((b - a for a, b in zip(done, done[1:])), default=None)
-
-
-def summarize(records: list[Record], wall_s: float) -> dict:
-    """Throughput and latency of a finished stream (IPS counts frames classified)."""
-    ok = [r for r in records if r.status == "ok"]
-    lat = sorted(r.latency_s for r in ok)
-    pct = (lambda q: float(np.percentile(lat, q))) if lat else (lambda q: None)
-    gap = longest_gap_s(records)
-    return {"frames": len(records), "classified": len(ok), "ips_steady": steady_ips(ok),
-            "warmup": sum(r.status == "warmup" for r in records),
-            "errors": sum(r.status == "error" for r in records),
-            "dropped": sum(r.status == "dropped" for r in records),
-            "resubmitted": sum(r.attempts > 1 for r in records),
-            "wall_s": wall_s, "ips": len(ok) / wall_s if wall_s > 0 else 0.0,
-            "latency_p50_s": pct(50), "latency_p99_s": pct(99),
-            "longest_gap_s": None if gap is None else round(gap, 4)}

@@ -11,9 +11,9 @@ which imports nothing from here.)
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 from functools import cache
-from typing import Iterable
 
 from mcdask.errors import ProfileError
 from mcdask.model.kinds import pi3 as _pi3
@@ -62,10 +62,10 @@ def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable
         spec = kind
         if link is None:
             raise ProfileError(f"homogeneous({kind.kind!r}): give link= for a kind that is not built in")
-    overrides = {k: v for k, v in (("baseline_bytes", baseline_bytes), ("memory_bytes", memory_bytes))
-                 if v is not None}
-    if overrides:
-        spec = replace(spec, **overrides)
+    if baseline_bytes is not None:
+        spec = replace(spec, baseline_bytes=baseline_bytes)
+    if memory_bytes is not None:
+        spec = replace(spec, memory_bytes=memory_bytes)
     names = tuple(names) if names is not None else None
     if names is None:
         if n is None or n < 1:

@@ -46,7 +46,6 @@ Network (§1.7): the paper's Wi-Fi fit ``t = 0.0002 s/kB * d + 0.002 s`` (kB = 1
 from __future__ import annotations
 
 import workloads
-
 from mcdask.model.profile import DeviceKind, LinkModel
 
 WIFI_2018 = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
@@ -136,7 +135,8 @@ def layer_times() -> dict[str, dict[str, float]]:
 
 
 SOURCES = {
-    "vgg16 layer times": "published per-layer Pi 3 times, parallel-ml/fc models/stats/vgg16_layerwise_pi_time (notes §3.5)",
+    "vgg16 layer times": ("published per-layer Pi 3 times, parallel-ml/fc models/stats/vgg16_layerwise_pi_time "
+                          "(notes §3.5)"),
     "dense model": "line through VGG16 dense2 (0.114 s, 67.1 MB) and dense3 (0.063 s, 16.4 MB) (§3.5)",
     "alexnet layer times": "whole AlexNet 0.5257 s on one Pi (CK, §3.6): dense by the dense model, rest by FLOPs",
     "action layer times": "streams 0.192 / 0.199 s, pyramid 0.0052 s (RA-L Fig. 10c, §3.1): stream dense by the "

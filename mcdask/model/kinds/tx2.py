@@ -17,9 +17,8 @@ on ARM64). Network: the paper's Wi-Fi, as for pi3.
 from __future__ import annotations
 
 import workloads
-
-from mcdask.model.profile import DeviceKind
 from mcdask.model.kinds import pi3 as _pi3
+from mcdask.model.profile import DeviceKind
 
 WHOLE_S = {
     "alexnet": (0.2007 + 0.2010 + 0.2015) / 3,

@@ -1,0 +1,273 @@
+"""Measure a running Dask cluster into a profile (schema ``mcdask.profile/1``), cache it, plan on it.
+
+``profile_cluster(client, ["alexnet"])`` returns a :class:`mcdask.model.profile.Profile` with one
+device kind per worker (kind name = device name = worker name):
+
+* **Compute**, in each worker process (``client.run`` of a module-level function, off the
+  worker's event loop; TensorFlow threads from ``mcdask.worker.intra-op-threads`` as the
+  slice plugin sets them): for every layer of each workload, a one-layer slice
+  ``Slice(SliceSpec(workload, i, i + 1, units))`` is built, called ``warmup`` times, then timed
+  (median of up to ``repeats`` calls, fewer once ``budget_s`` is spent) and freed. Dense layers
+  are also timed as every shard size the planner may use with the cluster's worker count
+  (``shard_units(U, k)`` for ``k = 2..n``: both ``floor(U/k)`` and ``ceil(U/k)``), stored as
+  ``shard_time_s[workload][layer][units]``. Layers that read a workload input get it as uint8,
+  as the runtime sends frames. One ``client.run`` per piece and round: workers on different
+  hosts time it at the same time, workers sharing a host one after the other (solo times;
+  see *Shared hosts*).
+* **Memory**: ``layer_memory_bytes`` is the growth of the worker's resident set (RSS, after
+  ``gc.collect()``) from before building the slice to after timing it, at least the
+  parameter bytes; ``measured.peak_build_bytes`` the peak RSS growth where the kernel lets us
+  reset the high-water mark. A piece whose estimated build peak (RSS now + ``BUILD_PEAK_FACTOR``
+  x its parameter bytes) would exceed the worker's usable memory is not built: it is recorded
+  under ``measured.skipped``, and a dense layer that does not fit whole gets a whole-layer time
+  extrapolated from its measured shards (``sources`` says so). Usable memory is the smallest of
+  the worker's ``memory_limit`` times Dask's pause fraction (above it Dask pauses the worker),
+  the cgroup memory limit and physical RAM. **Baseline** is the worker process's RSS after
+  importing TensorFlow, setting its threads and running one tiny ``tf.function`` (after
+  ``gc.collect()``, before any profiling slice is built), minus the parameter bytes of any
+  mcdask slices the worker already holds.
+* **Per-task overhead** (``measure_task_overhead``): ``mcdask.streaming.stream.Stream`` itself sends
+  frames through 1-stage and 2-stage plans of pieces that compute nothing. ``task_overhead_s``
+  of a worker is its process's CPU seconds per such task (Dask's messaging, (de)serialisation,
+  feed merging: what a task costs beyond its layers); ``profile.host_task_overhead_s`` and
+  ``host_frame_overhead_s`` are the client's (and a separate scheduler process's) CPU seconds
+  per task and per frame, on their host. The isolated no-op round trip is kept for people.
+* **Shared hosts**: every device records its host; ``profile.host_cores`` holds the cores of
+  each host. Compute is timed solo (workers on one host one at a time, different hosts at
+  once); the cost model then shares each host's cores between its devices and the Dask
+  overhead of the scheduler and client running there (``mcdask.planning.costmodel``). Load from other
+  programs on the host is not modelled: it shows up as a lower measured throughput.
+* **Links**: real transfers. For every ordered pair of workers and each payload size, a task
+  on A produces a uint8 array and a task restricted to B consumes it; the transfer time is
+  the ``transfer`` start/stop of the consumer in the scheduler's task stream. From the client,
+  ``client.scatter(x, workers=[B], direct=True)`` is timed. Each pair (both directions
+  together) and the client-worker links are fitted by least squares to
+  ``latency_s + bytes / bandwidth_Bps`` (latency clamped at 0: refitted through the origin);
+  the default link is the fit of all worker-pair points. The medians per size are kept in
+  ``profile.measured["link_samples"]``.
+
+``cached_profile`` / ``auto_plan`` keep measured profiles under ``mcdask.profile.cache-dir``
+(default ``~/.cache/mcdask``), keyed by the sorted worker names, their memory limits and
+thread counts, and the mcdask version.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+
+import workloads
+from mcdask.errors import ProfileError
+from mcdask.model.profile import CLIENT, Device, DeviceKind, Link, Profile
+from mcdask.planning.costmodel import shard_units
+from mcdask.profiling import Progress
+from mcdask.profiling.links import LINK_SIZES, fit_link, measure_links, medians
+from mcdask.profiling.overhead import measure_task_overhead
+from mcdask.profiling.worker import time_piece, worker_facts
+
+DEFAULT_REPEATS = 7
+DEFAULT_BUDGET_S = 2.0
+
+
+def workers_by_name(client) -> dict[str, dict]:
+    """worker name -> scheduler info (with its address), in the runtime's name order."""
+    from mcdask.runtime.deploy import worker_names
+
+    info = client.scheduler_info(n_workers=-1)["workers"]
+    by_name = {str(w.get("name", a)): {**w, "address": a} for a, w in info.items()}
+    return {n: by_name[n] for n in worker_names(client)}
+
+
+
+
+def planner_shard_sizes(layer, n_devices: int) -> list[int]:
+    """Every shard size (units) the planner may give ``layer`` on up to ``n_devices`` devices."""
+    if not layer.splittable:
+        return []
+    sizes = {b - a for k in range(2, min(n_devices, layer.units) + 1) for a, b in shard_units(layer.units, k)}
+    return sorted(sizes)
+
+
+
+
+def dense_model(points: list[tuple[int, float]]) -> tuple[float, float] | None:
+    """(fixed_s, s_per_weight_byte) through (param bytes, seconds) of measured dense pieces, or
+    None when the line is not meaningful (fewer than two sizes, a negative slope or intercept)."""
+    if len({b for b, _ in points}) < 2:
+        return None
+    mx = sum(b for b, _ in points) / len(points)
+    my = sum(t for _, t in points) / len(points)
+    slope = sum((b - mx) * (t - my) for b, t in points) / sum((b - mx) ** 2 for b, _ in points)
+    fixed = my - slope * mx
+    return (fixed, slope) if slope > 0 and fixed >= 0 else None
+
+
+def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dict) -> DeviceKind:
+    """One device's DeviceKind from its facts and ``pieces[(workload, layer index, units)]``."""
+    layer_time: dict[str, dict[str, float]] = {}
+    shard_time: dict[str, dict[str, dict[int, float]]] = {}
+    memory: dict[str, dict[str, int]] = {}
+    sources: dict[str, str] = {}
+    skipped: dict[str, str] = {}
+    peaks: dict[str, int] = {}
+    dense_points: list[tuple[int, float]] = []
+    for (wname, index, units), r in sorted(pieces.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        layer = workloads.get(wname).layers[index]
+        label = f"{wname}/{layer.name}" + ("" if units is None else f"[{units}]")
+        if "skipped" in r:
+            skipped[label] = r["skipped"]
+            continue
+        if r.get("peak_build_bytes") is not None:
+            peaks[label] = r["peak_build_bytes"]
+        if layer.kind == "dense":
+            dense_points.append((r["param_bytes"], r["median_s"]))
+        if units is None:
+            layer_time.setdefault(wname, {})[layer.name] = r["median_s"]
+            memory.setdefault(wname, {})[layer.name] = max(r["memory_bytes"], r["param_bytes"])
+        else:
+            shard_time.setdefault(wname, {}).setdefault(layer.name, {})[units] = r["median_s"]
+    dense = dense_model(dense_points)
+    # whole dense layers that did not fit: extrapolate from their shards (or the dense line)
+    for (wname, index, units), r in sorted(pieces.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0)):
+        if units is not None or "skipped" not in r:
+            continue
+        layer = workloads.get(wname).layers[index]
+        shards = sorted(shard_time.get(wname, {}).get(layer.name, {}).items())
+        if len(shards) >= 2:
+            line = fit_link([(u, t) for u, t in shards])    # t = fixed + units / rate: same algebra
+            layer_time.setdefault(wname, {})[layer.name] = line.time_s(layer.units)
+            how = f"least-squares line through its {len(shards)} measured shards, at {layer.units} units"
+        elif len(shards) == 1:
+            u, t = shards[0]
+            layer_time.setdefault(wname, {})[layer.name] = t * layer.units / u
+            how = f"its {u}-unit shard scaled to {layer.units} units"
+        elif dense is not None:
+            layer_time.setdefault(wname, {})[layer.name] = dense[0] + dense[1] * layer.param_bytes
+            how = "the dense line through this device's measured dense pieces"
+        else:
+            raise ProfileError(f"device {name}: {wname} layer {layer.name!r} cannot be built ({r['skipped']}) and no "
+                               f"shard of it could be timed either; give the worker more memory")
+        sources[f"layer_time_s.{wname}.{layer.name}"] = f"not built whole ({r['skipped']}); time from {how}"
+    measured = {
+        "host": facts["host"], "address": facts["address"], "cores": facts["cores"], "nthreads": facts["nthreads"],
+        "intra_op_threads": facts["intra_op_threads"], "ram_bytes": facts["ram_bytes"],
+        "memory_limit_bytes": facts["memory_limit_bytes"], "pause_fraction": facts["pause_fraction"],
+        "cgroup_memory_limit_bytes": facts["cgroup_memory_limit_bytes"],
+        "baseline_rss_bytes": facts["rss_bytes"], "resident_slice_param_bytes": facts["resident_slice_param_bytes"],
+        "noop_round_trip_s": overhead["noop_round_trip_s"], "task_cpu_s": overhead["task_cpu_s"],
+        "tensorflow": facts["tensorflow"], **settings,
+    }
+    if skipped:
+        measured["skipped"] = skipped
+    if peaks:
+        measured["peak_build_bytes"] = peaks
+    sources.update({
+        "layer_time_s": f"median of up to {settings['repeats']} calls of a one-layer slice after {settings['warmup']} "
+                        f"warm-up calls (at most {settings['budget_s']} s each); workers on one host timed one at a "
+                        f"time (the host's CPU sharing is the profile's host_cores term)",
+        "shard_time_s": "same, for every shard size the planner may use on this cluster",
+        "layer_memory_bytes": "RSS growth of the worker from building to after timing the slice, at least its "
+                              "parameter bytes",
+        "baseline_bytes": "worker RSS after importing TensorFlow, setting its threads and one tiny tf.function "
+                          "call, minus the parameters of slices already resident",
+        "memory_bytes": "min(memory_limit x Dask's pause fraction, cgroup memory limit, RAM)",
+        "task_overhead_s": "CPU seconds of this worker process per task of a probe stream with the runtime's "
+                           "traffic (frames embedded, 16 kB exports, merged feeds; see measure_task_overhead)",
+    })
+    return DeviceKind(
+        kind=name, memory_bytes=int(facts["usable_memory_bytes"]), baseline_bytes=int(facts["baseline_bytes"]),
+        layer_time_s=layer_time, shard_time_s=shard_time, layer_memory_bytes=memory,
+        dense_fixed_s=None if dense is None else dense[0], dense_s_per_weight_byte=None if dense is None else dense[1],
+        resources={k: float(v) for k, v in facts["resources"].items()}, sources=sources,
+        note=f"measured by mcdask profile on worker {name} ({facts['host']}, {facts['cores']:g} cores, "
+             f"{facts['intra_op_threads']} TensorFlow threads)",
+        task_overhead_s=max(float(overhead["task_cpu_s"]), 0.0), measured=measured)
+
+
+def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEFAULT_REPEATS, warmup: int = 2,
+                    budget_s: float = DEFAULT_BUDGET_S, link_sizes: Iterable[int] = LINK_SIZES,
+                    link_repeats: int = 3, progress: Progress | None = None) -> Profile:
+    """Measure every worker of ``client``'s cluster for ``workload_names`` (module docstring)."""
+    from mcdask import __version__
+
+    names = [workloads.get(w).name for w in workload_names]
+    if not names:
+        raise ProfileError("give at least one workload to profile")
+    if repeats < 1 or warmup < 0 or budget_s <= 0:
+        raise ProfileError(f"need repeats >= 1, warmup >= 0, budget_s > 0; got {repeats}, {warmup}, {budget_s}")
+    workers = workers_by_name(client)
+    if not workers:
+        raise ProfileError("the cluster has no workers; start `dask worker ADDRESS` on each device")
+    if CLIENT in workers:
+        raise ProfileError(f"a worker is named {CLIENT!r}, which profiles reserve for the frame source; rename it")
+    addr = {n: w["address"] for n, w in workers.items()}
+    name_of = {a: n for n, a in addr.items()}
+    say = progress or (lambda _msg: None)
+    t_start = time.perf_counter()
+
+    say(f"worker facts ({len(workers)} workers)")
+    facts = {name_of[a]: f for a, f in client.run(worker_facts, workers=list(addr.values())).items()}
+    # workers on one host are timed one at a time (solo times; the cost model shares the host's
+    # cores through host_cores); workers on different hosts at the same time
+    by_host: dict[str, list[str]] = {}
+    for n in workers:
+        by_host.setdefault(facts[n]["host"], []).append(n)
+    rounds = [[by_host[h][r] for h in sorted(by_host) if r < len(by_host[h])]
+              for r in range(max(len(v) for v in by_host.values()))]
+    pieces: dict[str, dict] = {n: {} for n in workers}
+    for wname in names:
+        w = workloads.get(wname)
+        for i, layer in enumerate(w.layers):
+            for units in [None] + planner_shard_sizes(layer, len(workers)):
+                say(f"{wname} {layer.name}" + ("" if units is None else f" [{units} of {layer.units} units]"))
+                for group in rounds:   # each worker checks its own memory before building
+                    results = client.run(time_piece, wname, i, units, repeats, warmup, budget_s,
+                                         workers=[addr[n] for n in group])
+                    for a, r in results.items():
+                        pieces[name_of[a]][(wname, i, units)] = r
+    say("per-task overhead")
+    overhead = measure_task_overhead(client, workers)
+    say("links")
+    pairs, from_client = measure_links(client, workers, link_sizes, link_repeats, progress)
+    settings = {"repeats": repeats, "warmup": warmup, "budget_s": budget_s}
+    kinds = {}
+    for n in workers:
+        s = dict(settings, co_located_workers=len(by_host[facts[n]["host"]]))
+        kinds[n] = kind_for(n, facts[n], pieces[n], {"task_cpu_s": overhead["workers"][n],
+                                                      "noop_round_trip_s": overhead["noop_round_trip_s"][n]}, s)
+    links = []
+    pooled: list[tuple[int, float]] = []
+    samples: dict[str, list] = {}
+    for (a, b), by_size in sorted(pairs.items()):
+        pts = [(nb, t) for nb, ts in by_size.items() for t in ts]
+        pooled += pts
+        links.append(Link(a, b, fit_link(pts)))
+        samples[f"{a}<->{b}"] = medians(by_size)
+    for n, by_size in from_client.items():
+        links.append(Link(CLIENT, n, fit_link([(nb, t) for nb, ts in by_size.items() for t in ts])))
+        samples[f"{CLIENT}->{n}"] = medians(by_size)
+    if pooled:
+        default = fit_link(pooled)
+        default_from = "least-squares fit of every worker-pair transfer"
+    else:  # one worker: only the client link exists
+        default = fit_link([(nb, t) for by_size in from_client.values() for nb, ts in by_size.items() for t in ts])
+        default_from = "least-squares fit of the client's transfers (one worker: no worker pairs)"
+    measured = {
+        "by": f"mcdask {__version__} profile", "workloads": names,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "duration_s": round(time.perf_counter() - t_start, 1),
+        "default_link_from": default_from,
+        "link_method": "worker pairs: transfer start/stop of a consumer task in the task stream; client: "
+                       "client.scatter(direct=True) wall time",
+        "link_samples": {"unit": "[bytes, median seconds]", **samples},
+        "task_overhead_probe": overhead["probe"],
+        "host_cores_from": "CPUs the workers of the host may run on (affinity)",
+        "host_task_overhead_s_from": "CPU seconds of the client process (and the scheduler's, when it is another "
+                                     "process) per task and per frame of the overhead probe, on their host "
+                                     "(see measure_task_overhead)",
+    }
+    host_cores = {h: max(float(facts[n]["host_cpus"]) for n in devs) for h, devs in sorted(by_host.items())}
+    return Profile(kinds, tuple(Device(n, n, facts[n]["host"]) for n in workers), default, tuple(links),
+                   name=f"measured: {len(workers)} workers", note="one kind per device: kind name = worker name",
+                   measured=measured, host_cores=host_cores,
+                   host_task_overhead_s={h: round(t, 6) for h, t in sorted(overhead["hosts"].items())},
+                   host_frame_overhead_s={h: round(t, 6) for h, t in sorted(overhead["hosts_per_frame"].items())})
