@@ -1,7 +1,7 @@
 """Musical chairs on the emulated farm: AlexNet streams on N pi3 devices while devices are
 killed, added, frozen and thawed; IPS over time with the events marked (PNG and JSON).
 
-``python -m bench.churn [--devices 6] [--time-scale 1] [--phase-s 40] [--out churn]`` brings up a
+``python -m bench.churn [--devices 6] [--time-scale 1] [--phase-s 40] [--name NAME]`` brings up a
 farm (or uses one with ``--scheduler``), streams synthetic frames through the controller
 (``mcdask.streaming.controller``), and at every ``phase-s`` seconds applies the next fault of the
 scenario with ``cluster.faults`` / ``cluster.membership``. Reported per phase: steady IPS
@@ -19,8 +19,8 @@ from pathlib import Path
 import click
 
 import workloads
+from bench.provenance import RESULTS, PartialRunError, provenance, result_name
 
-RESULTS = Path(__file__).with_name("results")
 #: (action, device): the device index is into the farm's device names at the start
 SCENARIO = (("kill", -1), ("add", None), ("freeze", 1), ("thaw", 1))
 
@@ -183,18 +183,27 @@ def plot(result: dict, path: Path) -> None:
 @click.option("--time-scale", type=float, default=1.0, show_default=True)
 @click.option("--phase-s", type=float, default=40.0, show_default=True, help="seconds between faults")
 @click.option("--scheduler", default=None, help="use a farm that is already up")
-@click.option("--out", "name", default="churn", show_default=True, help="file stem under bench/results/")
-def main(n, time_scale, phase_s, scheduler, name):
+@click.option("--name", "--out", "name", default=None,
+              help="file stem [default: churn for the default run, else churn-nN-xK]")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
+              show_default="bench/results")
+def main(n, time_scale, phase_s, scheduler, name, out_dir):
     """AlexNet on the farm through kill, add, freeze and thaw; IPS over time."""
+    full = (n, time_scale, phase_s) == (6, 1.0, 40.0)
+    try:
+        name = result_name("churn", full, name, f"churn-n{n}-x{time_scale:g}")
+    except PartialRunError as e:
+        raise click.UsageError(str(e)) from None
     result = run(n, time_scale, phase_s, scheduler, log=lambda m: click.echo(m, err=True))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
-    plot(result, RESULTS / f"{name}.png")
+    result["provenance"] = provenance()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    plot(result, out_dir / f"{name}.png")
     for f in result["faults"]:
         click.echo(f"{f['action']:>6} {f['device']} at {f['t_s']:.1f} s: longest gap {f['longest_gap_s']:.2f} s, "
                    f"first answer after {f['first_answer_after_s']} s, 90 % of the new plan's "
                    f"{f['new_plan_predicted_ips']} IPS after {f['recovered_90pct_after_s']} s")
-    click.echo(f"written: bench/results/{name}.json, bench/results/{name}.png")
+    click.echo(f"written: {out_dir / name}.json, {out_dir / name}.png")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import click
 
@@ -38,13 +39,17 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "times measured layer by layer on a farm device (device: models whose layers fit a "
                    "device), or on the published Pi 3 ones")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
-@click.option("--out", "name", default=None,
-              help="result file stem under bench/results/ [default: bench; quick: bench-quick]")
+@click.option("--name", "--out", "name", default=None,
+              help="result file stem [default: bench for a full run, bench-quick for --quick; a partial run "
+                   "is named after its workloads and devices and may not take those names]")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="where the result files go [default: bench/results]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, as_json):
+def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, as_json):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     from . import report
+    from .provenance import RESULTS, PartialRunError, provenance, result_name
     from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run
 
     settings = Settings(
@@ -55,9 +60,16 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
         frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
         profile=profile,
     )
+    full = not names and not devices and time_scale is None
+    partial = f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
+    try:
+        stem = result_name("bench-quick" if quick else "bench", full, name, partial)
+    except PartialRunError as e:
+        raise click.UsageError(str(e)) from None
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     result = run(settings, scheduler=scheduler, log=log)
-    files = report.write(result, name=name or ("bench-quick" if quick else "bench"))
+    result["provenance"] = provenance()
+    files = report.write(result, out_dir or RESULTS, name=stem)
     log(report.markdown(result))
     log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
     if as_json:

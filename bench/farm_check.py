@@ -13,11 +13,10 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from pathlib import Path
 
 import click
 
-RESULTS = Path(__file__).with_name("results")
+from bench.provenance import RESULTS, provenance
 
 
 def _alexnet_times(client, addresses: list[str], batches: int, repeats: int) -> dict[str, dict]:
@@ -95,6 +94,7 @@ def check(n: int, time_scale: float, batches: int, repeats: int, log=print) -> d
 @click.option("--out", default=None, help="also write bench/results/OUT.json")
 def main(devices, time_scale, batches, repeats, out) -> None:
     result = check(devices, time_scale, batches, repeats, log=lambda m: click.echo(m, err=True))
+    result["provenance"] = provenance()
     if out:
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")

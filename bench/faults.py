@@ -1,6 +1,6 @@
 """Faults against a running stream on the emulated farm, one at a time, and what comes out.
 
-``python -m bench.faults [--time-scale 4] [--frames 1500] [--out faults]`` brings up a farm of 6
+``python -m bench.faults [--time-scale 4] [--frames 900] [--name NAME] [--out-dir DIR]`` brings up a farm of 6
 pi3 devices, and for each scenario runs ``mcdask run`` (AlexNet, synthetic frames, ``--check``)
 as its own client process and applies the fault once a third of the frames are answered:
 
@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-RESULTS = Path(__file__).with_name("results")
+from bench.provenance import RESULTS, PartialRunError, provenance, result_name
 
 
 def sole_holder(plan) -> str:
@@ -182,19 +182,28 @@ def _line(r: dict) -> str:
 
 @click.command()
 @click.option("--time-scale", type=float, default=4.0, show_default=True)
-@click.option("--frames", type=click.IntRange(30), default=1500, show_default=True)
+@click.option("--frames", type=click.IntRange(30), default=900, show_default=True)
 @click.option("--verify/--no-verify", default=True, show_default=True, help="calibrate the farm (as farm up)")
 @click.option("--only", multiple=True, type=click.Choice(["kill", "freeze", "cut", "join", "scheduler"]))
-@click.option("--out", "name", default="faults", show_default=True, help="file stem under bench/results/")
-def main(time_scale, frames, verify, only, name):
+@click.option("--name", "--out", "name", default=None,
+              help="file stem [default: faults-x4 for the default run, else faults-xK-...]")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
+              show_default="bench/results")
+def main(time_scale, frames, verify, only, name, out_dir):
     """Kill, freeze and cut a device, join two, kill the scheduler: what comes out."""
     import tempfile
 
+    full = (time_scale, frames, verify) == (4.0, 900, True) and not only
+    try:
+        name = result_name("faults-x4", full, name, f"faults-x{time_scale:g}-f{frames}-{'-'.join(only) or 'all'}")
+    except PartialRunError as e:
+        raise click.UsageError(str(e)) from None
     result = run(time_scale, frames, verify, Path(tempfile.mkdtemp(prefix="mcdask-faults-")),
                  log=lambda m: click.echo(m, err=True), **({"only": only} if only else {}))
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=1))
-    click.echo(f"written: bench/results/{name}.json")
+    result["provenance"] = provenance()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
+    click.echo(f"written: {out_dir / name}.json")
 
 
 if __name__ == "__main__":

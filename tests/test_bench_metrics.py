@@ -106,3 +106,31 @@ def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
     action = workloads.get("action")
     starts = [action.layers[a].name for a, _ in runs(action)]
     assert "pyramid" in starts and starts[0] == "spatial_conv1"
+
+
+def test_a_partial_run_never_takes_the_full_runs_file_name():
+    from bench.provenance import PartialRunError, result_name
+
+    assert result_name("bench", True, None, "bench-alexnet-n6") == "bench"
+    assert result_name("bench", False, None, "bench-alexnet-n6") == "bench-alexnet-n6"
+    assert result_name("bench", False, "mine", "bench-alexnet-n6") == "mine"
+    with pytest.raises(PartialRunError, match="would overwrite bench/results/bench"):
+        result_name("bench", False, "bench", "bench-alexnet-n6")
+
+
+def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything():
+    from click.testing import CliRunner
+
+    from bench.cli import bench
+
+    r = CliRunner().invoke(bench, ["--workload", "alexnet", "--devices", "6", "--name", "bench"])
+    assert r.exit_code == 2 and "this run is partial" in r.output
+
+
+def test_every_result_records_where_it_came_from():
+    from bench.provenance import provenance
+
+    p = provenance({"devices": 6})
+    assert p["git_commit"] and len(p["git_commit"]) == 40
+    assert p["machine"]["cores"] >= 1 and p["machine"]["memory_bytes"] > 0 and p["machine"]["cpu"]
+    assert p["versions"]["dask"] and p["settings"] == {"devices": 6} and p["command"]
