@@ -50,6 +50,7 @@ def cluster(tmp_path_factory):
         yield client, prof, cache, lc.scheduler_address
 
 
+@pytest.mark.slow
 def test_every_layer_and_shard_is_timed(cluster):
     _, prof, _, _ = cluster
     assert len(prof.devices) == 2 and set(prof.kinds) == set(prof.device_names)
@@ -70,6 +71,7 @@ def test_every_layer_and_shard_is_timed(cluster):
     assert prof.host_cores[host] >= 1 and {d.host for d in prof.devices} == {host}
 
 
+@pytest.mark.slow
 def test_links_are_fitted_to_real_transfers(cluster):
     _, prof, _, _ = cluster
     a, b = prof.device_names
@@ -85,6 +87,7 @@ def test_links_are_fitted_to_real_transfers(cluster):
         assert len(misses) <= 1, (key, misses, link)
 
 
+@pytest.mark.slow
 def test_profile_json_round_trip(cluster, tmp_path):
     _, prof, _, _ = cluster
     again = Profile.from_dict(json.loads(prof.to_json()))
@@ -93,6 +96,7 @@ def test_profile_json_round_trip(cluster, tmp_path):
     assert Profile.load(tmp_path / "p.json").to_dict() == prof.to_dict()
 
 
+@pytest.mark.slow
 def test_cache_is_reused_and_auto_plan_streams_correctly(cluster):
     client, prof, cache, _ = cluster
     (path,) = cache.glob("profile-*.json")
@@ -109,6 +113,7 @@ def test_cache_is_reused_and_auto_plan_streams_correctly(cluster):
     assert check_against_reference(ALEX, items, records, WeightsSource())["equal"]
 
 
+@pytest.mark.slow
 def test_run_with_plan_auto_uses_the_cached_profile(cluster):
     _, prof, cache, address = cluster
     (path,) = cache.glob("profile-*.json")
@@ -122,6 +127,7 @@ def test_run_with_plan_auto_uses_the_cached_profile(cluster):
     assert path.stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_profile_command_writes_a_profile(cluster, tmp_path):
     from mcdask.profiling.cli import profile
 
