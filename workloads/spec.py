@@ -190,6 +190,24 @@ class Workload:
     def max_window(self) -> int:
         return max((max(l.window) for l in self.layers if l.window), default=1)
 
+    def to_dict(self) -> dict:
+        """Plain data (JSON-able) from which ``from_dict`` rebuilds this workload."""
+        return {"name": self.name, "inputs": {k: list(v) for k, v in self.inputs.items()},
+                "classes": self.classes, "description": self.description,
+                "layers": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(l).items()}
+                           for l in self.layers]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Workload:
+        def layer(x: dict) -> Layer:
+            fields = dict(x)
+            for key in ("inputs", "output_shape", "window"):
+                fields[key] = tuple(fields[key])
+            fields["input_shapes"] = tuple(tuple(s) for s in fields["input_shapes"])
+            return Layer(**fields)
+        return cls(d["name"], {k: tuple(v) for k, v in d["inputs"].items()}, tuple(layer(x) for x in d["layers"]),
+                   d["classes"], d.get("description", ""))
+
     def facts(self) -> dict:
         return {
             "workload": self.name,

@@ -75,3 +75,37 @@ def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable
         raise ProfileError(f"homogeneous({spec.kind!r}): n={n} but {len(names)} names given")
     return Profile({spec.kind: spec}, tuple(Device(x, spec.kind) for x in names), link,
                    name=f"{len(names)} x {spec.kind}")
+
+
+#: the workload whose per-layer times set the rate for estimating other models
+RATE_WORKLOAD = "alexnet"
+
+
+def covering(kind: DeviceKind, workload) -> DeviceKind:
+    """``kind`` with estimated times for the layers of ``workload`` it has none for (a user's
+    model): dense layers by the kind's memory-bound dense model where it has one, every other
+    layer in proportion to its FLOPs at the rate the kind runs AlexNet's non-dense layers.
+    Estimates, said so in ``sources``; ``mcdask profile`` measures the real ones."""
+    missing = set(kind.covers(workload))
+    if not missing:
+        return kind
+    import workloads
+
+    ref = workloads.get(RATE_WORKLOAD)
+    if kind.covers(ref):
+        raise ProfileError(f"kind {kind.kind!r} has no times for {workload.name} and none for {RATE_WORKLOAD} "
+                           "to estimate them from; profile the devices (mcdask profile)")
+    rest = [layer for layer in ref.layers if layer.kind != "dense"]
+    per_flop = sum(kind.time_s(ref.name, layer) for layer in rest) / sum(layer.flops for layer in rest)
+    times = dict(kind.layer_time_s.get(workload.name, {}))
+    for layer in workload.layers:
+        if layer.name not in missing:
+            continue
+        if layer.kind == "dense" and kind.dense_fixed_s is not None and kind.dense_s_per_weight_byte is not None:
+            times[layer.name] = kind.dense_fixed_s + kind.dense_s_per_weight_byte * layer.param_bytes
+        else:
+            times[layer.name] = per_flop * max(layer.flops, 1)
+    how = (f"estimated: dense layers by the dense model, the others at {per_flop:.3g} s/FLOP "
+           f"({kind.kind}'s {RATE_WORKLOAD} non-dense rate)")
+    return replace(kind, layer_time_s={**kind.layer_time_s, workload.name: times},
+                   sources={**kind.sources, f"{workload.name} layer times": how})
