@@ -58,6 +58,7 @@ from collections.abc import Iterable
 
 import workloads
 from mcdask.errors import ProfileError
+from mcdask.model.fit import line
 from mcdask.model.profile import CLIENT, Device, DeviceKind, Link, Profile
 from mcdask.planning.costmodel import shard_units
 from mcdask.profiling import Progress
@@ -95,10 +96,7 @@ def dense_model(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     None when the line is not meaningful (fewer than two sizes, a negative slope or intercept)."""
     if len({b for b, _ in points}) < 2:
         return None
-    mx = sum(b for b, _ in points) / len(points)
-    my = sum(t for _, t in points) / len(points)
-    slope = sum((b - mx) * (t - my) for b, t in points) / sum((b - mx) ** 2 for b, _ in points)
-    fixed = my - slope * mx
+    slope, fixed = line(points)
     return (fixed, slope) if slope > 0 and fixed >= 0 else None
 
 

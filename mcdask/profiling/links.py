@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterable
 
 from mcdask.errors import ProfileError
+from mcdask.model.fit import line
 from mcdask.model.profile import LinkModel
 from mcdask.profiling import Progress
 from mcdask.profiling.worker import consume, payload
@@ -22,10 +23,7 @@ def fit_link(points: Iterable[tuple[float, float]]) -> LinkModel:
     pts = [(float(n), float(t)) for n, t in points]
     if len({n for n, _ in pts}) < 2:
         raise ProfileError(f"fitting a link needs points of at least two payload sizes; got {pts}")
-    mx = sum(n for n, _ in pts) / len(pts)
-    my = sum(t for _, t in pts) / len(pts)
-    slope = sum((n - mx) * (t - my) for n, t in pts) / sum((n - mx) ** 2 for n, _ in pts)
-    latency = my - slope * mx
+    slope, latency = line(pts)
     if latency < 0:
         latency, slope = 0.0, sum(n * t for n, t in pts) / sum(n * n for n, _ in pts)
     if slope <= 0:  # time does not grow with size (noise): the slowest rate seen, bounded

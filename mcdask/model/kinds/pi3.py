@@ -46,6 +46,7 @@ Network (§1.7): the paper's Wi-Fi fit ``t = 0.0002 s/kB * d + 0.002 s`` (kB = 1
 from __future__ import annotations
 
 import workloads
+from mcdask.model.fit import line
 from mcdask.model.profile import DeviceKind, LinkModel
 
 WIFI_2018 = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
@@ -93,15 +94,7 @@ MEMORY_POINTS = (
 )
 
 
-def _least_squares(points) -> tuple[float, float]:
-    n = len(points)
-    mx = sum(x for x, _ in points) / n
-    my = sum(y for _, y in points) / n
-    slope = sum((x - mx) * (y - my) for x, y in points) / sum((x - mx) ** 2 for x, _ in points)
-    return slope, my - slope * mx
-
-
-WEIGHT_MEMORY_FACTOR, _intercept = _least_squares(MEMORY_POINTS)
+WEIGHT_MEMORY_FACTOR, _intercept = line(MEMORY_POINTS)
 BASELINE_BYTES = round(_intercept)
 MEMORY_BYTES = 1_000_000_000
 MEASURED_HERE_BASELINE_BYTES = 593_800_000
