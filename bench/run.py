@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import psutil
 
 import workloads
+from mcdask.runtime.deploy import worker_addresses
 
 from . import metrics, paper
 
@@ -107,7 +108,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     threads1 = _thread_cpu_s(devices_pids)
     worker_cpu = {k: threads1[k] - threads0[k] for k in threads1}
     wall = summary["wall_s"]
-    addr_by_name = {str(i.get("name", a)): a for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}
+    addr_by_name = worker_addresses(client)
     compute = _compute_by_worker(ts.data)
     util = metrics.utilisation({d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) for d in plan.devices},
                                wall)
@@ -178,8 +179,7 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
     elif profile == "device":
         from .farm_profile import device_kind
 
-        address = next(a for a, w in client.scheduler_info(n_workers=-1)["workers"].items()
-                       if str(w.get("name", a)) == names[0])
+        address = worker_addresses(client)[names[0]]
         log(f"profiling {', '.join(workload_names)} on {names[0]} under its CPU quotas...")
         k = device_kind(client, address, k, list(workload_names), n_max, caps, time_scale, log=log)
     return homogeneous(k, names=names, link=devices.link_for("pi3"))
