@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import PlanError
+from mcdask.model.files import name, read_object, whole
 
 SCHEMA = "mcdask.plan/1"
 
@@ -43,7 +44,12 @@ class Shard:
     @classmethod
     def from_dict(cls, d: dict) -> Shard:
         u = d.get("units")
-        return cls(tuple(u) if u else None, tuple(d["devices"]))
+        if u is not None and (not isinstance(u, list) or len(u) != 2):
+            raise ValueError(f"shard units must be [a, b] or null, got {u!r}")
+        units = (whole(u[0], "a shard's first unit"), whole(u[1], "a shard's end unit")) if u is not None else None
+        if not isinstance(d["devices"], list):
+            raise ValueError(f"a shard's devices must be a list of names, got {d['devices']!r}")
+        return cls(units, tuple(name(x, "a device name") for x in d["devices"]))
 
 
 @dataclass(frozen=True)
@@ -62,7 +68,8 @@ class Stage:
     @classmethod
     def from_dict(cls, d: dict) -> Stage:
         start, end = d["layers"]
-        return cls(int(start), int(end), tuple(Shard.from_dict(s) for s in d["shards"]))
+        return cls(whole(start, "a stage's first layer"), whole(end, "a stage's end layer"),
+                   tuple(Shard.from_dict(s) for s in d["shards"]))
 
 
 @dataclass(frozen=True)
@@ -97,20 +104,28 @@ class Plan:
 
     @classmethod
     def from_dict(cls, d: dict) -> Plan:
+        if not isinstance(d, dict):
+            raise PlanError(f"a plan is a JSON object, got a {type(d).__name__}")
         if d.get("schema") != SCHEMA:
             raise PlanError(f"not a plan of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
-            return cls(d["workload"], tuple(d["devices"]), tuple(Stage.from_dict(s) for s in d["stages"]),
-                       d.get("strategy", "manual"), d.get("predicted", {}), d.get("note", ""))
-        except (KeyError, TypeError, ValueError) as e:
-            raise PlanError(f"malformed plan: {e!r}") from e
+            if not isinstance(d["devices"], list) or not isinstance(d["stages"], list):
+                raise ValueError("devices and stages must be lists")
+            return cls(name(d["workload"], "workload"), tuple(name(x, "a device name") for x in d["devices"]),
+                       tuple(Stage.from_dict(s) for s in d["stages"]),
+                       str(d.get("strategy", "manual")), dict(d.get("predicted", {})), str(d.get("note", "")))
+        except KeyError as e:
+            raise PlanError(f"malformed plan: missing key {e}; a plan has workload, devices, stages") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise PlanError(f"malformed plan: {e}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
+        data = read_object(path, "plan", PlanError)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as e:
-            raise PlanError(f"{path}: not JSON ({e})") from e
+            return cls.from_dict(data)
+        except PlanError as e:
+            raise PlanError(f"{path}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")

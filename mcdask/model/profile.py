@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import ProfileError
+from mcdask.model.files import read_object, seconds, whole
 
 SCHEMA = "mcdask.profile/1"
 #: the pseudo-device that sends frames and receives results
@@ -80,9 +81,10 @@ class LinkModel:
     @classmethod
     def from_dict(cls, d: dict) -> LinkModel:
         try:
-            return cls(float(d["latency_s"]), float(d["bandwidth_Bps"]))
+            return cls(seconds(d["latency_s"], "a link's latency_s"),
+                       seconds(d["bandwidth_Bps"], "a link's bandwidth_Bps"))
         except (KeyError, TypeError, ValueError) as e:
-            raise ProfileError(f"malformed link {d!r}: expected latency_s and bandwidth_Bps ({e!r})") from e
+            raise ProfileError(f"malformed link {d!r}: expected latency_s and bandwidth_Bps ({e})") from None
 
 
 @dataclass(frozen=True)
@@ -204,23 +206,31 @@ class DeviceKind:
     @classmethod
     def from_dict(cls, d: dict) -> DeviceKind:
         try:
+            k = str(d["kind"])
             return cls(
-                kind=str(d["kind"]), memory_bytes=int(d["memory_bytes"]), baseline_bytes=int(d["baseline_bytes"]),
-                layer_time_s={w: {l: float(s) for l, s in t.items()} for w, t in d["layer_time_s"].items()},
-                weight_memory_factor=float(d.get("weight_memory_factor", 1.0)),
-                shard_time_s={w: {l: {int(u): float(s) for u, s in m.items()} for l, m in t.items()}
+                kind=k, memory_bytes=whole(d["memory_bytes"], f"kind {k}: memory_bytes", 1),
+                baseline_bytes=whole(d["baseline_bytes"], f"kind {k}: baseline_bytes"),
+                layer_time_s={w: {l: seconds(s, f"kind {k}: {w} layer {l} time") for l, s in t.items()}
+                              for w, t in d["layer_time_s"].items()},
+                weight_memory_factor=seconds(d.get("weight_memory_factor", 1.0), f"kind {k}: weight_memory_factor"),
+                shard_time_s={w: {l: {int(u): seconds(s, f"kind {k}: {w} {l}[{u} units] time") for u, s in m.items()}
+                                  for l, m in t.items()}
                               for w, t in d.get("shard_time_s", {}).items()},
-                layer_memory_bytes={w: {l: int(b) for l, b in t.items()}
+                layer_memory_bytes={w: {l: whole(b, f"kind {k}: {w} layer {l} memory") for l, b in t.items()}
                                     for w, t in d.get("layer_memory_bytes", {}).items()},
-                dense_fixed_s=None if d.get("dense_fixed_s") is None else float(d["dense_fixed_s"]),
-                dense_s_per_weight_byte=(None if d.get("dense_s_per_weight_byte") is None
-                                         else float(d["dense_s_per_weight_byte"])),
+                dense_fixed_s=(None if d.get("dense_fixed_s") is None
+                               else seconds(d["dense_fixed_s"], f"kind {k}: dense_fixed_s")),
+                dense_s_per_weight_byte=(None if d.get("dense_s_per_weight_byte") is None else
+                                         seconds(d["dense_s_per_weight_byte"], f"kind {k}: dense_s_per_weight_byte")),
                 resources=dict(d.get("resources", {})), sources=dict(d.get("sources", {})),
-                note=str(d.get("note", "")), task_overhead_s=float(d.get("task_overhead_s", 0.0)),
+                note=str(d.get("note", "")),
+                task_overhead_s=seconds(d.get("task_overhead_s", 0.0), f"kind {k}: task_overhead_s"),
                 measured=dict(d.get("measured", {})))
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: {e!r}; expected keys kind, "
-                               f"memory_bytes, baseline_bytes, layer_time_s") from e
+        except KeyError as e:
+            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: missing key {e}; a kind has "
+                               "kind, memory_bytes, baseline_bytes, layer_time_s") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -337,6 +347,8 @@ class Profile:
 
     @classmethod
     def from_dict(cls, d: dict) -> Profile:
+        if not isinstance(d, dict):
+            raise ProfileError(f"a profile is a JSON object, got a {type(d).__name__}")
         if d.get("schema") != SCHEMA:
             raise ProfileError(f"not a profile of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
@@ -345,20 +357,24 @@ class Profile:
             return cls(kinds, devices, LinkModel.from_dict(d["default_link"]),
                        tuple(Link.from_dict(l) for l in d.get("links", [])), str(d.get("name", "")),
                        str(d.get("note", "")), dict(d.get("measured", {})),
-                       {str(h): float(c) for h, c in d.get("host_cores", {}).items()},
-                       {str(h): float(t) for h, t in d.get("host_task_overhead_s", {}).items()},
-                       {str(h): float(t) for h, t in d.get("host_frame_overhead_s", {}).items()})
-        except (KeyError, TypeError, AttributeError) as e:
-            raise ProfileError(f"malformed profile: {e!r}; expected keys schema, default_link, devices, kinds") from e
+                       {str(h): seconds(c, f"host_cores of {h}") for h, c in d.get("host_cores", {}).items()},
+                       {str(h): seconds(t, f"host_task_overhead_s of {h}")
+                        for h, t in d.get("host_task_overhead_s", {}).items()},
+                       {str(h): seconds(t, f"host_frame_overhead_s of {h}")
+                        for h, t in d.get("host_frame_overhead_s", {}).items()})
+        except KeyError as e:
+            raise ProfileError(f"malformed profile: missing key {e}; a profile has schema, default_link, devices, "
+                               "kinds") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise ProfileError(f"malformed profile: {e}") from None
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
+        data = read_object(path, "profile", ProfileError)
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except json.JSONDecodeError as e:
-            raise ProfileError(f"{path}: not JSON ({e})") from e
-        except OSError as e:
-            raise ProfileError(f"cannot read profile {path}: {e}") from e
+            return cls.from_dict(data)
+        except ProfileError as e:
+            raise ProfileError(f"{path}: {e}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
