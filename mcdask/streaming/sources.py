@@ -10,17 +10,21 @@ and, for action recognition, the dense optical flow (OpenCV Farneback) of the la
 from __future__ import annotations
 
 import itertools
+import logging
 import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mcdask.errors import SourceError
 from mcdask.streaming.records import Item
+
+logger = logging.getLogger("mcdask.events")
 
 #: stands in a frame sequence for a frame skipped under overload (see ``latest``)
 DROPPED = object()
@@ -40,19 +44,55 @@ def synthetic(height: int, width: int, seed: int = 0) -> Iterator[np.ndarray]:
         yield np.clip(frame.astype(np.int16) + noise, 0, 255).astype(np.uint8)
 
 
-def video_frames(path: str) -> Iterator[np.ndarray]:
+@dataclass(frozen=True)
+class BadFrame:
+    """Stands in a frame sequence for a frame the source could not decode: the stream makes it
+    an ``error`` record and goes on with the frames after it."""
+
+    reason: str
+
+
+def video_frames(path: str) -> Iterator[np.ndarray | BadFrame]:
+    """The video's frames, packet by packet: a packet that does not decode is a ``BadFrame``;
+    a video that ends before the frame count its header declares says so (a warning)."""
     import av
 
     try:
         container = av.open(path)
-    except Exception as e:
-        raise SourceError(f"cannot open video {path!r}: {e}") from e
+        stream = container.streams.video[0]
+    except (av.error.FFmpegError, IndexError, OSError) as e:
+        raise SourceError(f"cannot open video {path!r}: {e}") from None
+    expected = _declared_frames(container, stream)
+    decoded = 0
     with container:
-        for frame in container.decode(video=0):
-            yield frame.to_ndarray(format="rgb24")
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError as e:
+                    yield BadFrame(f"undecodable video data at {packet.pts} ({e})")
+                    continue
+                for frame in frames:
+                    decoded += 1
+                    yield frame.to_ndarray(format="rgb24")
+        except av.error.FFmpegError as e:   # the container itself breaks off
+            yield BadFrame(f"the video breaks off after {decoded} frames ({e})")
+    if expected and decoded < expected:
+        logger.warning("mcdask: video %s ended after %d of the %d frames its header declares", path, decoded,
+                       expected)
 
 
-def image_frames(folder: str) -> Iterator[np.ndarray]:
+def _declared_frames(container, stream) -> int:
+    """Frames the container says the video has: its frame count, else duration x frame rate."""
+    if stream.frames:
+        return int(stream.frames)
+    if container.duration and stream.average_rate:
+        return round(container.duration / 1e6 * float(stream.average_rate))
+    return 0
+
+
+def image_frames(folder: str) -> Iterator[np.ndarray | BadFrame]:
+    """The folder's images in name order; one that does not decode is a ``BadFrame``."""
     import cv2
 
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
@@ -60,8 +100,9 @@ def image_frames(folder: str) -> Iterator[np.ndarray]:
         raise SourceError(f"folder {folder!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     for p in files:
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
-        if img is None:
-            raise SourceError(f"cannot decode image {p}")
+        if img is None or img.size == 0:
+            yield BadFrame(f"cannot decode image {p.name}")
+            continue
         yield cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -81,7 +122,7 @@ def camera_frames(index: int) -> Iterator[np.ndarray]:
         cap.release()
 
 
-def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray]:
+def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray | BadFrame]:
     """Frames from ``spec``: ``synthetic``, ``camera:INDEX``, a video file or an image folder."""
     if spec == "synthetic":
         h, w, _ = workload.inputs["frame"]
@@ -186,8 +227,10 @@ class Feeder:
     def item(self, index: int, raw) -> Item:
         if raw is DROPPED:
             return Item(index, dropped=True)
+        if isinstance(raw, BadFrame):
+            return Item(index, error=f"frame {index}: {raw.reason}")
         raw = np.asarray(raw)
-        if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype != np.uint8:
+        if raw.ndim != 3 or raw.shape[-1] != 3 or raw.dtype != np.uint8 or 0 in raw.shape:
             return Item(index, error=f"frame {index}: expected an RGB uint8 image (H, W, 3), "
                                       f"got shape {raw.shape} dtype {raw.dtype}")
         frame = self.resize(raw)
@@ -206,6 +249,6 @@ class Feeder:
         flow = np.concatenate(list(self._flows), axis=-1)
         return Item(index, {"frame": frame[None], "flow": flow[None]})
 
-    def items(self, frames: Iterable[np.ndarray], limit: int | None = None) -> Iterator[Item]:
+    def items(self, frames: Iterable, limit: int | None = None) -> Iterator[Item]:
         for index, raw in enumerate(itertools.islice(frames, limit)):
             yield self.item(index, raw)
