@@ -107,3 +107,47 @@ def test_action_weights_by_layer_name(tmp_path):
     seeded = reference_outputs("action", items)
     assert ours.keys() == seeded.keys() == {34, 35}
     assert np.abs(ours[34] - seeded[34]).max() > 1e-3
+
+
+def test_a_weights_path_is_checked_once_and_made_absolute(tmp_path, monkeypatch):
+    """A relative --weights path would be read from each worker's own working directory; a
+    garbage file would fail once per device: both are settled on the client."""
+    from mcdask.errors import WeightsError
+    from mcdask.runtime.weights import WeightsSource, save_by_name
+
+    save_by_name(tmp_path / "w.weights.h5", {"fc3": [np.zeros((4096, 1000), np.float32), np.zeros(1000, np.float32)]})
+    monkeypatch.chdir(tmp_path)
+    checked = WeightsSource(0, "w.weights.h5").check()
+    assert checked.path == str(tmp_path / "w.weights.h5")
+    (tmp_path / "junk.weights.h5").write_bytes(b"not hdf5 at all")
+    with pytest.raises(WeightsError, match="'junk.weights.h5': not a Keras weights file"):
+        WeightsSource(0, "junk.weights.h5").check()
+
+
+def test_a_compressed_keras_archive_is_inflated_once_and_capped(tmp_path):
+    import zipfile
+
+    import dask
+
+    from mcdask.errors import WeightsError
+    from mcdask.runtime.weights import WeightsSource, _open_h5, layer_weights, save_by_name
+
+    w = workloads.get("alexnet")
+    fc3 = w.layer("fc3")
+    kernel = np.random.default_rng(0).random((4096, 1000), dtype=np.float32)
+    save_by_name(tmp_path / "inner.weights.h5", {"fc3": [kernel, np.ones(1000, np.float32)]})
+    archive = tmp_path / "m.keras"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.write(tmp_path / "inner.weights.h5", "model.weights.h5")
+    src = WeightsSource(0, str(archive)).check()
+    with _open_h5(src.path) as f:
+        first = f.file.filename
+    a = layer_weights(fc3, src, (0, 500))
+    b = layer_weights(fc3, src, (500, 1000))
+    with _open_h5(src.path) as f:
+        assert f.file.filename == first        # the same inflated file, not a new copy per read
+    np.testing.assert_array_equal(np.concatenate([a[0], b[0]], axis=1), kernel)
+    with dask.config.set({"mcdask.weights.max-inflated-bytes": "1MB"}):
+        archive.touch()                         # a new version of the file
+        with pytest.raises(WeightsError, match="mcdask.weights.max-inflated-bytes"):
+            layer_weights(fc3, WeightsSource(0, str(archive)), (0, 10))

@@ -16,11 +16,14 @@ which also serves workloads no single Keras model can hold (the windowed action 
 
 from __future__ import annotations
 
-import io
+import hashlib
+import os
+import shutil
+import tempfile
 import zipfile
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -50,13 +53,24 @@ class WeightsSource:
         return cls(int(d.get("seed", 0)), d.get("path"))
 
     def check(self) -> WeightsSource:
-        if self.path is not None:
-            p = Path(self.path)
-            if not p.is_file():
-                raise WeightsError(f"weights file {self.path!r} does not exist")
-            if not (p.name.endswith(".weights.h5") or p.suffix == ".keras"):
-                raise WeightsError(f"weights file {self.path!r}: expected a .weights.h5 or .keras file")
-        return self
+        """This source with its file checked here, once, before any device reads it: it exists,
+        is a .weights.h5 or .keras file that opens, and its path is absolute (a relative path
+        would be read from each worker's own working directory)."""
+        if self.path is None:
+            return self
+        p = Path(self.path)
+        if not p.is_file():
+            raise WeightsError(f"weights file {self.path!r} does not exist")
+        if not (p.name.endswith(".weights.h5") or p.suffix == ".keras"):
+            raise WeightsError(f"weights file {self.path!r}: expected a .weights.h5 or .keras file")
+        path = str(p.resolve())
+        try:
+            with _open_h5(path) as f:
+                if "layers" not in f:
+                    raise WeightsError(f"weights file {self.path!r}: holds no layers/ group (not Keras weights)")
+        except (OSError, zipfile.BadZipFile) as e:
+            raise WeightsError(f"weights file {self.path!r}: not a Keras weights file ({e})") from None
+        return replace(self, path=path)
 
 
 _KERAS_CLASS = {"conv": "conv2d", "pool": "max_pooling2d", "flatten": "flatten", "dense": "dense",
@@ -125,6 +139,29 @@ def _seeded(layer, seed: int, a: int, b: int) -> list[np.ndarray]:
     return [kernel, bias]
 
 
+def _inflated(path: str, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Path:
+    """The compressed weights member of ``path``, inflated once into this machine's temp dir
+    (streamed in 1 MiB pieces, so memory stays flat) and reused by every slice built from it;
+    refused past ``mcdask.weights.max-inflated-bytes`` (a zip bomb is not a model)."""
+    import dask.config
+    import dask.utils
+
+    cap = dask.utils.parse_bytes(dask.config.get("mcdask.weights.max-inflated-bytes", "8GiB"))
+    if info.file_size > cap:
+        raise WeightsError(f"{path}: its weights inflate to {info.file_size:,} bytes, over "
+                           f"mcdask.weights.max-inflated-bytes ({cap:,})")
+    st = Path(path).stat()
+    key = hashlib.sha1(f"{Path(path).resolve()}:{st.st_mtime_ns}:{st.st_size}".encode()).hexdigest()[:16]
+    out = Path(tempfile.gettempdir()) / "mcdask-weights" / f"{key}.weights.h5"
+    if not out.exists():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        part = out.with_suffix(f".{os.getpid()}.part")
+        with z.open(info) as src, open(part, "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+        part.replace(out)
+    return out
+
+
 @contextmanager
 def _open_h5(path: str):
     import h5py
@@ -140,8 +177,7 @@ def _open_h5(path: str):
                 with z.open(info) as raw, h5py.File(raw, "r") as f:
                     yield f
                 return
-            data = io.BytesIO(z.read(info))  # compressed archive: no way around inflating
-            with h5py.File(data, "r") as f:
+            with h5py.File(_inflated(path, z, info), "r") as f:   # compressed: inflated once, on disk
                 yield f
         return
     with h5py.File(path, "r") as f:
