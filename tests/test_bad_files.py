@@ -92,3 +92,16 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert len(lines) == 1 and "a device name must be a non-empty string, got 1" in lines[0]
+
+
+def test_a_plan_that_crossed_the_scheduler_still_reads():
+    """The deployment's plan reaches the workers through msgpack, with tuples for lists."""
+    def tuples(x):
+        if isinstance(x, list):
+            return tuple(tuples(v) for v in x)
+        if isinstance(x, dict):
+            return {k: tuples(v) for k, v in x.items()}
+        return x
+
+    plan = packaged("alexnet-5dev")
+    assert Plan.from_dict(tuples(plan.to_dict())) == plan

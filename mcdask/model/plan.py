@@ -44,10 +44,10 @@ class Shard:
     @classmethod
     def from_dict(cls, d: dict) -> Shard:
         u = d.get("units")
-        if u is not None and (not isinstance(u, list) or len(u) != 2):
+        if u is not None and (not isinstance(u, (list, tuple)) or len(u) != 2):
             raise ValueError(f"shard units must be [a, b] or null, got {u!r}")
         units = (whole(u[0], "a shard's first unit"), whole(u[1], "a shard's end unit")) if u is not None else None
-        if not isinstance(d["devices"], list):
+        if not isinstance(d["devices"], (list, tuple)):
             raise ValueError(f"a shard's devices must be a list of names, got {d['devices']!r}")
         return cls(units, tuple(name(x, "a device name") for x in d["devices"]))
 
@@ -109,7 +109,7 @@ class Plan:
         if d.get("schema") != SCHEMA:
             raise PlanError(f"not a plan of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
-            if not isinstance(d["devices"], list) or not isinstance(d["stages"], list):
+            if not isinstance(d["devices"], (list, tuple)) or not isinstance(d["stages"], (list, tuple)):
                 raise ValueError("devices and stages must be lists")
             return cls(name(d["workload"], "workload"), tuple(name(x, "a device name") for x in d["devices"]),
                        tuple(Stage.from_dict(s) for s in d["stages"]),
