@@ -64,6 +64,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     from rich.console import Console
     from rich.progress import Progress
 
+    from mcdask.dashboard.publish import Publisher
     from mcdask.runtime.deploy import DaskRunner, deploy
     from mcdask.streaming.controller import Controller
     from mcdask.streaming.events import EventLog
@@ -77,6 +78,8 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     events = events or EventLog(clock=time.perf_counter)   # event times count from the stream's start
     controller = Controller(client, dep, plans, events) if plans is not None else None
     stream = Stream(DaskRunner(client, dep), plan, workload, depth, supervisor=controller, events=events)
+    pub = Publisher(client, plan.workload, plan_id=lambda: stream.plan.id, events=events).start()
+    items = pub.reading(items)
     records, stopped = [], None
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
     with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar:
@@ -85,6 +88,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
         try:
             for rec in stream.run(items):
                 records.append(rec)
+                pub.record(rec)
                 if f:
                     line = rec.to_dict()
                     if rec.done_at is not None:   # when the answer came, in seconds since the stream began
@@ -95,7 +99,9 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
         except StreamStopped as e:
             stopped = str(e)
             events.emit("stopped", f"stream stopped after {len(records)} frames: {stopped}")
-        wall = time.perf_counter() - t0
+        finally:
+            wall = time.perf_counter() - t0
+            pub.close()
     summary = summarize(records, wall)
     summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
                     "binding": dep.binding, "final_plan_id": stream.plan.id,
@@ -186,7 +192,8 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
                 LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
                 Client(cluster) as client:
-            _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}")
+            _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
+                 f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask")
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
                                               plans=plan_book(w, None))
         summary.update(check_against_reference(w, items, records, weights))

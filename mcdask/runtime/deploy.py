@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import re
 import uuid
 from dataclasses import dataclass
@@ -92,6 +93,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     client.set_metadata(METADATA_KEY, doc)
     client.register_plugin(ResourceNudge())
     client.register_plugin(SliceHost())
+    _show_on_dashboard(client)
     timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.controller.deploy-timeout", "120s"))
     targets = sorted({addresses[n] for n in [*binding.values(), *(addresses if sync is None else sync)]
                       if n in addresses})
@@ -112,6 +114,20 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     if problems:
         raise DeploymentError("deployment failed: " + "; ".join(problems))
     return Deployment(plan, binding, weights, dep_id)
+
+
+def _show_on_dashboard(client) -> None:
+    """Register the dashboard's scheduler plugin (``/mcdask``, ``/metrics`` series). Imported
+    here, lazily, as the one way up from runtime to the dashboard room; optional: a scheduler
+    that cannot take it still runs the plan."""
+    try:
+        from mcdask.dashboard.plugin import SwarmDashboard
+        from mcdask.dashboard.publish import enabled
+
+        if enabled():
+            client.register_plugin(SwarmDashboard())
+    except Exception as e:
+        logging.getLogger("mcdask.runtime.deploy").debug("mcdask: no dashboard on the scheduler (%s)", e)
 
 
 async def _run_within(client, function, workers: list[str], timeout_s: float) -> dict:

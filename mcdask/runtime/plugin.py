@@ -111,10 +111,15 @@ class SliceHost(WorkerPlugin):
                 logger.exception("mcdask: building slices failed on %s", worker.name)
             plan_id = deployment["plan_id"]
             new_tags = {resource_tag(plan_id, *map(int, sid.split("/")[1:])): 1.0 for sid in self.slices}
-            stale = {t: 0.0 for t in self.tags if t not in new_tags}
+            stale = [t for t in worker.state.total_resources if t.startswith("mcdask-") and t not in new_tags]
+            gone = [t for t in stale if not _tag_in_use(worker, t)]
+            for t in gone:   # removed, so the worker table does not list every plan ever held
+                worker.state.total_resources.pop(t, None)
+                worker.state.available_resources.pop(t, None)
+            zeroed = {t: 0.0 for t in stale if t not in gone}   # a task still holds it: removed next switch
             if new_tags or stale:
-                await worker.set_resources(**stale, **new_tags)
-                await _nudge_scheduler(worker)
+                await worker.set_resources(**zeroed, **new_tags)
+                await _nudge_scheduler(worker, gone)
             self.tags = new_tags
             self.deployment_id = deployment.get("id")
             self.ready.set()
@@ -144,9 +149,10 @@ class ResourceNudge(SchedulerPlugin):
     idempotent = True
 
     async def start(self, scheduler):
-        def declared(worker: str) -> str:
+        def declared(worker: str, drop: list[str] | None = None) -> str:
             ws = scheduler.workers.get(worker)
             if ws is not None:
+                _drop_tags(scheduler, ws, drop or [])
                 stimulus = f"mcdask-resources-{time.time()}"
                 scheduler.transitions(scheduler.bulk_schedule_unrunnable_after_adding_worker(ws), stimulus)
             return "OK"
@@ -154,9 +160,31 @@ class ResourceNudge(SchedulerPlugin):
         scheduler.handlers[NUDGE_HANDLER] = declared
 
 
-async def _nudge_scheduler(worker) -> None:
+def _tag_in_use(worker, tag: str) -> bool:
+    """Whether a task this worker knows (queued, running, waiting for data) asks for ``tag``."""
+    return any(tag in (ts.resource_restrictions or {}) for ts in worker.state.tasks.values())
+
+
+def _drop_tags(scheduler, ws, tags: list[str]) -> None:
+    """Forget resource tags a worker no longer declares (Dask's ``set_resources`` only adds or
+    updates). A tag a processing task still holds stays: releasing that task subtracts from it."""
+    held = {r for ts in ws.processing for r in (ts.resource_restrictions or {})}
+    for tag in tags:
+        if tag in held:
+            continue
+        ws.resources.pop(tag, None)
+        ws.used_resources.pop(tag, None)
+        holders = scheduler.resources.get(tag)
+        if holders is not None:
+            holders.pop(ws.address, None)
+            if not holders:
+                del scheduler.resources[tag]
+
+
+async def _nudge_scheduler(worker, drop: list[str] | None = None) -> None:
     try:
-        await getattr(worker.scheduler, NUDGE_HANDLER)(worker=worker.address)
+        handler = getattr(worker.scheduler, NUDGE_HANDLER)
+        await (handler(worker=worker.address, drop=drop) if drop else handler(worker=worker.address))
     except Exception as e:  # scheduler without the nudge plugin: tags still work for new tasks
         logger.debug("mcdask: no resource nudge on the scheduler (%s)", e)
 
