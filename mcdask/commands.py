@@ -29,10 +29,9 @@ def _say(as_json: bool, *lines: str) -> None:
 
 def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
     """The planner's optimal plan for ``n`` devices of a built-in kind (default ``pi3``)."""
-    from mcdask.model.kinds import homogeneous
-    from mcdask.planning.planner import plan
+    from mcdask.model.kinds import device_names
 
-    return plan(workload, homogeneous(profile, n), n, "optimal")
+    return plan_book(workload, profile).plan_for(device_names(profile, n))
 
 
 def check_against_reference(workload, items, records, weights) -> dict:
@@ -111,14 +110,25 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     return records, summary
 
 
-def plan_book(workload, profile: str | None):
+def plan_book(workload, profile: str | None, memory_bytes: int | None = None):
     """The plans a stream may move between: the planner's, on built-in kind ``profile``
-    (default pi3) or on a profile file."""
+    (default pi3) or on a profile file; a user's model gets estimated layer times
+    (``mcdask.model.kinds.covering``) where the profile has none. ``memory_bytes`` plans for
+    devices with that much memory."""
+    from dataclasses import replace
+
+    from mcdask.model.kinds import covering
     from mcdask.model.profile import Profile
     from mcdask.streaming.controller import PlanBook, profile_for
 
     spec = profile or "pi3"
-    return PlanBook(workload, profile_for(Profile.load(spec) if Path(spec).is_file() else spec))
+    base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec)
+
+    def of(names: tuple[str, ...]) -> Profile:
+        p = base(names)
+        return replace(p, kinds={k: covering(replace(v, memory_bytes=memory_bytes) if memory_bytes else v, workload)
+                                 for k, v in p.kinds.items()})
+    return PlanBook(workload, of)
 
 
 def show_events_on_stderr() -> None:
@@ -133,6 +143,20 @@ def show_events_on_stderr() -> None:
         log.propagate = False
     for name in ("distributed.client", "distributed.batched", "distributed.comm", "distributed.core"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def nothing_classified(summary: dict, plan: Plan, workload) -> str | None:
+    """Why a stream that ended normally classified no frame, or None if it classified some."""
+    from mcdask.streaming.stream import frames_before_first_answer
+
+    if summary["classified"] or summary.get("stopped"):
+        return None
+    need = frames_before_first_answer(plan, workload)
+    if summary["frames"] < need:
+        return (f"no frame was classified: {workload.name} answers from its {need}th frame on (its windows "
+                f"fill first), and the source gave {summary['frames']}; stream at least {need} frames")
+    return (f"no frame was classified: all {summary['frames']} frames were errors or dropped "
+            f"({summary['errors']} errors, {summary.get('dropped', 0)} dropped)")
 
 
 def _finish(summary: dict, as_json: bool, human: list[str]) -> None:
@@ -155,7 +179,12 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
                      f"{'-' if gap is None else f'{gap:.2f} s'}; now on plan {summary.get('final_plan_id')}")
     if summary.get("stopped"):
         lines.append(f"STOPPED: {summary['stopped']}")
-    if "max_abs_diff" in summary:
+    if "keras" in summary:
+        k = summary["keras"]
+        lines.append(f"check against the Keras model's own predict: {k['checked']} frames, max |diff| "
+                     f"{k['max_abs_diff']:.3g} (output scale {k['output_scale']:.3g}): "
+                     f"{'EQUAL' if k['equal'] else 'DIFFERENT'}")
+    if summary.get("max_abs_diff") is not None:
         lines.append(f"check against the unsplit model: {summary['checked']} frames, max |diff| "
                      f"{summary['max_abs_diff']:.3g} (output scale {summary['output_scale']:.3g}): "
                      f"{'EQUAL' if summary['equal'] else 'DIFFERENT'}")
@@ -170,23 +199,42 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
               help="frames to stream [default: 60; action: 80, its windows need 35 to fill]")
 @click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a plan file instead of the planner's plan")
+@click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="your own Keras model (.keras: Conv2D, MaxPooling2D, Flatten, Dense) instead of --workload; "
+                   "its outputs are also checked against Keras's own predict")
+@click.option("--device-memory", default=None,
+              help="plan for devices with this much memory (e.g. 400MB) [default: the pi3's 1 GB]")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
-def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, as_json: bool) -> None:
+def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, model_file: str | None,
+         device_memory: str | None, as_json: bool) -> None:
     """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream synthetic
     frames, and check every output against the unsplit model."""
     show_events_on_stderr()
     import dask
+    import dask.utils
     from distributed import Client, LocalCluster
 
+    from mcdask.model.kinds import device_names
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.sources import Feeder, open_source
 
-    w = workloads.get(workload)
-    frames = frames or (80 if w.max_window > 1 else 60)
     try:
-        plan = Plan.load(plan_file).validate(w) if plan_file else default_plan(w, devices)
+        keras_model = None
+        if model_file:
+            from workloads.keras_model import UnsupportedModel, load
+
+            try:
+                w, keras_model = load(model_file)
+            except UnsupportedModel as e:
+                raise click.ClickException(f"{model_file}: {e}") from None
+            workload = workloads.register(w).name
+        w = workloads.get(workload)
+        frames = frames or (80 if w.max_window > 1 else 60)
+        memory = dask.utils.parse_bytes(device_memory) if device_memory else None
+        book = plan_book(w, None, memory)
+        plan = Plan.load(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
         items = list(Feeder(w).items(open_source("synthetic", w), frames))
-        weights = WeightsSource()
+        weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
         with dask.config.set({"mcdask.worker.intra-op-threads": 1,
                               "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
                 LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
@@ -195,14 +243,43 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
                  f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask")
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
-                                              plans=plan_book(w, None))
+                                              plans=book)
         summary.update(check_against_reference(w, items, records, weights))
+        if keras_model is not None:
+            from mcdask.streaming.reference import against_keras
+
+            keras_check = against_keras(keras_model, items, records)
+            summary["keras"] = keras_check
+            summary["equal"] = summary["equal"] and keras_check["equal"]
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
     summary = {"workload": workload, "devices": len(plan.devices), **summary, "plan": plan.to_dict()}
     _finish(summary, as_json, _human(summary, plan, w))
+    if why := nothing_classified(summary, plan, w):
+        raise click.ClickException(why)
     if not summary["equal"]:
         sys.exit(1)
+
+
+def connect(address: str):
+    """A Dask client of the scheduler at ``address``, waiting ``distributed.comm.timeouts.connect``
+    for it; one clear error when there is none."""
+    import dask.config
+    from distributed import Client
+
+    try:
+        return Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+    except ValueError as e:
+        raise click.ClickException(f"--scheduler {address!r} is not a scheduler address ({e}); "
+                                   "expected tcp://HOST:PORT") from None
+    except OSError as e:
+        raise click.ClickException(f"no scheduler answers at {address} ({e}); start `dask scheduler` there "
+                                   "or check the address") from None
+    except TypeError:
+        if address.startswith("tls://"):
+            raise click.ClickException(f"{address} is a TLS address but no TLS settings are given "
+                                       "(distributed.comm.tls.* in the Dask config)") from None
+        raise
 
 
 def _keeping(feed, into: list):
@@ -244,7 +321,6 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
     stopped early (scheduler lost, no plan fits the devices left), with every frame
     answered before that in --out and in the summary."""
     import dask
-    from distributed import Client
 
     from mcdask.runtime.deploy import worker_names
     from mcdask.runtime.weights import WeightsSource
@@ -258,7 +334,7 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
         wsrc = WeightsSource(seed, weights).check()
         plans = plan_book(w, profile)
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
-                Client(scheduler, timeout="30s") as client:
+                connect(scheduler) as client:
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
@@ -289,6 +365,8 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
     if out:
         summary["out"] = str(Path(out))
     _finish(summary, as_json, _human(summary, plan, w))
+    if why := nothing_classified(summary, plan, w):
+        raise click.ClickException(why)
     if summary.get("stopped"):
         sys.exit(3)
     if check and not summary["equal"]:

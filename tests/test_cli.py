@@ -9,7 +9,7 @@ import pytest
 
 import workloads
 from mcdask.errors import SourceError
-from mcdask.streaming.sources import Feeder, open_source
+from mcdask.streaming.sources import BadFrame, Feeder, open_source
 
 BIN = Path(sys.executable).parent
 
@@ -46,8 +46,8 @@ def test_unusable_sources_say_what_is_wrong(tmp_path):
     (tmp_path / "one.png").write_bytes(b"not a png")
     with pytest.raises(SourceError, match="is one image; pass the folder"):
         open_source(str(tmp_path / "one.png"), w)
-    with pytest.raises(SourceError, match="cannot decode image"):
-        next(open_source(str(tmp_path), w))
+    bad = next(open_source(str(tmp_path), w))     # one bad image is one bad frame, not a dead stream
+    assert isinstance(bad, BadFrame) and bad.reason == "cannot decode image one.png"
     bad_video = tmp_path / "clip.mp4"
     bad_video.write_bytes(b"\x00" * 100)
     with pytest.raises(SourceError, match="cannot open video"):
@@ -69,3 +69,22 @@ def test_a_command_that_cannot_load_says_why(monkeypatch):
     r = CliRunner().invoke(cli.main, ["ghost"])
     assert r.exit_code != 0
     assert "'ghost' is not available in this installation: No module named 'mcdask.no_such_module'" in r.output
+
+
+@pytest.mark.parametrize("address, says", [
+    ("foo", "--scheduler 'foo' is not a scheduler address"),
+    ("tcp://127.0.0.1:1", "no scheduler answers at tcp://127.0.0.1:1"),
+    ("tls://127.0.0.1:1", "is a TLS address but no TLS settings are given"),
+])
+def test_a_scheduler_that_is_not_there_is_one_line(address, says):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    r = subprocess.run([str(Path(sys.executable).parent / "mcdask"), "run", "--scheduler", address, "--workload",
+                        "alexnet"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT": "2s"})
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert says in lines[0]

@@ -80,13 +80,15 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     (``mcdask.controller.deploy-timeout``) to build."""
     w = workloads.get(plan.workload)
     plan.validate(w)
-    weights.check()
+    weights = weights.check()   # an absolute path, checked here once
     addresses = worker_addresses(client)
     binding = binding or bind(plan, sorted(addresses, key=natural_key))
     digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
     dep_id = digest.hexdigest()[:12]
     doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
            "weights": weights.to_dict()}
+    if not workloads.builtin(w.name):   # a user's model: the devices learn it from the deployment
+        doc["workload"] = w.to_dict()
     gone = sorted(n for n in binding.values() if n not in addresses)
     if gone:
         raise DeploymentError(f"deployment failed: workers {gone} are not registered")

@@ -98,6 +98,11 @@ class SliceHost(WorkerPlugin):
                 self.ready.set()
                 return self.status()
             self.ready.clear()
+            if deployment.get("workload"):   # a user's model, shipped with the deployment
+                import workloads
+                from workloads.spec import Workload
+
+                workloads.register(Workload.from_dict(deployment["workload"]))
             wanted = pieces_for(deployment, worker.name)
             self.slices = {}  # let go of the old plan's slices before building the new ones
             try:

@@ -110,6 +110,13 @@ class Layout:
         return self.first[self.last]
 
 
+def frames_before_first_answer(plan: Plan, workload) -> int:
+    """How many source frames a stream reads before its first answer: the optical flow's
+    frame pairs (``Feeder``), then the windows of windowed stages (``Layout``)."""
+    flow_pairs = workload.inputs["flow"][-1] // 2 if "flow" in workload.inputs else 0
+    return flow_pairs + Layout(plan, workload).warmup_frames + 1
+
+
 class _Attempt:
     """One submission of a frame's chain: its last stage's futures, done when all are."""
 
