@@ -80,6 +80,10 @@ def chromium() -> str:
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env,
                        timeout=600)
+    if r.returncode != 0:   # a fresh machine has no package lists yet
+        subprocess.run(["apt-get", "update"], capture_output=True, text=True, env=env, timeout=300)
+        r = subprocess.run(["apt-get", "install", "-y", "chromium"], capture_output=True, text=True, env=env,
+                           timeout=600)
     found = shutil.which("chromium")
     if not found:
         pytest.skip(f"apt-get install chromium failed: {r.stderr[-500:]}")
