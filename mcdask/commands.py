@@ -60,6 +60,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     read as it goes), return (records, summary). With ``plans`` (a ``PlanBook``) a controller
     adapts the deployment to devices leaving and joining. ``--out`` lines are written as frames
     complete. A stream that cannot go on ends early with ``summary["stopped"]`` saying why."""
+    from distributed import span
     from rich.console import Console
     from rich.progress import Progress
 
@@ -78,11 +79,14 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     controller = Controller(client, dep, plans, events) if plans is not None else None
     stream = Stream(DaskRunner(client, dep), plan, workload, depth, supervisor=controller, events=events)
     pub = Publisher(client, plan.workload, plan_id=lambda: stream.plan.id, events=events).start()
+    total = total if total is not None else getattr(items, "__len__", lambda: None)()
     items = pub.reading(items)
     records, stopped = [], None
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
-    with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar:
-        task = bar.add_task("frames", total=total if total is not None else getattr(items, "__len__", lambda: None)())
+    # the stream's tasks are one Dask span, named after the stream, in the dashboard's views
+    with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar, \
+            span(f"mcdask {pub.id}"):
+        task = bar.add_task("frames", total=total)
         t0 = time.perf_counter()
         try:
             for rec in stream.run(items):
@@ -104,7 +108,8 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     summary = summarize(records, wall)
     summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
                     "binding": dep.binding, "final_plan_id": stream.plan.id,
-                    "switches": controller.switches if controller else 0, "events": events.to_list()})
+                    "switches": controller.switches if controller else 0, "events": events.to_list(),
+                    "span": f"mcdask {pub.id}"})
     if stopped:
         summary["stopped"] = stopped
     return records, summary
