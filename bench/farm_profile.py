@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -30,20 +29,11 @@ from pathlib import Path
 import click
 
 import workloads
+from bench.provenance import cpu_model
 
 SCHEMA = "mcdask.host-split/1"
 CALIBRATION_WORKLOAD = "alexnet"
 REPEATS = 15
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _group(layer) -> str:
@@ -76,7 +66,7 @@ def _cache_path(names: list[str]) -> Path:
     from mcdask import __version__
     from mcdask.profiling.cache import cache_dir_default
 
-    key = json.dumps([SCHEMA, sorted(names), _cpu_model(), _tensorflow_version(), __version__])
+    key = json.dumps([SCHEMA, sorted(names), cpu_model(), _tensorflow_version(), __version__])
     return cache_dir_default() / f"host-split-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
@@ -107,7 +97,7 @@ def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> di
             del s, feeds
             gc.collect()
         out[name] = rec
-    return {"schema": SCHEMA, "cpu": _cpu_model(), "threads": 1, "repeats": repeats,
+    return {"schema": SCHEMA, "cpu": cpu_model(), "threads": 1, "repeats": repeats,
             "statistic": f"median of {repeats} calls after 2 warm-up calls, one slice per run of layers",
             "workloads": out, "seconds": round(time.perf_counter() - t0, 1)}
 

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).with_name("results")
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
@@ -56,7 +56,7 @@ def provenance(settings: dict | None = None) -> dict:
         "command": " ".join(shlex.quote(a) for a in ["mcdask" if sys.argv[0].endswith("mcdask") else
                                                       f"python -m {Path(sys.argv[0]).stem}", *sys.argv[1:]]),
         "git_commit": _git("rev-parse", "HEAD"), "git_dirty": bool(dirty) if dirty is not None else None,
-        "machine": {"cpu": _cpu_model(), "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "memory_bytes": psutil.virtual_memory().total,
                     "kernel": platform.release(), "python": platform.python_version()},
         "versions": {p: _version(p) for p in ("mcdask", "tensorflow-cpu", "tensorflow", "dask", "distributed")
                      if _version(p)},

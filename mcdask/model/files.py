@@ -33,6 +33,15 @@ def read_object(path: str | Path, what: str, error: type[Exception]) -> dict:
     return data
 
 
+def load(path: str | Path, what: str, error: type[Exception], from_dict):
+    """``from_dict`` of the JSON object in ``path``; its errors name the file."""
+    data = read_object(path, what, error)
+    try:
+        return from_dict(data)
+    except error as e:
+        raise error(f"{path}: {e}") from None
+
+
 def seconds(value, what: str) -> float:
     """A finite, non-negative number (a time), else ValueError naming ``what``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import PlanError
-from mcdask.model.files import name, read_object, whole
+from mcdask.model.files import load, name, whole
 
 SCHEMA = "mcdask.plan/1"
 
@@ -121,11 +121,7 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | Path) -> Plan:
-        data = read_object(path, "plan", PlanError)
-        try:
-            return cls.from_dict(data)
-        except PlanError as e:
-            raise PlanError(f"{path}: {e}") from None
+        return load(path, "plan", PlanError, cls.from_dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import ProfileError
-from mcdask.model.files import read_object, seconds, whole
+from mcdask.model.files import load, seconds, whole
 
 SCHEMA = "mcdask.profile/1"
 #: the pseudo-device that sends frames and receives results
@@ -370,11 +370,7 @@ class Profile:
 
     @classmethod
     def load(cls, path: str | Path) -> Profile:
-        data = read_object(path, "profile", ProfileError)
-        try:
-            return cls.from_dict(data)
-        except ProfileError as e:
-            raise ProfileError(f"{path}: {e}") from None
+        return load(path, "profile", ProfileError, cls.from_dict)
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json() + "\n")
