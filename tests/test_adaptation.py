@@ -151,6 +151,6 @@ def test_losing_the_scheduler_stops_with_one_line_a_complete_out_file_and_exit_3
     assert [x["frame"] for x in lines] == list(range(len(lines)))
     answered = [x for x in lines if x["status"] == "ok"]
     assert len(answered) >= 20 and lines[:len(answered)] == answered   # complete up to the last answer
-    assert all(x["status"] == "error" and "not answered: lost the scheduler" in x["error"]
-               for x in lines[len(answered):])                       # then the frames in flight, said so
+    rest = lines[len(answered):]                                     # then the frames in flight, said so
+    assert all(x["status"] == "error" and "not answered: lost the scheduler" in x["error"] for x in rest), rest
     assert summary["stopped"].startswith("lost the scheduler") and summary["classified"] == len(answered)

@@ -272,3 +272,24 @@ def test_drop_policy_says_when_the_source_fails():
 
     with pytest.raises(SourceError, match="cannot decode frame 1"):
         list(latest(broken()))
+
+
+def test_a_broken_connection_while_gathering_is_no_answer_not_a_frame_error():
+    """When the scheduler dies, a gather can fail with a comm error before the client says it
+    is reconnecting: that frame must come out as 'not answered', like the frames after it."""
+    a = alex_plan(("d0", "d1"))
+
+    class Broken(FakeRunner):
+        def gather(self, futures):
+            raise ConnectionResetError("connection to the scheduler closed")
+
+    class GoneOnUrgent:
+        def poll(self, urgent=False):
+            if urgent:
+                raise StreamStopped("lost the scheduler at tcp://x:1")
+
+    got = []
+    with pytest.raises(StreamStopped):
+        for r in Stream(Broken(a), a, ALEX, depth=2, supervisor=GoneOnUrgent(), deadline_s=60).run(items(4)):
+            got.append(r)
+    assert got and all(r.status == "error" and "not answered: lost the scheduler" in r.error for r in got)

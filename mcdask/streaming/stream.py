@@ -322,9 +322,10 @@ class Stream:
             if won is not None:
                 try:
                     parts = self.runner.gather(won.futs)
-                except (TimeoutError, CancelledError):
-                    # no answer from the model: its data went with a lost device, or the
-                    # scheduler cancelled it (a lost connection stops the stream at the poll)
+                except (TimeoutError, CancelledError, OSError):
+                    # no answer from the model: its data went with a lost device, the scheduler
+                    # cancelled it, or the connection broke (a lost scheduler stops the stream at
+                    # the poll); only an error the piece itself raised becomes an error record
                     self._poll(urgent=True)
                     if won in fr.attempts:
                         fr.attempts.remove(won)
