@@ -283,13 +283,19 @@ def test_a_broken_connection_while_gathering_is_no_answer_not_a_frame_error():
         def gather(self, futures):
             raise ConnectionResetError("connection to the scheduler closed")
 
-    class GoneOnUrgent:
+    class GoneOnSecondLook:
+        """The client notices the lost connection only a moment after the gather failed."""
+
+        def __init__(self):
+            self.looks = 0
+
         def poll(self, urgent=False):
-            if urgent:
+            self.looks += urgent
+            if self.looks >= 2:
                 raise StreamStopped("lost the scheduler at tcp://x:1")
 
     got = []
     with pytest.raises(StreamStopped):
-        for r in Stream(Broken(a), a, ALEX, depth=2, supervisor=GoneOnUrgent(), deadline_s=60).run(items(4)):
+        for r in Stream(Broken(a), a, ALEX, depth=2, supervisor=GoneOnSecondLook(), deadline_s=60).run(items(4)):
             got.append(r)
     assert got and all(r.status == "error" and "not answered: lost the scheduler" in r.error for r in got)
