@@ -28,7 +28,7 @@ def farm(*args):
     return mcdask("farm", *args, timeout=300)
 
 
-def one_line_error(r, *needles):
+def assert_one_line_error(r, *needles):
     """The command failed with one line on stderr that says each of ``needles``."""
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
@@ -48,7 +48,7 @@ def no_other_farm():
 
 def test_commands_say_when_no_farm_is_up():
     for args in (("kill", "pi3-00"), ("thaw", "pi3-00"), ("add", "--devices", "1"), ("remove", "pi3-00")):
-        one_line_error(farm(*args), "no farm is up", "mcdask farm up")
+        assert_one_line_error(farm(*args), "no farm is up", "mcdask farm up")
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +114,7 @@ def connects(ip, port, timeout_s=1.0) -> bool:
 
 def test_unknown_device_is_one_line_naming_the_known_ones(farm3):
     for action in ("kill", "freeze", "cut", "remove"):
-        one_line_error(farm(action, "pi3-99"), "no device 'pi3-99'", "pi3-00, pi3-01, pi3-02")
+        assert_one_line_error(farm(action, "pi3-99"), "no device 'pi3-99'", "pi3-00, pi3-01, pi3-02")
 
 
 def test_freeze_stops_every_thread_and_thaw_resumes(farm3, client):
@@ -129,12 +129,12 @@ def test_freeze_stops_every_thread_and_thaw_resumes(farm3, client):
     seen, cpu = workers(client)["pi3-00"]["last_seen"], cpu_seconds(pid)
     time.sleep(3)  # a running worker heartbeats about once a second
     assert workers(client)["pi3-00"]["last_seen"] == seen and cpu_seconds(pid) == cpu
-    one_line_error(farm("freeze", "pi3-00"), "already frozen")
+    assert_one_line_error(farm("freeze", "pi3-00"), "already frozen")
 
     d = last_json(farm("thaw", "pi3-00", "--json"))
     assert d["state"] == "running" and d["frozen_by"] is None
     wait_for("pi3-00's heartbeat after thaw", lambda: workers(client)["pi3-00"]["last_seen"] > seen, 15)
-    one_line_error(farm("thaw", "pi3-00"), "it is running, not frozen")
+    assert_one_line_error(farm("thaw", "pi3-00"), "it is running, not frozen")
 
 
 def test_cut_stops_packets_both_ways_and_heal_keeps_the_same_worker(farm3, client):
@@ -148,7 +148,7 @@ def test_cut_stops_packets_both_ways_and_heal_keeps_the_same_worker(farm3, clien
     ns_to_host = subprocess.run(["ip", "netns", "exec", dev["netns"], "bash", "-c",
                                  "exec 3<>/dev/tcp/10.77.0.1/8786"], capture_output=True, timeout=30)
     assert ns_to_host.returncode != 0  # device -> host
-    one_line_error(farm("cut", "pi3-01"), "already cut")
+    assert_one_line_error(farm("cut", "pi3-01"), "already cut")
     time.sleep(max(0.0, 5 - (time.monotonic() - t0)))  # a 5 s cut
 
     d = last_json(farm("heal", "pi3-01", "--json"))
@@ -158,7 +158,7 @@ def test_cut_stops_packets_both_ways_and_heal_keeps_the_same_worker(farm3, clien
     assert client.submit(lambda x: x + 1, 1, workers=[dev["address"]], pure=False).result(timeout=60) == 2
     qdisc = subprocess.run(["tc", "qdisc", "show", "dev", dev["taps"][0]], capture_output=True, text=True).stdout
     assert "htb" in qdisc  # the shaping survives the cut
-    one_line_error(farm("heal", "pi3-01"), "nothing to heal")
+    assert_one_line_error(farm("heal", "pi3-01"), "nothing to heal")
 
 
 def test_kill_ends_the_worker_and_the_scheduler_drops_it(farm3, client):
@@ -167,7 +167,7 @@ def test_kill_ends_the_worker_and_the_scheduler_drops_it(farm3, client):
     assert d["state"] == "killed"
     assert_gone(dev["pid"])
     wait_for("the scheduler to drop pi3-02", lambda: "pi3-02" not in workers(client), 30)
-    one_line_error(farm("kill", "pi3-02"), "killed", "farm remove pi3-02")
+    assert_one_line_error(farm("kill", "pi3-02"), "killed", "farm remove pi3-02")
     r = farm("remove", "pi3-02", "--json")
     assert last_json(r)["state"] == "removed"
     assert "pi3-02" not in [d["name"] for d in last_json(farm("status", "--json"))["devices"]]
@@ -207,13 +207,13 @@ def test_remove_leaves_nothing_of_the_device(farm3, client):
                           capture_output=True, text=True).stdout == ""
     names = [x["name"] for x in last_json(farm("status", "--json"))["devices"]]
     assert names == ["pi3-00", "pi3-01", "pi3-04"]
-    one_line_error(farm("thaw", "pi3-03"), "was removed")
+    assert_one_line_error(farm("thaw", "pi3-03"), "was removed")
 
 
 def test_down_removes_frozen_cut_and_added_devices(farm3):
     assert last_json(farm("freeze", "pi3-00", "--json"))["state"] == "frozen"
     assert last_json(farm("cut", "pi3-01", "--json"))["state"] == "cut"
-    one_line_error(farm("remove", "pi3-00"), "frozen", "farm thaw pi3-00")
+    assert_one_line_error(farm("remove", "pi3-00"), "frozen", "farm thaw pi3-00")
     state = json.loads(Path(farm3["state_file"]).read_text())
     assert {p["name"] for p in state["resources"]["pids"] if p["role"] == "linkd"} == {"linkd", "linkd-3"}
     r = farm("down")
