@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import has_root_netns
+from conftest import has_root_netns, nothing_left
 
 ok, why = has_root_netns()
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(not ok, reason=why)]
@@ -31,36 +31,6 @@ def mcdask(*args, timeout=900, env=None):
 def last_json(r):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def nothing_left():
-    """Everything a farm can make, looked up directly (not through the farm's own code)."""
-    sh = lambda *a: subprocess.run(a, capture_output=True, text=True).stdout  # noqa: E731
-    left = {
-        "netns": [l for l in sh("ip", "netns", "list").splitlines() if l.startswith("mcd-")],
-        "links": [l for l in sh("ip", "-o", "link", "show").splitlines() if ": mcd" in l],
-        "qdiscs": [l for l in sh("tc", "qdisc", "show").splitlines() if " dev mcd" in l],
-        "cgroups": sh("find", "/sys/fs/cgroup", "-maxdepth", "5", "-name", "mcdask-farm").split(),
-        "processes": [],
-    }
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                if b"MCDASK_FARM_MEMBER=" in (p / "environ").read_bytes():
-                    left["processes"].append(int(p.name))
-            except OSError:
-                pass
-    return {k: v for k, v in left.items() if v}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_other_farm():
-    left = nothing_left()
-    if left:
-        pytest.skip(f"another farm (or its leftovers) is on this machine: {left}; run `mcdask farm down`")
-    yield
-    mcdask("farm", "down")
-    assert nothing_left() == {}
 
 
 def test_up_then_down_leaves_nothing():

@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import has_root_netns
-from test_farm import last_json, mcdask, nothing_left
+from conftest import has_root_netns, nothing_left
+from test_farm import last_json, mcdask
 
 ok, why = has_root_netns()
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(not ok, reason=why)]
@@ -34,16 +34,6 @@ def assert_one_line_error(r, *needles):
     assert r.returncode != 0 and len(lines) == 1 and "Traceback" not in r.stderr, (r.returncode, r.stderr)
     for needle in needles:
         assert needle in lines[0], lines[0]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def no_other_farm():
-    left = nothing_left()
-    if left:
-        pytest.skip(f"another farm (or its leftovers) is on this machine: {left}; run `mcdask farm down`")
-    yield
-    farm("down")
-    assert nothing_left() == {}
 
 
 def test_commands_say_when_no_farm_is_up():

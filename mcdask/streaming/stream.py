@@ -155,10 +155,10 @@ class Stream:
                  supervisor: Supervisor | None = None, events=None, deadline_s: float | None = None,
                  attempts: int | None = None):
         self.runner, self.workload = runner, workload
-        self.layout = Layout(plan, workload)
         self.depth = depth or dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
         self.supervisor, self.events = supervisor, events
-        self._deadline_s = deadline_s
+        self._given_deadline_s = deadline_s
+        self._use(plan)
         self.attempts = attempts or int(dask.config.get("mcdask.stream.attempts", 3))
         self.output_layer = workload.layers[-1]
         self._hist: list[dict[int, list]] = [{} for _ in plan.stages]
@@ -171,9 +171,10 @@ class Stream:
     def plan(self) -> Plan:
         return self.layout.plan
 
-    @property
-    def deadline_s(self) -> float:
-        return self._deadline_s or frame_deadline_s(self.plan, self.depth)
+    def _use(self, plan: Plan) -> None:
+        """Read ``plan`` once: how frames feed its stages, and how long a frame may wait."""
+        self.layout = Layout(plan, self.workload)
+        self.deadline_s = self._given_deadline_s or frame_deadline_s(plan, self.depth)
 
     def run(self, items: Iterable[Item]) -> Iterator[Record]:
         """Yield one record per item read, in frame order. When the supervisor stops the
@@ -269,7 +270,7 @@ class Stream:
         runner = self.supervisor.poll(urgent=urgent)
         if runner is not None:
             old, self.runner = self.runner, runner
-            self.layout = Layout(runner.plan, self.workload)
+            self._use(runner.plan)
             self._hist = [{} for _ in runner.plan.stages]
             waiting = [fr for fr in (self._head, *self._pending) if isinstance(fr, _Frame) and _answered(fr) is None]
             for fr in waiting:
