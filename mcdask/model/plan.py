@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import PlanError
-from mcdask.model.files import load, name, whole
+from mcdask.model.files import listing, load, mapping, name, shown, whole
 
 SCHEMA = "mcdask.plan/1"
 
@@ -43,13 +43,12 @@ class Shard:
 
     @classmethod
     def from_dict(cls, d: dict) -> Shard:
-        u = d.get("units")
+        u = mapping(d, "a shard").get("units")
         if u is not None and (not isinstance(u, (list, tuple)) or len(u) != 2):
-            raise ValueError(f"shard units must be [a, b] or null, got {u!r}")
+            raise ValueError(f"shard units must be [a, b] or null, got {shown(u)}")
         units = (whole(u[0], "a shard's first unit"), whole(u[1], "a shard's end unit")) if u is not None else None
-        if not isinstance(d["devices"], (list, tuple)):
-            raise ValueError(f"a shard's devices must be a list of names, got {d['devices']!r}")
-        return cls(units, tuple(name(x, "a device name") for x in d["devices"]))
+        devices = listing(d["devices"], "a shard's devices")
+        return cls(units, tuple(name(x, "a device name") for x in devices))
 
 
 @dataclass(frozen=True)
@@ -67,9 +66,11 @@ class Stage:
 
     @classmethod
     def from_dict(cls, d: dict) -> Stage:
-        start, end = d["layers"]
-        return cls(whole(start, "a stage's first layer"), whole(end, "a stage's end layer"),
-                   tuple(Shard.from_dict(s) for s in d["shards"]))
+        layers = listing(mapping(d, "a stage")["layers"], "a stage's layers")
+        if len(layers) != 2:
+            raise ValueError(f"a stage's layers must be [start, end], got {shown(layers)}")
+        return cls(whole(layers[0], "a stage's first layer"), whole(layers[1], "a stage's end layer"),
+                   tuple(Shard.from_dict(s) for s in listing(d["shards"], "a stage's shards")))
 
 
 @dataclass(frozen=True)
@@ -109,13 +110,14 @@ class Plan:
         if d.get("schema") != SCHEMA:
             raise PlanError(f"not a plan of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
-            if not isinstance(d["devices"], (list, tuple)) or not isinstance(d["stages"], (list, tuple)):
-                raise ValueError("devices and stages must be lists")
-            return cls(name(d["workload"], "workload"), tuple(name(x, "a device name") for x in d["devices"]),
-                       tuple(Stage.from_dict(s) for s in d["stages"]),
-                       str(d.get("strategy", "manual")), dict(d.get("predicted", {})), str(d.get("note", "")))
+            return cls(name(d["workload"], "workload"),
+                       tuple(name(x, "a device name") for x in listing(d["devices"], "the plan's devices")),
+                       tuple(Stage.from_dict(s) for s in listing(d["stages"], "the plan's stages")),
+                       name(d.get("strategy", "manual"), "strategy"),
+                       dict(mapping(d.get("predicted", {}), "predicted")), str(d.get("note", "")))
         except KeyError as e:
-            raise PlanError(f"malformed plan: missing key {e}; a plan has workload, devices, stages") from None
+            raise PlanError(f"malformed plan: missing key {e}; a plan has workload, devices, stages, a stage has "
+                            "layers and shards, a shard has units and devices") from None
         except (TypeError, ValueError, AttributeError) as e:
             raise PlanError(f"malformed plan: {e}") from None
 

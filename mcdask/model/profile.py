@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from mcdask.errors import ProfileError
-from mcdask.model.files import load, seconds, whole
+from mcdask.model.files import count_key, listing, load, mapping, name, number, seconds, shown, whole
 
 SCHEMA = "mcdask.profile/1"
 #: the pseudo-device that sends frames and receives results
@@ -81,10 +81,14 @@ class LinkModel:
     @classmethod
     def from_dict(cls, d: dict) -> LinkModel:
         try:
+            d = mapping(d, "a link")
             return cls(seconds(d["latency_s"], "a link's latency_s"),
-                       seconds(d["bandwidth_Bps"], "a link's bandwidth_Bps"))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ProfileError(f"malformed link {d!r}: expected latency_s and bandwidth_Bps ({e})") from None
+                       number(d["bandwidth_Bps"], "a link's bandwidth_Bps", minimum=1.0))
+        except KeyError as e:
+            raise ProfileError(f"malformed link {shown(d)}: missing key {e}; a link has latency_s and "
+                               "bandwidth_Bps") from None
+        except (TypeError, ValueError) as e:
+            raise ProfileError(f"malformed link: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -101,9 +105,13 @@ class Link:
     @classmethod
     def from_dict(cls, d: dict) -> Link:
         try:
-            return cls(str(d["a"]), str(d["b"]), LinkModel.from_dict(d))
+            d = mapping(d, "a link")
+            return cls(name(d["a"], "a link's end a"), name(d["b"], "a link's end b"), LinkModel.from_dict(d))
         except KeyError as e:
-            raise ProfileError(f"malformed link {d!r}: expected keys a, b, latency_s, bandwidth_Bps") from e
+            raise ProfileError(f"malformed link {shown(d)}: missing key {e}; a link has a, b, latency_s, "
+                               "bandwidth_Bps") from None
+        except ValueError as e:
+            raise ProfileError(f"malformed link: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -205,32 +213,42 @@ class DeviceKind:
 
     @classmethod
     def from_dict(cls, d: dict) -> DeviceKind:
+        if not isinstance(d, dict):
+            raise ProfileError(f"a device kind must be a JSON object, got {shown(d)}")
+        k = d.get("kind", "?")
+
+        def per_workload(key: str, required: bool = False) -> dict[str, dict]:
+            table = mapping(d[key] if required else d.get(key, {}), f"kind {k}: {key}")
+            return {w: mapping(t, f"kind {k}: {key} of {w}") for w, t in table.items()}
+
+        def optional(key: str, default=None):
+            return None if d.get(key, default) is None else seconds(d[key], f"kind {k}: {key}")
+
         try:
-            k = str(d["kind"])
             return cls(
-                kind=k, memory_bytes=whole(d["memory_bytes"], f"kind {k}: memory_bytes", 1),
+                kind=name(k, "a kind's name"), memory_bytes=whole(d["memory_bytes"], f"kind {k}: memory_bytes", 1),
                 baseline_bytes=whole(d["baseline_bytes"], f"kind {k}: baseline_bytes"),
                 layer_time_s={w: {l: seconds(s, f"kind {k}: {w} layer {l} time") for l, s in t.items()}
-                              for w, t in d["layer_time_s"].items()},
+                              for w, t in per_workload("layer_time_s", required=True).items()},
                 weight_memory_factor=seconds(d.get("weight_memory_factor", 1.0), f"kind {k}: weight_memory_factor"),
-                shard_time_s={w: {l: {int(u): seconds(s, f"kind {k}: {w} {l}[{u} units] time") for u, s in m.items()}
+                shard_time_s={w: {l: {count_key(u, f"kind {k}: {w} {l} shard units"):
+                                      seconds(s, f"kind {k}: {w} {l}[{u} units] time")
+                                      for u, s in mapping(m, f"kind {k}: {w} {l} shard times").items()}
                                   for l, m in t.items()}
-                              for w, t in d.get("shard_time_s", {}).items()},
+                              for w, t in per_workload("shard_time_s").items()},
                 layer_memory_bytes={w: {l: whole(b, f"kind {k}: {w} layer {l} memory") for l, b in t.items()}
-                                    for w, t in d.get("layer_memory_bytes", {}).items()},
-                dense_fixed_s=(None if d.get("dense_fixed_s") is None
-                               else seconds(d["dense_fixed_s"], f"kind {k}: dense_fixed_s")),
-                dense_s_per_weight_byte=(None if d.get("dense_s_per_weight_byte") is None else
-                                         seconds(d["dense_s_per_weight_byte"], f"kind {k}: dense_s_per_weight_byte")),
-                resources=dict(d.get("resources", {})), sources=dict(d.get("sources", {})),
-                note=str(d.get("note", "")),
+                                    for w, t in per_workload("layer_memory_bytes").items()},
+                dense_fixed_s=optional("dense_fixed_s"), dense_s_per_weight_byte=optional("dense_s_per_weight_byte"),
+                resources={r: number(v, f"kind {k}: resource {r}", maximum=float("inf"))
+                           for r, v in mapping(d.get("resources", {}), f"kind {k}: resources").items()},
+                sources=dict(mapping(d.get("sources", {}), f"kind {k}: sources")), note=str(d.get("note", "")),
                 task_overhead_s=seconds(d.get("task_overhead_s", 0.0), f"kind {k}: task_overhead_s"),
-                measured=dict(d.get("measured", {})))
+                measured=dict(mapping(d.get("measured", {}), f"kind {k}: measured")))
         except KeyError as e:
-            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: missing key {e}; a kind has "
+            raise ProfileError(f"malformed device kind {shown(k)}: missing key {e}; a kind has "
                                "kind, memory_bytes, baseline_bytes, layer_time_s") from None
-        except (TypeError, ValueError, AttributeError) as e:
-            raise ProfileError(f"malformed device kind {d.get('kind', '?')!r}: {e}") from None
+        except (TypeError, ValueError) as e:
+            raise ProfileError(f"malformed device kind {shown(k)}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -242,6 +260,12 @@ class Device:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "kind": self.kind, **({"host": self.host} if self.host else {})}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Device:
+        host = mapping(d, "a device").get("host", "")
+        return cls(name(d["name"], "a device's name"), name(d["kind"], "a device's kind"),
+                   "" if host == "" else name(host, "a device's host"))
 
 
 @dataclass(frozen=True)
@@ -352,20 +376,17 @@ class Profile:
         if d.get("schema") != SCHEMA:
             raise ProfileError(f"not a profile of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
         try:
-            kinds = {k: DeviceKind.from_dict(v) for k, v in d["kinds"].items()}
-            devices = tuple(Device(str(x["name"]), str(x["kind"]), str(x.get("host", ""))) for x in d["devices"])
+            per_host = lambda key: {h: seconds(v, f"{key} of {h}") for h, v in mapping(d.get(key, {}), key).items()}
+            kinds = {k: DeviceKind.from_dict(v) for k, v in mapping(d["kinds"], "kinds").items()}
+            devices = tuple(Device.from_dict(x) for x in listing(d["devices"], "devices"))
             return cls(kinds, devices, LinkModel.from_dict(d["default_link"]),
-                       tuple(Link.from_dict(l) for l in d.get("links", [])), str(d.get("name", "")),
-                       str(d.get("note", "")), dict(d.get("measured", {})),
-                       {str(h): seconds(c, f"host_cores of {h}") for h, c in d.get("host_cores", {}).items()},
-                       {str(h): seconds(t, f"host_task_overhead_s of {h}")
-                        for h, t in d.get("host_task_overhead_s", {}).items()},
-                       {str(h): seconds(t, f"host_frame_overhead_s of {h}")
-                        for h, t in d.get("host_frame_overhead_s", {}).items()})
+                       tuple(Link.from_dict(l) for l in listing(d.get("links", []), "links")), str(d.get("name", "")),
+                       str(d.get("note", "")), dict(mapping(d.get("measured", {}), "measured")),
+                       per_host("host_cores"), per_host("host_task_overhead_s"), per_host("host_frame_overhead_s"))
         except KeyError as e:
             raise ProfileError(f"malformed profile: missing key {e}; a profile has schema, default_link, devices, "
-                               "kinds") from None
-        except (TypeError, ValueError, AttributeError) as e:
+                               "kinds; a device has name and kind") from None
+        except (TypeError, ValueError) as e:
             raise ProfileError(f"malformed profile: {e}") from None
 
     @classmethod
