@@ -69,12 +69,15 @@ def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
             raise FrameError(f"input {name!r} has shape {x.shape}, expected {shape} (or {(1,) + shape})")
         if x.dtype not in (np.uint8, np.float32, np.float64):
             raise FrameError(f"input {name!r} has dtype {x.dtype}, expected uint8 or float32")
+        if x.dtype == np.float64:
+            with np.errstate(over="ignore"):      # values beyond float32 become inf: caught next
+                x = x.astype(np.float32)
         if x.dtype != np.uint8 and not np.isfinite(x).all():
-            raise FrameError(f"input {name!r} contains NaN or infinite values")
-        out[name] = x if x.dtype != np.float64 else x.astype(np.float32)
+            raise FrameError(f"input {name!r} contains NaN or infinite values (or beyond float32)")
+        out[name] = x
     extra = set(inputs) - set(workload.inputs)
     if extra:
-        raise FrameError(f"unknown inputs {sorted(extra)}; {workload.name} takes {sorted(workload.inputs)}")
+        raise FrameError(f"unknown inputs {sorted(extra, key=repr)}; {workload.name} takes {sorted(workload.inputs)}")
     return out
 
 
