@@ -1,11 +1,16 @@
 """The ``mcdask`` command. Each subcommand lives in the module that owns its job and is
-imported only when used, so ``mcdask --help`` stays fast (no TensorFlow import)."""
+imported only when used, so ``mcdask --help`` stays fast (no TensorFlow import). An error no
+subcommand expected is one line on stderr and exit status 1 (``mcdask.errors``); ``--debug``
+(or ``MCDASK_DEBUG=1``) shows its traceback instead."""
 
 from __future__ import annotations
 
 import importlib
+import traceback
 
 import click
+
+from mcdask.errors import McdaskError, exit_code
 
 #: subcommand -> "module:attribute" of a click command
 COMMANDS = {
@@ -38,16 +43,48 @@ class LazyGroup(click.Group):
                 raise click.ClickException(f"'{name}' is not available in this installation: {reason}")
             return missing
 
+    def invoke(self, ctx):
+        """Run the subcommand; what it did not expect becomes one line (``--debug``: a traceback)."""
+        debug = ctx.params.get("debug", False)
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            if debug and e.__cause__ is not None:
+                traceback.print_exception(e.__cause__)
+            raise
+        except Exception as e:
+            if debug:
+                raise
+            click.echo(f"mcdask: error: {one_line(e)} (--debug shows the traceback)", err=True)
+            ctx.exit(exit_code(e))
+
     def format_commands(self, ctx, formatter):
         rows = [(name, COMMANDS[name][1]) for name in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
 
+def one_line(e: BaseException) -> str:
+    """What went wrong, on one line: mcdask's own message, a file's name and the OS's reason,
+    else the exception's type and message."""
+    if isinstance(e, McdaskError):
+        text = str(e)
+    elif isinstance(e, OSError) and e.filename is not None:
+        text = f"{e.filename}: {e.strerror or e}"
+    else:
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+    return " ".join(text.split())
+
+
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="mcdask")
-def main():
-    """Real-time recognition split across a crowd of small devices, on Dask."""
+@click.option("--debug", is_flag=True, envvar="MCDASK_DEBUG",
+              help="Show the traceback of an error instead of one line (also MCDASK_DEBUG=1).")
+def main(debug):
+    """Real-time recognition split across a crowd of small devices, on Dask.
+
+    Exit status: 0 done; 1 an error (bad input, a plan that cannot be deployed, anything
+    unexpected: one line on stderr); 2 a wrong command line; 3 a stream stopped early."""
 
 
 if __name__ == "__main__":

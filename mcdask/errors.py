@@ -40,3 +40,15 @@ class DeploymentError(McdaskError, RuntimeError):
 class StreamStopped(McdaskError, RuntimeError):
     """A stream cannot go on (the scheduler is gone, no plan fits the devices left); the
     message says why. Frames answered before it are complete."""
+
+
+#: Exit status of the ``mcdask`` command, defined here once (README "Use", docs/bad-inputs.md).
+EXIT_OK = 0          # done
+EXIT_ERROR = 1       # bad input, a plan that could not be deployed, any other error
+EXIT_USAGE = 2       # the command line itself is wrong (click's usage errors)
+EXIT_STOPPED = 3     # a stream stopped early: scheduler lost, no plan fits the devices left
+
+
+def exit_code(error: BaseException) -> int:
+    """The exit status for an error that ends the command."""
+    return EXIT_STOPPED if isinstance(error, StreamStopped) else EXIT_ERROR

@@ -20,8 +20,9 @@ import click
 
 import workloads
 from mcdask import plans as paper_plans
-from mcdask.errors import McdaskError
+from mcdask.errors import McdaskError, PlanError
 from mcdask.model import kinds as builtin_devices
+from mcdask.model.files import read_object
 from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan
 from mcdask.model.profile import Profile
@@ -79,17 +80,23 @@ def _print_result(console, workload, r: PlanResult) -> None:
 def _evaluate(spec: str, profile_spec: str, baseline: int | None, as_json: bool) -> None:
     if spec in paper_plans.names():
         raw, source = paper_plans.raw(spec), f"packaged plan {spec}"
+    elif not Path(spec).exists():
+        raise click.BadParameter(f"{spec!r} is neither a packaged plan ({', '.join(paper_plans.names())}) nor "
+                                 "a plan file", param_hint="--evaluate")
     else:
-        try:
-            raw, source = json.loads(Path(spec).read_text()), spec
-        except (OSError, json.JSONDecodeError) as e:
-            raise click.BadParameter(f"{spec!r} is neither a packaged plan ({', '.join(paper_plans.names())}) nor "
-                                     f"a readable plan file: {e}", param_hint="--evaluate") from None
-    plan = Plan.from_dict(raw)
-    workload = workloads.get(plan.workload)
+        raw, source = read_object(spec, "plan", PlanError), spec
+    try:
+        plan = Plan.from_dict(raw)
+        workload = workloads.get(plan.workload)
+        plan.validate(workload)
+    except ValueError as e:   # PlanError, or a workload mcdask does not know
+        raise PlanError(f"{source}: {e}") from None
     prof = _profile(profile_spec, None, plan.devices, baseline)
     cost: Cost = evaluate(workload, plan, prof)
-    measured = raw.get("paper", {}).get("measured_ips")
+    paper = raw.get("paper")
+    measured = paper.get("measured_ips") if isinstance(paper, dict) else None
+    if isinstance(measured, bool) or not isinstance(measured, (int, float)) or not measured > 0:
+        measured = None
     out = {"workload": workload.name, "plan_file": source, "profile": prof.name, "predicted_ips": cost.ips,
            "predicted_latency_s": cost.latency_s, "bottleneck": cost.bottleneck, "fits": cost.fits,
            "assignment": [{"device": d, "tasks": cost.tasks.get(d, []), "memory_bytes": cost.memory_bytes[d],
