@@ -253,7 +253,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         if keras_model is not None:
             from mcdask.streaming.reference import against_keras
 
-            keras_check = against_keras(keras_model, items, records)
+            keras_check = against_keras(keras_model, w, items, records)
             summary["keras"] = keras_check
             summary["equal"] = summary["equal"] and keras_check["equal"]
     except McdaskError as e:

@@ -79,3 +79,25 @@ def test_pyramid_takes_the_max_over_ranges():
             expect.append(x[:, a:b].max(axis=1))
     assert out.shape == (1, 7680)
     np.testing.assert_array_equal(out, np.concatenate(expect, axis=-1))
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg16", "action"])
+def test_unsplit_model_equals_keras_own_model(name):
+    """An oracle independent of mcdask's slicing: the workload's own Keras model (TimeDistributed
+    streams and the whole pyramid window for action), given the same weights by layer name, and
+    run by Keras's ``predict`` alone."""
+    from mcdask.streaming.reference import against_keras, with_weights
+
+    w = workloads.get(name)
+    items = items_for(w, 40 if w.max_window > 1 else 3)
+    records = run_local(single_device(w), items)
+    local._CACHE.clear()
+    check = against_keras(with_weights(workloads.keras_model(name), w), w, items, records)
+    assert check["checked"] == sum(r.status == "ok" for r in records) > 0
+    assert check["equal"], check
+
+
+def test_built_in_facts_are_read_from_the_keras_models():
+    """facts/NAME.json is what ``from_keras`` reads from each model file (`python -m workloads`)."""
+    for name in workloads.NAMES:
+        assert workloads.derive(name) == workloads.get(name), f"run `python -m workloads`: {name} facts are stale"

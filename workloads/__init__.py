@@ -1,20 +1,27 @@
-"""Workloads mcdask can split: AlexNet, VGG16 and two-stream action recognition.
+"""Workloads mcdask can split: AlexNet, VGG16 and two-stream action recognition, and any
+Keras model a user brings (``keras_model.from_keras``, then ``register``).
 
-``get(name)`` returns the plain-data description (layers, shapes, per-layer facts); building
-Keras layers from it lives in ``mcdask.runtime.slices``. Importing this package is light: no
-TensorFlow.
+Each built-in model is one file here (``alexnet.py`` ...) that defines its Keras model and its
+metadata (description, input roles, label set). Its plain-data description (layers, shapes,
+per-layer facts) is read from that Keras model by ``keras_model.from_keras`` and kept in
+``facts/NAME.json``, so that ``get(name)`` needs no TensorFlow; ``python -m workloads``
+rewrites those files and a test checks they equal what the Keras models give. Building Keras
+layers from the facts lives in ``mcdask.runtime.slices``.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 from functools import cache
+from pathlib import Path
 
-from .models import ACTION_WINDOWS, FLOW_STACK, action, alexnet, vgg16
+from .action import FLOW_STACK
+from .action import WINDOWS as ACTION_WINDOWS
 from .spec import Layer, Workload, pyramid_ranges
 
-_FACTORIES = {"alexnet": alexnet, "vgg16": vgg16, "action": action}
-NAMES = tuple(_FACTORIES)
-
+NAMES = ("alexnet", "vgg16", "action")
+FACTS = Path(__file__).with_name("facts")
 
 #: workloads made from users' models in this process (``register``)
 _REGISTERED: dict[str, Workload] = {}
@@ -27,25 +34,42 @@ def get(name: str) -> Workload:
     return _builtin(name)
 
 
+def _module(name: str):
+    if name not in NAMES:
+        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(NAMES)}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
 @cache
 def _builtin(name: str) -> Workload:
-    try:
-        return _FACTORIES[name]()
-    except KeyError:
-        raise ValueError(f"unknown workload {name!r}; choose one of {', '.join(NAMES)}") from None
+    _module(name)
+    return Workload.from_dict(json.loads((FACTS / f"{name}.json").read_text()))
+
+
+def keras_model(name: str):
+    """A built-in workload's Keras model (imports Keras), with Keras's own initial weights."""
+    return _module(name).keras_model()
+
+
+def derive(name: str) -> Workload:
+    """A built-in workload read from its Keras model (what ``facts/NAME.json`` holds)."""
+    from .keras_model import from_keras
+
+    m = _module(name)
+    return from_keras(m.keras_model(), name, roles=m.ROLES, description=m.DESCRIPTION)
 
 
 def register(workload: Workload) -> Workload:
     """Make a user's workload (``keras_model.from_keras``) known to ``get`` in this process."""
-    if workload.name in _FACTORIES:
+    if workload.name in NAMES:
         raise ValueError(f"workload name {workload.name!r} is a built-in model's; name yours otherwise")
     _REGISTERED[workload.name] = workload
     return workload
 
 
 def builtin(name: str) -> bool:
-    return name in _FACTORIES
+    return name in NAMES
 
 
-__all__ = ["NAMES", "get", "register", "builtin", "Layer", "Workload", "pyramid_ranges", "ACTION_WINDOWS",
-           "FLOW_STACK"]
+__all__ = ["NAMES", "get", "register", "builtin", "keras_model", "derive", "Layer", "Workload", "pyramid_ranges",
+           "ACTION_WINDOWS", "FLOW_STACK"]

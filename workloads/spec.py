@@ -122,16 +122,38 @@ class Workload:
     layers: tuple[Layer, ...]
     classes: int
     description: str = ""
+    #: input name -> "image" (RGB frames) or "flow" (optical flow computed from the image input)
+    roles: dict[str, str] = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {l.name: i for i, l in enumerate(self.layers)})
+        if not self.roles:
+            object.__setattr__(self, "roles", {name: "image" for name in self.inputs})
         seen = set(self.inputs)
         for layer in self.layers:
             missing = [x for x in layer.inputs if x not in seen]
             if missing:
                 raise ValueError(f"{self.name}: layer {layer.name!r} reads {missing}, defined later or nowhere")
             seen.add(layer.name)
+
+    def input_with(self, role: str) -> str | None:
+        """The input that plays ``role`` ("image" or "flow"), if any."""
+        return next((name for name, r in self.roles.items() if r == role), None)
+
+    @property
+    def image_input(self) -> str:
+        """The input that reads the source's RGB frames."""
+        name = self.input_with("image")
+        if name is None:
+            raise ValueError(f"workload {self.name!r} has no image input (roles {self.roles})")
+        return name
+
+    @property
+    def flow_stack(self) -> int:
+        """Frame pairs of optical flow stacked in the flow input (0: the workload reads no flow)."""
+        name = self.input_with("flow")
+        return self.inputs[name][-1] // 2 if name else 0
 
     @property
     def output(self) -> str:
@@ -193,7 +215,7 @@ class Workload:
     def to_dict(self) -> dict:
         """Plain data (JSON-able) from which ``from_dict`` rebuilds this workload."""
         return {"name": self.name, "inputs": {k: list(v) for k, v in self.inputs.items()},
-                "classes": self.classes, "description": self.description,
+                "classes": self.classes, "description": self.description, "roles": dict(self.roles),
                 "layers": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(l).items()}
                            for l in self.layers]}
 
@@ -206,13 +228,14 @@ class Workload:
             fields["input_shapes"] = tuple(tuple(s) for s in fields["input_shapes"])
             return Layer(**fields)
         return cls(d["name"], {k: tuple(v) for k, v in d["inputs"].items()}, tuple(layer(x) for x in d["layers"]),
-                   d["classes"], d.get("description", ""))
+                   d["classes"], d.get("description", ""), dict(d.get("roles") or {}))
 
     def facts(self) -> dict:
         return {
             "workload": self.name,
             "inputs": {k: list(v) for k, v in self.inputs.items()},
             "classes": self.classes,
+            "roles": dict(self.roles),
             "param_bytes": self.param_bytes,
             "flops": self.flops,
             "layers": [l.facts() for l in self.layers],
@@ -260,8 +283,8 @@ class Builder:
         return self._add(Layer(name, "pyramid", xs, (ranges * feat,), window=windows, levels=levels,
                                input_shapes=tuple(self.shapes[x] for x in xs)))
 
-    def workload(self, name: str, classes: int, description: str) -> Workload:
-        return Workload(name, self.inputs, tuple(self.layers), classes, description)
+    def workload(self, name: str, classes: int, description: str, roles: dict[str, str] | None = None) -> Workload:
+        return Workload(name, self.inputs, tuple(self.layers), classes, description, dict(roles or {}))
 
 
 def _out_hw(h: int, w: int, k: int, s: int, padding: str) -> tuple[int, int]:

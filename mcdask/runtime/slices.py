@@ -85,45 +85,10 @@ def _keras_layer(layer, units: tuple[int, int] | None, weights: list[np.ndarray]
         act = layer.activation if units is None or layer.activation in workloads.spec.ELEMENTWISE else "linear"
         return kl.Dense(n, activation=act, name=layer.name, **init)
     if layer.kind == "pyramid":
+        from workloads.keras_layers import TemporalPyramid
+
         return TemporalPyramid(layer.levels, name=layer.name)
     raise ValueError(f"layer {layer.name!r}: unknown kind {layer.kind!r}")
-
-
-def _pyramid_class():
-    import keras
-
-    class TemporalPyramid(keras.layers.Layer):
-        """Max over the ranges of a temporal pyramid (1 + 2 + ... + 2**(levels-1) ranges) of
-        each windowed input ``(batch, window, features)``; outputs are concatenated."""
-
-        def __init__(self, levels: int, **kw):
-            super().__init__(**kw)
-            self.levels = levels
-
-        def call(self, inputs):
-            from keras import ops
-
-            parts = []
-            for x in inputs:
-                window = x.shape[1]
-                for a, b in workloads.pyramid_ranges(window, self.levels):
-                    parts.append(ops.max(x[:, a:b, :], axis=1))
-            return ops.concatenate(parts, axis=-1)
-
-        def get_config(self):
-            return {**super().get_config(), "levels": self.levels}
-
-    return TemporalPyramid
-
-
-_TP = None
-
-
-def TemporalPyramid(levels: int, **kw):
-    global _TP
-    if _TP is None:
-        _TP = _pyramid_class()
-    return _TP(levels, **kw)
 
 
 def build_model(workload, start: int = 0, end: int | None = None, units: tuple[int, int] | None = None,

@@ -1,5 +1,7 @@
 """The unsplit model, for checking a split one: frames streamed through a plan in this process
-(``run_local``), and through the single-device plan (``reference_outputs``)."""
+(``run_local``), through the single-device plan (``reference_outputs``), and through the
+workload's own Keras model by Keras alone (``with_weights``, ``keras_outputs``,
+``against_keras``), which shares no code with mcdask's slices, merges or windows."""
 
 from __future__ import annotations
 
@@ -24,17 +26,65 @@ def reference_outputs(workload: str, items: list[Item], weights: WeightsSource =
     return {r.frame: r.output for r in run_local(single_device(w), items, weights) if r.status == "ok"}
 
 
-def against_keras(model, items: list[Item], records) -> dict:
-    """Compare every classified frame with the user's own Keras ``model`` (its ``predict`` on
-    the frames scaled to [0, 1], as the devices read them)."""
+def keras_layers(model) -> dict:
+    """Every layer of a Keras ``model`` by name, looking inside nested models and
+    TimeDistributed wrappers (where the built-in action model keeps its streams)."""
+    out = {}
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)       # TimeDistributed wraps a layer or a model
+        for sub in (layer,) if inner is None else (layer, inner):
+            out[sub.name] = sub
+            if hasattr(sub, "layers"):
+                out.update(keras_layers(sub))
+    return out
+
+
+def with_weights(model, workload, weights: WeightsSource = WeightsSource()):
+    """``model`` (the workload's own Keras model) given the weights mcdask's devices use, layer
+    by layer by name: Keras then computes the same function by its own code, an oracle for the
+    split model that shares nothing with mcdask's slicing, merging or windows."""
+    from mcdask.runtime.weights import layer_weights
+
+    by_name = keras_layers(model)
+    for layer in workload.layers:
+        if layer.weight_shapes:
+            by_name[layer.name].set_weights(layer_weights(layer, weights))
+    return model
+
+
+def keras_outputs(model, workload, items: list[Item]) -> dict:
+    """frame -> Keras ``model``'s ``predict`` for every frame whose inputs, and the windows of
+    frames before it that the model reads, are all there. A Keras input of shape (window, ...)
+    gets that frame's last ``window`` inputs; frames are scaled as the devices scale them."""
     import numpy as np
 
-    frames = {it.frame: it.inputs["frame"] for it in items if it.inputs is not None}
-    ok = [r for r in records if r.status == "ok" and r.frame in frames]
+    have = {it.frame: it.inputs for it in items if it.inputs is not None}
+    names = list(workload.inputs) if len(workload.inputs) > 1 else [workload.image_input]
+    windows = [int(t.shape[1]) if len(t.shape) == 5 else 0 for t in model.inputs]
+    frames = [f for f in sorted(have) if all(f - k in have for w in windows for k in range(max(w, 1)))]
+    if not frames:
+        return {}
+    batch = []
+    for name, w in zip(names, windows):
+        if w:
+            x = [np.stack([have[f - w + 1 + k][name][0] for k in range(w)]) for f in frames]
+        else:
+            x = [have[f][name][0] for f in frames]
+        batch.append(prepare_input(np.stack(x)))
+    out = np.asarray(model.predict(batch if len(batch) > 1 else batch[0], verbose=0, batch_size=8))
+    return {f: out[i:i + 1] for i, f in enumerate(frames)}
+
+
+def against_keras(model, workload, items: list[Item], records) -> dict:
+    """Compare every classified frame with the Keras ``model`` (the user's own, or a built-in
+    workload's with ``with_weights``): its ``predict`` on the same frames, scaled to [0, 1]."""
+    import numpy as np
+
+    want = keras_outputs(model, workload, items)
+    ok = [r for r in records if r.status == "ok" and r.frame in want]
     if not ok:
         return {"checked": 0, "max_abs_diff": None, "output_scale": 0.0, "equal": False}
-    x = prepare_input(np.concatenate([frames[r.frame] for r in ok]))   # as the devices read frames
-    want = np.asarray(model.predict(x, verbose=0))
     got = np.concatenate([np.asarray(r.output).reshape(1, -1) for r in ok])
-    diff, scale = float(np.abs(got - want).max()), float(np.abs(want).max())
+    ref = np.concatenate([want[r.frame] for r in ok])
+    diff, scale = float(np.abs(got - ref).max()), float(np.abs(ref).max())
     return {"checked": len(ok), "max_abs_diff": diff, "output_scale": scale, "equal": diff <= 1e-5 * max(scale, 1e-12)}

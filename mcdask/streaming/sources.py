@@ -125,7 +125,7 @@ def camera_frames(index: int) -> Iterator[np.ndarray]:
 def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray | BadFrame]:
     """Frames from ``spec``: ``synthetic``, ``camera:INDEX``, a video file or an image folder."""
     if spec == "synthetic":
-        h, w, _ = workload.inputs["frame"]
+        h, w, _ = workload.inputs[workload.image_input]
         return synthetic(h, w, seed)
     if spec.startswith("camera:"):
         try:
@@ -210,8 +210,9 @@ class Feeder:
         import workloads
 
         self.workload = workload
-        self.frame_shape = workload.inputs["frame"]
-        self.flow_stack = workload.inputs["flow"][-1] // 2 if "flow" in workload.inputs else 0
+        self.image, self.flow = workload.image_input, workload.input_with("flow")
+        self.frame_shape = workload.inputs[self.image]
+        self.flow_stack = workload.flow_stack
         self._flows: deque = deque(maxlen=self.flow_stack or 1)
         self._prev_gray = None
         self._workloads = workloads
@@ -235,7 +236,7 @@ class Feeder:
                                       f"got shape {raw.shape} dtype {raw.dtype}")
         frame = self.resize(raw)
         if not self.flow_stack:
-            return Item(index, {"frame": frame[None]})
+            return Item(index, {self.image: frame[None]})
         import cv2
 
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
@@ -247,7 +248,7 @@ class Feeder:
         if len(self._flows) < self.flow_stack:
             return Item(index, warmup=True)
         flow = np.concatenate(list(self._flows), axis=-1)
-        return Item(index, {"frame": frame[None], "flow": flow[None]})
+        return Item(index, {self.image: frame[None], self.flow: flow[None]})
 
     def items(self, frames: Iterable, limit: int | None = None) -> Iterator[Item]:
         for index, raw in enumerate(itertools.islice(frames, limit)):

@@ -113,8 +113,7 @@ class Layout:
 def frames_before_first_answer(plan: Plan, workload) -> int:
     """How many source frames a stream reads before its first answer: the optical flow's
     frame pairs (``Feeder``), then the windows of windowed stages (``Layout``)."""
-    flow_pairs = workload.inputs["flow"][-1] // 2 if "flow" in workload.inputs else 0
-    return flow_pairs + Layout(plan, workload).warmup_frames + 1
+    return workload.flow_stack + Layout(plan, workload).warmup_frames + 1
 
 
 class _Attempt:
