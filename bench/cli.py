@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 import workloads
+from mcdask.security.tls import tls_options
 
 
 def parse_devices(text: str) -> tuple[int, ...]:
@@ -26,6 +27,7 @@ def parse_devices(text: str) -> tuple[int, ...]:
 
 
 @click.command()
+@tls_options
 @click.option("--workload", "names", type=click.Choice(workloads.NAMES), multiple=True,
               help="repeat for several [default: all three]")
 @click.option("--devices", default=None, help="device counts, e.g. 1-12 or 2,4,6 [default: 1-12; quick: 1,2,4,6]")

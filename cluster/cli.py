@@ -56,9 +56,13 @@ def farm():
 @click.option("--no-fallback", is_flag=True, help="Fail instead of starting uncapped local workers.")
 @click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
               help="Seconds to wait for every worker to register.")
+@click.option("--tls", "use_tls", is_flag=True,
+              help="Mutual TLS: a CA for the farm, a certificate per device naming it, the scheduler on tls:// "
+                   "admitting only workers whose certificate names them; `farm status --json` gives the "
+                   "client's certificate paths under 'tls'.")
 @click.option("--json", "as_json", is_flag=True, help="Print the farm status as JSON (last line).")
 def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, host_time_s, env,
-       no_fallback, timeout_s, as_json):
+       no_fallback, timeout_s, use_tls, as_json):
     """Start a scheduler and N capped, shaped workers; print the scheduler address."""
     from . import farm as f
 
@@ -79,7 +83,7 @@ def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verif
             extra[k] = v
         st = f.up(farm_spec, time_scale=time_scale, port=port, dashboard_port=dashboard_port,
                   verify=verify, extra_env=extra, host_time_s=host_time_s, start_timeout_s=timeout_s,
-                  allow_fallback=not no_fallback, log=_err)
+                  allow_fallback=not no_fallback, use_tls=use_tls, log=_err)
     except (FarmError, FarmSpecError) as e:
         _fail(e)
     if not st["cpu_capped"] or not st["network_shaped"]:
@@ -87,6 +91,8 @@ def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verif
              f"({st.get('not_capped_reason') or 'caps lifted'}).")
     click.echo(f"scheduler: {st['scheduler']}")
     click.echo(f"dashboard: {st['dashboard']}")
+    if st.get("tls"):
+        click.echo("client TLS: " + " ".join(f"--tls-{k.replace('_', '-')} {v}" for k, v in st["tls"].items()))
     if as_json:
         click.echo(json.dumps(st))
 

@@ -42,7 +42,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cgroups, network, processes, system
+from . import cgroups, network, processes, system, tls
 from . import provision as pv
 from .cgroups import Cgroups
 from .devices import CALIBRATION_WORKLOAD, FarmSpec
@@ -63,8 +63,10 @@ Log = Callable[[str], None]
 
 def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_port: int = 8787,
        verify: bool = True, extra_env: dict[str, str] | None = None, host_time_s: float | None = None,
-       start_timeout_s: float = 600, allow_fallback: bool = True, log: Log = print) -> dict:
-    """Start the farm described by ``spec``; returns ``status()``."""
+       start_timeout_s: float = 600, allow_fallback: bool = True, use_tls: bool = False,
+       log: Log = print) -> dict:
+    """Start the farm described by ``spec`` (under mutual TLS with ``use_tls``: ``cluster.tls``);
+    returns ``status()``."""
     if time_scale <= 0:
         raise FarmError(f"--time-scale must be > 0, got {time_scale}")
     existing = leftovers()
@@ -96,7 +98,7 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         "version": STATE_VERSION, "mode": mode, "phase": "starting",
         "created_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "not_capped_reason": reason, "spec": spec.to_dict(), "time_scale": time_scale,
-        "calibration": calibration, "scheduler": f"tcp://{host}:{port}",
+        "calibration": calibration, "scheduler": f"{'tls' if use_tls else 'tcp'}://{host}:{port}",
         "dashboard": f"http://{host}:{dashboard_port}/status", "cpu_capped": False,
         "cpu_cap_applied": None, "devices": dev_records, "extra_env": dict(extra_env or {}),
         "resources": {"bridge": [], "netns": [], "links": [], "qdiscs": [], "cgroups": [], "pids": []},
@@ -119,6 +121,10 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
                 "memory_limit and resources.")
         else:
             _build_network(state, log)
+        if use_tls:
+            tls.enable(state)
+            log(f"mutual TLS: CA and certificates in {state.data['tls']['dir']}; the scheduler admits a worker "
+                "only with the certificate of the device it claims to be")
         env = pv.base_env(spec, extra_env)
         _start_scheduler(state, host, port, dashboard_port, env)
         pv.start_workers(state, state.data["devices"], env)
@@ -179,7 +185,7 @@ def _start_scheduler(state: State, host: str, port: int, dashboard_port: int, en
     if _port_busy(host, port):
         raise FarmError(f"port {host}:{port} is already in use; pass --port to choose another")
     cmd = [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", host, "--port", str(port),
-           "--dashboard-address", f"{host}:{dashboard_port}"]
+           "--dashboard-address", f"{host}:{dashboard_port}", *tls.scheduler_args(state)]
     p = pv.spawn(state, "scheduler", "scheduler", cmd, env)
     deadline = time.monotonic() + 60
     while not _port_busy(host, port):
@@ -199,15 +205,13 @@ def _verify(state: State, timeout_s: float, log: Log) -> None:
     closest round's share stays. The device then frees the model."""
     import statistics
 
-    from distributed import Client
-
     from . import calibrate
 
     devices = state.data["devices"]
     first: dict[str, dict] = {}
     for d in devices:
         first.setdefault(d["kind"], d)
-    with Client(state.data["scheduler"], timeout="60s", set_as_default=False) as client:
+    with tls.client(state, "60s") as client:
         for kind, r in first.items():
             on = {"workers": [r["address"]], "pure": False, "allow_other_workers": False}
             set_caps(False, state=state)

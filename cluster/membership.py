@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as _dt
 from collections.abc import Callable
 
-from . import processes, system
+from . import processes, system, tls
 from . import provision as pv
 from .cgroups import Cgroups
 from .devices import DeviceKind, FarmSpec, spec_from_dict
@@ -164,10 +164,8 @@ def _leave(state: State, rec: dict, cg: Cgroups | None, alive: bool, timeout_s: 
     """Have the scheduler let go of the device's worker; returns how it left. Once retired,
     the device's CPU quotas are lifted: its emulation is over, and a Python process holding
     TensorFlow takes 9-12 s to exit under a pi3 share, about 1 s without (measured here)."""
-    from distributed import Client
-
     name, address = rec["name"], rec["address"]
-    with Client(state.data["scheduler"], timeout="30s", set_as_default=False) as client:
+    with tls.client(state, "30s") as client:
         if alive:
             try:  # callback_timeout is Client.sync's: the call gives up after timeout_s
                 retired = client.retire_workers(workers=[address], close_workers=True, callback_timeout=timeout_s)

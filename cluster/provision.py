@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cgroups, compute_threads, network, processes, system
+from . import cgroups, compute_threads, network, processes, system, tls
 from .cgroups import Cgroups
 from .devices import DELAY_LINE_OVERHEAD_MS, DeviceKind, FarmSpec, cfs_quota, shaped_link
 from .errors import FarmError
@@ -176,7 +176,8 @@ def start_workers(state: State, devices: list[dict], env: dict[str, str]) -> Non
         cmd = [sys.executable, "-m", "distributed.cli.dask_worker", state.data["scheduler"],
                "--host", rec["ip"], "--name", rec["name"], "--nthreads", "1", "--no-nanny",
                "--memory-limit", str(rec["memory_limit_bytes"]), "--resources", f"{rec['kind']}=1",
-               "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60"]
+               "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60",
+               *tls.worker_args(state, rec["name"])]
         rec["command"] = " ".join(["dask worker", *cmd[3:]])
         preexec = _enter_device(str(network.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
         dev_env = {**env, "MCDASK_DEVICE_NAME": rec["name"], "MCDASK_DEVICE_KIND": rec["kind"]}
@@ -209,11 +210,9 @@ def worker_alive(rec: dict) -> bool:
 def wait_registered(state: State, devices: list[dict], *, timeout_s: float, log: Log) -> float:
     """Wait until every device of ``devices`` is registered with the scheduler; record each
     worker's address. Returns the seconds it took."""
-    from distributed import Client
-
     names = {r["name"] for r in devices}
     t0 = time.monotonic()
-    with Client(state.data["scheduler"], timeout="60s", set_as_default=False) as client:
+    with tls.client(state, "60s") as client:
         while True:
             workers = client.scheduler_info(n_workers=-1)["workers"]
             by_name = {w["name"]: addr for addr, w in workers.items()}

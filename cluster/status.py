@@ -9,7 +9,7 @@ the device (``mcdask farm kill``, the kernel's OOM killer, a hand-typed ``ip lin
 
 from __future__ import annotations
 
-from . import network, processes
+from . import network, processes, tls
 from .cgroups import Cgroups
 from .devices import format_bytes
 from .provision import device_pids, worker_alive
@@ -77,18 +77,16 @@ def status(state: State | None = None, query_scheduler: bool = False) -> dict:
            "calibration": d.get("calibration"), "verification": d.get("verification"),
            "cpu_cap_applied": d.get("cpu_cap_applied"),
            "cpu_cap_note": "quotas are applied after the workers imported TensorFlow and registered",
-           "created_at": d.get("created_at"), "state_file": str(state.path),
+           "created_at": d.get("created_at"), "state_file": str(state.path), "tls": tls.client_files(state),
            "devices": [device_status(state, r) for r in d["devices"]]}
     if query_scheduler:
-        out["registered"] = _registered(d["scheduler"])
+        out["registered"] = _registered(state)
     return out
 
 
-def _registered(address: str) -> list[str] | None:
+def _registered(state: State) -> list[str] | None:
     try:
-        from distributed import Client
-
-        with Client(address, timeout="5s", set_as_default=False) as c:
+        with tls.client(state, "5s") as c:
             return sorted(w["name"] for w in c.scheduler_info(n_workers=-1)["workers"].values())
     except Exception:  # noqa: BLE001 - status must not fail because the scheduler is gone
         return None

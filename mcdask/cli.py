@@ -21,6 +21,7 @@ COMMANDS = {
     "profile": ("mcdask.profiling.cli:profile", "Measure every worker's layers and the links between them."),
     "farm": ("cluster.cli:farm", "Emulate a farm of small devices on this machine."),
     "bench": ("bench.cli:bench", "Benchmark the farm beside the published Pi farm and Jetson TX2."),
+    "certs": ("mcdask.security.cli:certs", "Mutual TLS: a CA and certificates for devices, clients, scheduler."),
 }
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import workloads
 from mcdask.errors import McdaskError, StreamStopped
 from mcdask.model.plan import Plan
+from mcdask.security.tls import connect_problem, tls_options
 
 
 def _say(as_json: bool, *lines: str) -> None:
@@ -272,18 +273,19 @@ def connect(address: str):
     import dask.config
     from distributed import Client
 
-    try:
-        return Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
+    from mcdask.security.gate import guard
+
+    try:   # on a TLS scheduler, only workers whose certificate names them count (mcdask.security.gate)
+        return guard(Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect")))
     except ValueError as e:
         raise click.ClickException(f"--scheduler {address!r} is not a scheduler address ({e}); "
                                    "expected tcp://HOST:PORT") from None
-    except OSError as e:
-        raise click.ClickException(f"no scheduler answers at {address} ({e}); start `dask scheduler` there "
-                                   "or check the address") from None
-    except TypeError:
-        if address.startswith("tls://"):
-            raise click.ClickException(f"{address} is a TLS address but no TLS settings are given "
-                                       "(distributed.comm.tls.* in the Dask config)") from None
+    except (OSError, TypeError, RuntimeError) as e:
+        if why := connect_problem(address, e):
+            raise click.ClickException(why) from None
+        if isinstance(e, OSError):
+            raise click.ClickException(f"no scheduler answers at {address} ({e}); start `dask scheduler` there "
+                                       "or check the address") from None
         raise
 
 
@@ -294,6 +296,7 @@ def _keeping(feed, into: list):
 
 
 @click.command()
+@tls_options
 @click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--workload", type=click.Choice(workloads.NAMES), required=True)
 @click.option("--source", default="synthetic", show_default=True,

@@ -42,6 +42,10 @@ class StreamStopped(McdaskError, RuntimeError):
     message says why. Frames answered before it are complete."""
 
 
+class TLSError(McdaskError, ValueError):
+    """A certificate, key or CA is missing, unreadable or does not fit (``mcdask.security``)."""
+
+
 #: Exit status of the ``mcdask`` command, defined here once (README "Use", docs/bad-inputs.md).
 EXIT_OK = 0          # done
 EXIT_ERROR = 1       # bad input, a plan that could not be deployed, any other error

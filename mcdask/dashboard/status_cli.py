@@ -10,6 +10,8 @@ import json
 
 import click
 
+from mcdask.security.tls import connect_problem, tls_options
+
 
 def fetch(address: str, timeout: str = "10s") -> dict:
     """The snapshot from the scheduler at ``address``."""
@@ -74,14 +76,18 @@ def render(snap: dict) -> None:
 
 
 @click.command()
+@tls_options
 @click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--json", "as_json", is_flag=True, help="print the snapshot as one JSON object")
 def status(scheduler: str, as_json: bool) -> None:
     """Show the deployed plan, its devices (pieces, use, memory) and the streams running through it."""
     try:
         snap = fetch(scheduler)
-    except OSError as e:
-        raise click.ClickException(f"cannot reach the scheduler at {scheduler}: {e}") from e
+    except (OSError, TypeError, RuntimeError) as e:
+        why = connect_problem(scheduler, e)
+        if why is None and not isinstance(e, OSError):
+            raise
+        raise click.ClickException(why or f"cannot reach the scheduler at {scheduler}: {e}") from None
     for st in snap.get("streams", []):
         st.pop("ips_history", None)
     if as_json:

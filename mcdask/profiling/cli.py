@@ -21,9 +21,11 @@ import click
 
 import workloads
 from mcdask.errors import McdaskError
+from mcdask.security.tls import tls_options
 
 
 @click.command("profile")
+@tls_options
 @click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
 @click.option("--workload", "-w", "names", multiple=True, type=click.Choice(workloads.NAMES),
               help="workload to profile (repeatable) [default: all]")

@@ -4,6 +4,6 @@ that runs them (``plugin``), deploying a plan on a Dask cluster and submitting i
 (``deploy``), the same plan run in this process (``local``: the unsplit reference), and timing
 a whole model (``timing``).
 
-May import: ``mcdask.model``, ``mcdask.errors``, ``workloads``, Dask; TensorFlow only in
+May import: ``mcdask.model``, ``mcdask.security``, ``mcdask.errors``, ``workloads``, Dask; TensorFlow only in
 ``slices`` (and what calls it lazily). It never decides a plan.
 """

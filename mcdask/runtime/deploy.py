@@ -2,7 +2,8 @@
 
 ``deploy`` binds the plan's devices to workers (by name, else in name order), publishes the
 deployment in the scheduler's metadata, registers the ``SliceHost`` plugin (idempotent) and
-brings every worker in line; calling it again with another plan switches plans without
+brings every worker in line (on a ``tls://`` scheduler, only workers whose certificate
+names them: ``mcdask.security.gate``); calling it again with another plan switches plans without
 restarting the client or the workers. ``DaskRunner`` submits one task per piece, restricted by
 the piece's resource tag, prioritised by frame, with a key naming stage and frame.
 """
@@ -34,6 +35,7 @@ from mcdask.runtime.plugin import (
     sync_worker,
 )
 from mcdask.runtime.weights import WeightsSource
+from mcdask.security.gate import guard
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     w = workloads.get(plan.workload)
     plan.validate(w)
     weights = weights.check()   # an absolute path, checked here once
+    guard(client)   # on a TLS scheduler: only workers whose certificate names them (mcdask.security.gate)
     addresses = worker_addresses(client)
     binding = binding or bind(plan, sorted(addresses, key=natural_key))
     digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
