@@ -44,6 +44,73 @@ def test_the_model_becomes_a_workload_and_back():
     assert Workload.from_dict(json.loads(json.dumps(w.to_dict()))) == w
 
 
+def two_stream(frames: int = 4, flows: int = 6):
+    """A small two-input model: per-frame streams (TimeDistributed) pooled by a pyramid."""
+    import keras
+    from keras import layers
+
+    from workloads.keras_layers import TemporalPyramid
+
+    def stream(prefix, channels):
+        return keras.Sequential([keras.Input((8, 8, channels)), layers.Conv2D(4, 3, activation="relu", name=f"{prefix}_c"),
+                                 layers.Flatten(name=f"{prefix}_f"), layers.Dense(6, activation="relu", name=f"{prefix}_d")])
+
+    a, b = keras.Input((frames, 8, 8, 3), name="rgb"), keras.Input((flows, 8, 8, 4), name="motion")
+    x = TemporalPyramid(2, name="tp")([layers.TimeDistributed(stream("s", 3))(a),
+                                       layers.TimeDistributed(stream("t", 4))(b)])
+    return keras.Model([a, b], layers.Dense(5, activation="softmax", name="out")(x), name="twostream")
+
+
+def test_per_frame_streams_and_their_windows_become_a_windowed_pyramid():
+    w = from_keras(two_stream(), roles={"rgb": "image", "motion": "flow"})
+    assert w.inputs == {"rgb": (8, 8, 3), "motion": (8, 8, 4)} and w.roles == {"rgb": "image", "motion": "flow"}
+    assert [l.name for l in w.layers] == ["s_c", "s_f", "s_d", "t_c", "t_f", "t_d", "tp", "out"]
+    tp = w.layer("tp")
+    assert tp.inputs == ("s_d", "t_d") and tp.window == (4, 6) and tp.output_shape == (3 * 12,)
+    assert w.layer("s_c").inputs == ("rgb",) and w.image_input == "rgb" and w.flow_stack == 2
+    assert w.cut_required(w.index["tp"]) and w.max_window == 6
+
+
+def test_a_windowed_user_model_split_at_random_equals_keras_predict():
+    """Random plans (replicated streams, split dense layers) of a two-input windowed model, run
+    in-process, against Keras's own predict on each frame's windows."""
+    from helpers import items_for, random_plan
+
+    from mcdask.runtime import local
+    from mcdask.streaming.reference import against_keras, run_local, with_weights
+
+    model = two_stream()
+    w = workloads.register(from_keras(model, roles={"rgb": "image", "motion": "flow"}))
+    items = items_for(w, 14)
+    with_weights(model, w)
+    rng = np.random.default_rng(7)
+    for _ in range(4):
+        plan = random_plan(w, rng).validate(w)
+        local._CACHE.clear()
+        records = run_local(plan, items)
+        # flow needs 2 frame pairs, the pyramid 6 flows: frames 7.. are answered
+        assert [r.frame for r in records if r.status == "ok"] == list(range(7, 14)), plan.to_json()
+        check = against_keras(model, w, items, records)
+        assert check["checked"] == 7 and check["equal"], (check, plan.to_json())
+
+
+@pytest.mark.parametrize("change, message", [
+    ("no roles", "a model without input roles must take one RGB image"),
+    ("dense on a window", "reads a window of 4 frames; wrap per-frame layers in TimeDistributed"),
+])
+def test_windowed_models_mcdask_cannot_take_are_named(change, message):
+    import keras
+    from keras import layers
+
+    if change == "no roles":
+        model = two_stream()
+    else:
+        a = keras.Input((4, 8, 8, 3), name="rgb")
+        model = keras.Model(a, layers.Dense(3, name="d")(layers.TimeDistributed(layers.Flatten())(a)))
+    with pytest.raises(UnsupportedModel, match=message):
+        from_keras(model, roles=None if change == "no roles" else {"rgb": "image"})
+
+
 def test_a_layer_mcdask_cannot_split_is_named():
     import keras
     from keras import layers
