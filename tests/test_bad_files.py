@@ -44,6 +44,11 @@ PLAN_CASES = {
     "integer device names": (edited(GOOD_PLAN, ["devices"], [1, 2, 3, 4]), "a device name must be a non-empty string"),
     "float layer index": (edited(GOOD_PLAN, ["stages", 0, "layers"], [0, 9.0]), "a stage's end layer must be a whole"),
     "missing stages": (json.dumps({k: v for k, v in GOOD_PLAN.items() if k != "stages"}), "missing key 'stages'"),
+    "a stage that is a list": (edited(GOOD_PLAN, ["stages", 0], [0, 9]), "a stage must be a JSON object, got a list"),
+    "one layer bound": (edited(GOOD_PLAN, ["stages", 0, "layers"], [0]),
+                        "a stage's layers must be [start, end], got [0]"),
+    "a layer bound too big for a float": (edited(GOOD_PLAN, ["stages", 0, "layers"], [0, 10**400]),
+                                          "a stage's end layer must be a whole number >= 0 and <= "),
 }
 
 
@@ -73,6 +78,15 @@ PROFILE_CASES = {
                             "alexnet layer conv1 time must be a finite number >= 0 and <= 1e+15, got -0.5"),
     "a huge time (inf)": (json.dumps(GOOD_PROFILE).replace('"conv1": 0.', '"conv1": 1e999, "x": 0.', 1),
                           "must be a finite number"),
+    "a time too big for a float": (edited(GOOD_PROFILE, ["kinds", "pi3", "layer_time_s", "alexnet", "conv1"], 10**400),
+                                   "alexnet layer conv1 time must be a finite number >= 0 and <= 1e+15"),
+    "a kind that is a list": (edited(GOOD_PROFILE, ["kinds", "pi3"], []), "a device kind must be a JSON object"),
+    "layer times that are a list": (edited(GOOD_PROFILE, ["kinds", "pi3", "layer_time_s"], []),
+                                    "kind pi3: layer_time_s must be a JSON object, got a list"),
+    "a bandwidth below 1 B/s": (edited(GOOD_PROFILE, ["default_link", "bandwidth_Bps"], 5e-324),
+                                "a link's bandwidth_Bps must be a finite number >= 1"),
+    "a device's kind that is a list": (edited(GOOD_PROFILE, ["devices", 0, "kind"], ["pi3"]),
+                                       "a device's kind must be a non-empty string, got ['pi3']"),
 }
 
 
@@ -92,6 +106,14 @@ def test_the_cli_says_it_in_one_line(tmp_path):
     lines = r.stderr.strip().splitlines()
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert len(lines) == 1 and "a device name must be a non-empty string, got 1" in lines[0]
+
+
+def test_a_plan_for_a_workload_mcdask_does_not_know(tmp_path):
+    path = write(tmp_path, edited(GOOD_PLAN, ["workload"], "resnet"))
+    r = subprocess.run([str(BIN / "mcdask"), "plan", "--evaluate", str(path), "--profile", "pi3"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.splitlines() == [
+        f"Error: {path}: unknown workload 'resnet'; choose one of alexnet, vgg16, action"], r.stderr
 
 
 def test_a_plan_that_crossed_the_scheduler_still_reads():

@@ -55,6 +55,12 @@ def test_usage_errors_keep_status_2_and_clicks_message():
     assert "mcdask: error" not in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_plan_to_evaluate_that_is_neither_packaged_nor_a_file_is_a_usage_error(tmp_path):
+    r = mcdask("plan", "--evaluate", str(tmp_path / "nope.json"))
+    assert r.returncode == EXIT_USAGE and "Traceback" not in r.stderr
+    assert f"Invalid value for --evaluate: '{tmp_path / 'nope.json'}' is neither a packaged plan" in r.stderr
+
+
 def test_a_known_error_keeps_its_message_and_debug_adds_its_cause(tmp_path):
     bad = tmp_path / "plan.json"
     bad.write_text('{"schema": "mcdask.plan/1", "workload": "alexnet", "devices": [1], "stages": []}')
@@ -71,7 +77,7 @@ def test_a_known_error_keeps_its_message_and_debug_adds_its_cause(tmp_path):
     (PlanError("plan has no stages"), EXIT_ERROR, "mcdask: error: plan has no stages"),
     (KeyError("conv1"), EXIT_ERROR, "mcdask: error: KeyError: 'conv1'"),
     (RuntimeError("two\nlines"), EXIT_ERROR, "mcdask: error: RuntimeError: two lines"),
-])
+], ids=["stream stopped", "an mcdask error", "a KeyError", "two lines"])
 def test_each_error_gets_its_status(monkeypatch, error, status, line):
     @click.command()
     def boom():
