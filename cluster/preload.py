@@ -17,7 +17,9 @@ import time
 
 
 def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from mcdask.runtime.quiet import quiet
+
+    quiet()
     t0 = time.perf_counter()
     import keras  # noqa: F401 - imported now so the first slice does not pay for it
     import tensorflow as tf

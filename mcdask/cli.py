@@ -81,11 +81,16 @@ def one_line(e: BaseException) -> str:
 @click.version_option(package_name="mcdask")
 @click.option("--debug", is_flag=True, envvar="MCDASK_DEBUG",
               help="Show the traceback of an error instead of one line (also MCDASK_DEBUG=1).")
-def main(debug):
+@click.option("-v", "--verbose", is_flag=True, envvar="MCDASK_VERBOSE",
+              help="Let TensorFlow's, absl's and OpenCV's logs through, here and in local workers.")
+def main(debug, verbose):
     """Real-time recognition split across a crowd of small devices, on Dask.
 
     Exit status: 0 done; 1 an error (bad input, a plan that cannot be deployed, anything
     unexpected: one line on stderr); 2 a wrong command line; 3 a stream stopped early."""
+    from mcdask.runtime import quiet
+
+    quiet.let_through() if verbose else quiet.quiet()
 
 
 if __name__ == "__main__":

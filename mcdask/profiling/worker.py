@@ -104,6 +104,9 @@ def ensure_tf() -> int:
     """Import TensorFlow and set its threads exactly as the slice plugin does (once per
     process); returns the intra-op threads in effect."""
     from mcdask.runtime import plugin
+    from mcdask.runtime.quiet import quiet
+
+    quiet()
     from mcdask.runtime.slices import set_threads
 
     if not plugin._TF_READY:

@@ -22,6 +22,7 @@ from distributed import get_worker
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from mcdask.errors import SliceNotLoadedError
+from mcdask.runtime.quiet import quiet
 
 if TYPE_CHECKING:
     from mcdask.runtime.slices import SliceSpec
@@ -209,6 +210,7 @@ def release_memory() -> None:
 
 def _build_all(wanted: dict) -> dict:
     global _TF_READY
+    quiet()  # this worker's first TensorFlow import comes next
     from mcdask.runtime.slices import Slice, set_threads
 
     if not _TF_READY:

@@ -10,15 +10,15 @@ This is the only module of the runtime that imports TensorFlow.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import numpy as np
 
 import workloads
+from mcdask.runtime.quiet import quiet
 from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+quiet()  # before anything here imports TensorFlow
 
 
 @dataclass(frozen=True)
