@@ -101,3 +101,29 @@ def test_built_in_facts_are_read_from_the_keras_models():
     """facts/NAME.json is what ``from_keras`` reads from each model file (`python -m workloads`)."""
     for name in workloads.NAMES:
         assert workloads.derive(name) == workloads.get(name), f"run `python -m workloads`: {name} facts are stale"
+
+
+def test_every_replica_of_a_piece_answers_its_turn_of_frames():
+    """The in-process runner holds one copy of a piece per device, as the workers do, and the
+    replicas take frames in turn: spoil one replica's copy and exactly its frames go wrong."""
+    from mcdask.model.plan import Plan, Shard, Stage
+    from mcdask.runtime.local import LocalRunner
+    from mcdask.streaming.stream import Stream
+
+    w = workloads.get("alexnet")
+    cut = w.index["fc1"]
+    plan = Plan("alexnet", ("a", "b", "c", "d"), (Stage(0, cut, (Shard(None, ("a", "b", "c")),)),
+                                                  Stage(cut, len(w.layers), (Shard(None, ("d",)),))))
+    items = items_for(w, 6)
+    ref = reference_outputs("alexnet", items)
+    runner = LocalRunner(plan.validate(w))
+    copies = runner.copies[0, 0]
+    assert len(copies) == 3 and len({id(c) for c in copies}) == 3
+    spoilt = copies[1]
+    import tensorflow as tf
+
+    spoilt._fn = lambda *xs: [tf.zeros((1, *w.layer("flatten").output_shape))]
+    records = list(Stream(runner, plan, w, depth=1).run(items))
+    assert [r.status for r in records] == ["ok"] * 6, [r.error for r in records]
+    wrong = [r.frame for r in records if np.abs(r.output - ref[r.frame]).max() > 1e-6]
+    assert wrong == [1, 4]

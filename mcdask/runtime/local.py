@@ -1,8 +1,10 @@
 """Run a plan in this process: the reference ("unsplit model") and fast equivalence checks.
 
 ``LocalRunner`` builds every piece of a plan here and runs each submit at once, with the same
-slices, merges and window assembly the workers use; only Dask is absent. With the
-single-device plan it is the whole model on one machine: ``mcdask.streaming.reference``.
+slices, merges and window assembly the workers use; only Dask is absent. Each device of the plan
+holds its own copy of the pieces ``Plan.tasks_of`` gives it (what the worker plugin builds), and
+the replicas of a piece take frames in turn, so every replica's copy answers some frames. With
+the single-device plan it is the whole model on one machine: ``mcdask.streaming.reference``.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from mcdask.model.plan import Plan
 from mcdask.runtime.slices import Slice, SliceSpec, assemble
 from mcdask.runtime.weights import WeightsSource
 
+#: "device/slice key" -> Slice: built pieces, kept across runners of one plan (tests clear it)
 _CACHE: dict[str, Slice] = {}
 
 
@@ -29,20 +32,25 @@ class LocalRunner:
     def __init__(self, plan: Plan, weights: WeightsSource = WeightsSource(), cache: bool = True):
         self.plan = plan
         self.workload = workloads.get(plan.workload)
-        self.pieces = {}
-        for si, st in enumerate(plan.stages):
-            for hi, sh in enumerate(st.shards):
-                spec = SliceSpec(plan.workload, st.start, st.end, sh.units, weights)
-                s = _CACHE.get(spec.key) if cache else None
+        #: (stage, shard) -> one built copy per device that holds it, in the plan's device order
+        self.copies: dict[tuple[int, int], list[Slice]] = {}
+        for device in plan.devices:
+            for si, hi in plan.tasks_of(device):
+                st = plan.stages[si]
+                spec = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights)
+                key = f"{device}/{spec.key}"
+                s = _CACHE.get(key) if cache else None
                 if s is None:
                     s = Slice(spec)
                     if cache:
-                        _CACHE[spec.key] = s
-                self.pieces[si, hi] = s
+                        _CACHE[key] = s
+                self.copies.setdefault((si, hi), []).append(s)
 
     def submit(self, stage: int, shard: int, frame: int, feeds: dict) -> Future:
+        """Run the piece now, on the replica whose turn frame ``frame`` is."""
         fut: Future = Future()
-        s = self.pieces[stage, shard]
+        copies = self.copies[stage, shard]
+        s = copies[frame % len(copies)]
         try:
             fut.set_result(s(assemble(self.workload, {k: _resolve(v) for k, v in feeds.items()}, s.stacked)))
         except Exception as e:
