@@ -46,6 +46,12 @@ def _builtin(name: str) -> Workload:
     return Workload.from_dict(json.loads((FACTS / f"{name}.json").read_text()))
 
 
+def published(name: str) -> dict:
+    """A built-in workload's published figures (its module's ``PUBLISHED``: Pi 3 and TX2 times,
+    the paper's systems); empty for a user's model."""
+    return _module(name).PUBLISHED if name in NAMES else {}
+
+
 def keras_model(name: str):
     """A built-in workload's Keras model (imports Keras), with Keras's own initial weights."""
     return _module(name).keras_model()
@@ -71,5 +77,5 @@ def builtin(name: str) -> bool:
     return name in NAMES
 
 
-__all__ = ["NAMES", "get", "register", "builtin", "keras_model", "derive", "Layer", "Workload", "pyramid_ranges",
-           "ACTION_WINDOWS", "FLOW_STACK"]
+__all__ = ["NAMES", "get", "register", "builtin", "keras_model", "derive", "published", "Layer", "Workload",
+           "pyramid_ranges", "ACTION_WINDOWS", "FLOW_STACK"]

@@ -21,6 +21,31 @@ WINDOWS = (15, 25)
 FLOW_STACK = 10
 H, W = 12, 16
 
+#: published figures (sections of ../shared/reference/musical-chair-paper.md); see alexnet.py.
+#: ``pi3.groups``: one Pi 3's time for each stream and the pyramid (RA-L Fig. 10c, §3.1), each
+#: spread over its layers; the dense layers outside them take the Pi's dense model.
+PUBLISHED = {
+    "pi3": {"groups": {"spatial_": 0.192, "temporal_": 0.199, "pyramid": 0.0052},
+            "source": "RA-L Fig. 10c, §3.1"},
+    "tx2_cpu_s": 0.51,
+    "systems": [
+        {"system": "Jetson TX2 (GPU)", "devices": 1, "ips": 5.34, "static_j": 0.94, "dynamic_j": 1.12,
+         "total_j": 2.06, "source": "RA-L'18 Figs. 12-14"},
+        {"system": "Jetson TX2 (CPU)", "devices": 1, "ips": 1.97, "static_j": 2.54, "dynamic_j": 1.27,
+         "total_j": 3.81, "source": "RA-L'18 Figs. 12-14"},
+        {"system": "1 Raspberry Pi 3 (reloading)", "devices": 1, "ips": 0.02, "static_j": 198.90,
+         "dynamic_j": 40.80, "total_j": 239.7, "source": "RA-L'18 Figs. 12-14"},
+        {"system": "Pi farm, 5 robots", "devices": 4, "paper_devices": 5, "ips": 1.67, "static_j": 5.22,
+         "dynamic_j": 1.38, "total_j": 6.6, "source": "RA-L'18 Figs. 12-14"},
+        {"system": "Pi farm, 8 robots", "devices": 7, "paper_devices": 8, "ips": 7.69, "static_j": 1.62,
+         "dynamic_j": 0.72, "total_j": 2.34, "source": "RA-L'18 Figs. 12-14 (static from bar geometry)"},
+        {"system": "Pi farm, 10 robots", "devices": 9, "paper_devices": 10, "ips": 9.09, "static_j": 1.93,
+         "dynamic_j": 0.61, "total_j": 2.53, "source": "RA-L'18 Figs. 12-14"},
+        {"system": "Pi farm, 12 robots", "devices": 11, "paper_devices": 12, "ips": 10.00, "static_j": 2.10,
+         "dynamic_j": 0.55, "total_j": 2.65, "source": "RA-L'18 Figs. 12-14"},
+    ],
+}
+
 
 def _stream(prefix: str, channels: int):
     import keras

@@ -7,6 +7,27 @@ DESCRIPTION = "AlexNet, single stream, 220x220x3 (paper Fig. 3a)"
 ROLES = {"frame": "image"}
 LABELS = "imagenet-1k"
 
+#: published figures (sections of ../shared/reference/musical-chair-paper.md). ``pi3``: one
+#: Raspberry Pi 3's time for the whole model (CK, §3.6), spread over the layers by
+#: ``mcdask.model.kinds.pi3``; ``tx2_cpu_s``: the Jetson TX2's CPU time (CK, §3.6); ``systems``:
+#: the rows the bench prints beside its own ("devices" excludes the paper's input-stream device).
+PUBLISHED = {
+    "pi3": {"groups": {"": (0.532 + 0.526 + 0.519) / 3}, "source": "CK reproduced results, §3.6"},
+    "tx2_cpu_s": (0.2007 + 0.2010 + 0.2015) / 3,
+    "systems": [
+        {"system": "Jetson TX2 (GPU)", "devices": 1, "ips": 7.14, "static_j": 0.80, "dynamic_j": 0.74,
+         "total_j": 1.54, "source": "ReQuEST'18 Fig. 5"},
+        {"system": "Jetson TX2 (CPU)", "devices": 1, "ips": 5.55, "static_j": 1.02, "dynamic_j": 0.43,
+         "total_j": 1.46, "source": "ReQuEST'18 Fig. 5"},
+        {"system": "1 Raspberry Pi 3", "devices": 1, "ips": 1.92, "static_j": None, "dynamic_j": None,
+         "total_j": None, "source": "CK reproduced results, 0.519-0.532 s per inference"},
+        {"system": "Pi farm, 5-device", "devices": 4, "paper_devices": 5, "ips": 4.35, "static_j": 1.49,
+         "dynamic_j": 0.80, "total_j": 2.30, "source": "ReQuEST'18 Fig. 5"},
+        {"system": "Pi farm, 6-device", "devices": 5, "paper_devices": 6, "ips": 5.71, "static_j": 1.75,
+         "dynamic_j": 0.35, "total_j": 2.10, "source": "ReQuEST'18 Fig. 5"},
+    ],
+}
+
 
 def keras_model():
     import keras

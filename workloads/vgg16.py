@@ -7,6 +7,31 @@ DESCRIPTION = "VGG16, 224x224x3, flatten 25088"
 ROLES = {"frame": "image"}
 LABELS = "imagenet-1k"
 
+#: published figures (sections of ../shared/reference/musical-chair-paper.md); see alexnet.py.
+#: ``pi3.layers``: each layer alone on one Pi 3, 50 predictions averaged (§3.5,
+#: parallel-ml/fc ``vgg16_layerwise_pi_time``); fc1 (411 MB) swapped on the Pi ("swapped").
+PUBLISHED = {
+    "pi3": {"layers": {
+        "block1_conv1": 0.247, "block1_conv2": 1.249, "block1_pool": 0.207,
+        "block2_conv1": 0.501, "block2_conv2": 0.931, "block2_pool": 0.099,
+        "block3_conv1": 0.404, "block3_conv2": 0.765, "block3_conv3": 0.764, "block3_pool": 0.060,
+        "block4_conv1": 0.373, "block4_conv2": 0.701, "block4_conv3": 0.699, "block4_pool": 0.039,
+        "block5_conv1": 0.215, "block5_conv2": 0.218, "block5_conv3": 0.218, "block5_pool": 0.013,
+        "flatten": 0.006, "fc1": 2.483, "fc2": 0.114, "fc3": 0.063,
+    }, "swapped": ["fc1"], "source": "vgg16_layerwise_pi_time, §3.5"},
+    "tx2_cpu_s": (1.928 + 1.926 + 1.928) / 3,
+    "systems": [
+        {"system": "Jetson TX2 (GPU)", "devices": 1, "ips": 1.28, "static_j": 4.5, "dynamic_j": 4.1,
+         "total_j": 8.6, "source": "ReQuEST'18 Fig. 6"},
+        {"system": "Jetson TX2 (CPU)", "devices": 1, "ips": 0.52, "static_j": 11.0, "dynamic_j": 7.3,
+         "total_j": 18.4, "source": "ReQuEST'18 Fig. 6"},
+        {"system": "Pi farm, 9-device", "devices": 8, "paper_devices": 9, "ips": 0.48, "static_j": 26.3,
+         "dynamic_j": 13.7, "total_j": 40.0, "source": "ReQuEST'18 Fig. 6"},
+        {"system": "Pi farm, 11-device", "devices": 10, "paper_devices": 11, "ips": 1.11, "static_j": 16.6,
+         "dynamic_j": 10.4, "total_j": 27.0, "source": "ReQuEST'18 Fig. 6"},
+    ],
+}
+
 
 def keras_model():
     import keras

@@ -51,19 +51,8 @@ from mcdask.model.profile import DeviceKind, LinkModel
 
 WIFI_2018 = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
 
-#: §3.5 per-layer Raspberry Pi 3 times for VGG16, seconds (file names mapped to our layer names)
-VGG16_PI_S = {
-    "block1_conv1": 0.247, "block1_conv2": 1.249, "block1_pool": 0.207,
-    "block2_conv1": 0.501, "block2_conv2": 0.931, "block2_pool": 0.099,
-    "block3_conv1": 0.404, "block3_conv2": 0.765, "block3_conv3": 0.764, "block3_pool": 0.060,
-    "block4_conv1": 0.373, "block4_conv2": 0.701, "block4_conv3": 0.699, "block4_pool": 0.039,
-    "block5_conv1": 0.215, "block5_conv2": 0.218, "block5_conv3": 0.218, "block5_pool": 0.013,
-    "flatten": 0.006, "fc1": 2.483, "fc2": 0.114, "fc3": 0.063,
-}
-ALEXNET_WHOLE_S = (0.532 + 0.526 + 0.519) / 3          # §3.6 CK, AlexNet on 1x RPi 3
-SPATIAL_STREAM_S = 0.192                                # §3.1 Fig. 10c
-TEMPORAL_STREAM_S = 0.199                               # §3.1 Fig. 10c
-PYRAMID_S = 0.0052                                      # §3.1 Fig. 10c
+#: §3.5 per-layer Raspberry Pi 3 times for VGG16, seconds (kept with the model: workloads/vgg16.py)
+VGG16_PI_S = workloads.published("vgg16")["pi3"]["layers"]
 
 # memory-bound dense model through VGG16 dense2 and dense3 (§3.5)
 _vgg = workloads.get("vgg16")
@@ -116,15 +105,26 @@ def _spread(layers, whole_s: float) -> dict[str, float]:
     return {l.name: out[l.name] for l in layers}
 
 
+def published_times(workload) -> dict[str, float]:
+    """One Pi 3's time for each layer of a built-in ``workload``, from its published figures
+    (``workloads.published``): per-layer times as published; else each group's published
+    time (layers named with its prefix) spread over its layers by ``_spread``; any layer left
+    (a dense layer outside the groups) by the dense model."""
+    pub = workloads.published(workload.name)["pi3"]
+    if "layers" in pub:
+        return {l.name: pub["layers"][l.name] for l in workload.layers}
+    out: dict[str, float] = {}
+    for prefix, whole_s in pub["groups"].items():
+        out.update(_spread([l for l in workload.layers if l.name.startswith(prefix) and l.name not in out], whole_s))
+    rest = [l for l in workload.layers if l.name not in out]
+    if any(l.kind != "dense" for l in rest):
+        raise ValueError(f"{workload.name}: published Pi 3 times leave {[l.name for l in rest]} without a time")
+    out.update({l.name: _dense_s(l) for l in rest})
+    return {l.name: out[l.name] for l in workload.layers}
+
+
 def layer_times() -> dict[str, dict[str, float]]:
-    alexnet, action = workloads.get("alexnet"), workloads.get("action")
-    acts = {}
-    acts.update(_spread(action.layers[0:5], SPATIAL_STREAM_S))
-    acts.update(_spread(action.layers[5:10], TEMPORAL_STREAM_S))
-    acts["pyramid"] = PYRAMID_S
-    acts.update({l.name: _dense_s(l) for l in action.layers[11:]})
-    return {"alexnet": _spread(alexnet.layers, ALEXNET_WHOLE_S), "vgg16": dict(VGG16_PI_S),
-            "action": {l.name: acts[l.name] for l in action.layers}}
+    return {name: published_times(workloads.get(name)) for name in workloads.NAMES}
 
 
 SOURCES = {

@@ -20,17 +20,16 @@ import workloads
 from mcdask.model.kinds import pi3 as _pi3
 from mcdask.model.profile import DeviceKind
 
-WHOLE_S = {
-    "alexnet": (0.2007 + 0.2010 + 0.2015) / 3,
-    "vgg16": (1.928 + 1.926 + 1.928) / 3,
-    "action": 0.51,
-}
+#: published TX2 CPU time per frame of each built-in workload (kept with the models)
+WHOLE_S = {name: workloads.published(name)["tx2_cpu_s"] for name in workloads.NAMES}
 
 
 def _pi3_in_memory(workload: str) -> dict[str, float]:
+    """pi3's layer times, with layers whose published Pi time swapped ("swapped") taken from
+    the dense model instead: the TX2 holds them in memory."""
     times = dict(_pi3.layer_times()[workload])
-    if workload == "vgg16":   # the published fc1 time swapped on the Pi; TX2 holds fc1 in memory
-        times["fc1"] = _pi3._dense_s(workloads.get("vgg16").layer("fc1"))
+    for name in workloads.published(workload)["pi3"].get("swapped", []):
+        times[name] = _pi3._dense_s(workloads.get(workload).layer(name))
     return times
 
 
