@@ -31,11 +31,33 @@ def free_port() -> int:
 
 
 class StockCluster:
-    def __init__(self, cwd: Path, env: dict | None = None):
+    """With ``certs`` (a folder of ``mcdask certs``: ca.crt, scheduler.crt/key, client.crt/key,
+    NAME.crt/key per worker) everything runs under mutual TLS."""
+
+    def __init__(self, cwd: Path, env: dict | None = None, certs: Path | None = None):
         self.cwd = cwd
         self.env = {**os.environ, "MCDASK_TEST": "1", "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-        self.address = f"tcp://127.0.0.1:{free_port()}"
+        self.certs = certs
+        self.address = f"{'tls' if certs else 'tcp'}://127.0.0.1:{free_port()}"
         self.procs: dict[str, subprocess.Popen] = {}
+
+    def tls_args(self, name: str) -> list[str]:
+        """``--tls-ca-file/--tls-cert/--tls-key`` with ``name``'s certificate (none without certs)."""
+        if not self.certs:
+            return []
+        return ["--tls-ca-file", str(self.certs / "ca.crt"), "--tls-cert", str(self.certs / f"{name}.crt"),
+                "--tls-key", str(self.certs / f"{name}.key")]
+
+    def client(self, timeout: str = "30s"):
+        """A Dask client of the scheduler (with the client's certificate under TLS)."""
+        from distributed import Client
+        from distributed.security import Security
+
+        security = None
+        if self.certs:
+            security = Security(tls_ca_file=str(self.certs / "ca.crt"), tls_client_cert=str(self.certs / "client.crt"),
+                                tls_client_key=str(self.certs / "client.key"), require_encryption=True)
+        return Client(self.address, timeout=timeout, set_as_default=False, security=security)
 
     def _spawn(self, name: str, cmd: list[str]) -> subprocess.Popen:
         p = subprocess.Popen(cmd, cwd=self.cwd, env=self.env, stdout=subprocess.DEVNULL,
@@ -47,7 +69,7 @@ class StockCluster:
     def start_scheduler(self) -> None:
         port = self.address.rsplit(":", 1)[1]
         self._spawn("scheduler", [str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", port,
-                                  "--dashboard-address", ":0"])
+                                  "--dashboard-address", ":0", *self.tls_args("scheduler")])
         deadline = time.monotonic() + 60
         while True:
             with socket.socket() as s:
@@ -57,10 +79,12 @@ class StockCluster:
                 raise TimeoutError(f"the scheduler did not listen on {self.address} within 60 s")
             time.sleep(0.2)
 
-    def start_worker(self, name: str, *extra: str) -> subprocess.Popen:
-        """A stock worker without a nanny (a device: when it dies, it is gone)."""
+    def start_worker(self, name: str, *extra: str, cert: str | None = None) -> subprocess.Popen:
+        """A stock worker without a nanny (a device: when it dies, it is gone); under TLS with
+        the certificate ``cert`` (default: its own name's; "" for none)."""
+        tls = self.tls_args(name if cert is None else cert) if cert != "" else []
         return self._spawn(name, [str(BIN / "dask"), "worker", self.address, "--name", name, "--nthreads", "1",
-                                  "--no-nanny", "--no-dashboard", *extra])
+                                  "--no-nanny", "--no-dashboard", *tls, *extra])
 
     def start_plain_worker(self, name: str) -> subprocess.Popen:
         """`dask worker ADDRESS` with no other flag, as a user would start one."""
@@ -68,9 +92,7 @@ class StockCluster:
 
     def wait_for(self, names: set[str] | int, timeout_s: float = 120) -> None:
         """Until the workers ``names`` (or that many workers) are registered."""
-        from distributed import Client
-
-        with Client(self.address, timeout="30s", set_as_default=False) as c:
+        with self.client() as c:
             deadline = time.monotonic() + timeout_s
             while True:
                 there = {str(w["name"]) for w in c.scheduler_info(n_workers=-1)["workers"].values()}
