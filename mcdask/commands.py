@@ -12,6 +12,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import click
 import numpy as np
@@ -56,11 +57,15 @@ def check_against_reference(workload, items, records, weights) -> dict:
 
 
 def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,
-                   progress: bool, total: int | None = None, deployment=None, *, plans=None, events=None):
+                   progress: bool, total: int | None = None, deployment=None, *, plans=None, events=None,
+                   keep: Literal["nothing", "records", "outputs"] = "records"):
     """Deploy ``plan`` (unless ``deployment`` already holds it), stream ``items`` (any iterable,
     read as it goes), return (records, summary). With ``plans`` (a ``PlanBook``) a controller
     adapts the deployment to devices leaving and joining. ``--out`` lines are written as frames
-    complete. A stream that cannot go on ends early with ``summary["stopped"]`` saying why."""
+    complete. A stream that cannot go on ends early with ``summary["stopped"]`` saying why.
+    The summary is kept as records come (``Tally``); the records returned are what ``keep``
+    says: none (an endless stream's memory stays flat), every record without its output array,
+    or every record with it (to compare with the unsplit model afterwards)."""
     from distributed import span
     from rich.console import Console
     from rich.progress import Progress
@@ -69,7 +74,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     from mcdask.runtime.deploy import DaskRunner, deploy
     from mcdask.streaming.controller import Controller
     from mcdask.streaming.events import EventLog
-    from mcdask.streaming.records import summarize
+    from mcdask.streaming.records import Tally
     from mcdask.streaming.stream import Stream
 
     workload = workloads.get(plan.workload)
@@ -82,7 +87,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     pub = Publisher(client, plan.workload, plan_id=lambda: stream.plan.id, events=events).start()
     total = total if total is not None else getattr(items, "__len__", lambda: None)()
     items = pub.reading(items)
-    records, stopped = [], None
+    records, stopped, tally = [], None, Tally()
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
     # the stream's tasks are one Dask span, named after the stream, in the dashboard's views
     with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar, \
@@ -91,7 +96,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
         t0 = time.perf_counter()
         try:
             for rec in stream.run(items):
-                records.append(rec)
+                tally.add(rec)
                 pub.record(rec)
                 if f:
                     line = rec.to_dict()
@@ -99,14 +104,18 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
                         line["t_s"] = round(rec.done_at - t0, 4)
                     f.write(json.dumps(line) + "\n")
                     f.flush()
+                if keep != "outputs":
+                    rec.output = None   # no output array outlives its frame
+                if keep != "nothing":
+                    records.append(rec)
                 bar.advance(task)
         except StreamStopped as e:
             stopped = str(e)
-            events.emit("stopped", f"stream stopped after {len(records)} frames: {stopped}")
+            events.emit("stopped", f"stream stopped after {sum(tally.counts.values())} frames: {stopped}")
         finally:
             wall = time.perf_counter() - t0
             pub.close()
-    summary = summarize(records, wall)
+    summary = tally.summary(wall)
     summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
                     "binding": dep.binding, "final_plan_id": stream.plan.id,
                     "switches": controller.switches if controller else 0, "events": events.to_list(),
@@ -221,19 +230,15 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     from distributed import Client, LocalCluster
 
     from mcdask.model.kinds import device_names
+    from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.sources import Feeder, open_source
 
     try:
         keras_model = None
         if model_file:
-            from workloads.keras_model import UnsupportedModel, load
-
-            try:
-                w, keras_model = load(model_file)
-            except UnsupportedModel as e:
-                raise click.ClickException(f"{model_file}: {e}") from None
-            workload = workloads.register(w).name
+            w, keras_model = user_model(model_file)
+            workload = w.name
         w = workloads.get(workload)
         frames = frames or (80 if w.max_window > 1 else 60)
         memory = dask.utils.parse_bytes(device_memory) if device_memory else None
@@ -241,7 +246,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         plan = Plan.load(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
         items = list(Feeder(w).items(open_source("synthetic", w), frames))
         weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
-        with dask.config.set({"mcdask.worker.intra-op-threads": 1,
+        with dask.config.set({"mcdask.worker.intra-op-threads": 1, **client_config(),
                               "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
                 LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
                              dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
@@ -249,7 +254,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
                  f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask")
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
-                                              plans=book)
+                                              plans=book, keep="outputs")
         summary.update(check_against_reference(w, items, records, weights))
         if keras_model is not None:
             from mcdask.streaming.reference import against_keras
@@ -265,6 +270,20 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         raise click.ClickException(why)
     if not summary["equal"]:
         sys.exit(1)
+
+
+def user_model(path: str):
+    """(workload, Keras model) of a user's ``.keras`` file, registered for this process; one
+    line naming the file and the layer when mcdask cannot split it."""
+    from workloads.keras_model import UnsupportedModel, load
+
+    try:
+        w, model = load(path)
+    except UnsupportedModel as e:
+        raise click.ClickException(f"{path}: {e}") from None
+    except (OSError, ValueError) as e:
+        raise click.ClickException(f"{path}: not a Keras model file ({e})") from None
+    return workloads.register(w), model
 
 
 def connect(address: str):
@@ -298,7 +317,9 @@ def _keeping(feed, into: list):
 @click.command()
 @tls_options
 @click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-@click.option("--workload", type=click.Choice(workloads.NAMES), required=True)
+@click.option("--workload", type=click.Choice(workloads.NAMES), default=None, help="a built-in model")
+@click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="your own Keras model (.keras) instead of a built-in one; its weights come from the file")
 @click.option("--source", default="synthetic", show_default=True,
               help="synthetic, a video file, a folder of images, or camera:INDEX")
 @click.option("--plan", "plan_opt", default=None, help="a plan file [default: the planner's plan for the workers]")
@@ -319,10 +340,11 @@ def _keeping(feed, into: list):
               help="a .keras / .weights.h5 file present at the same path on every device")
 @click.option("--seed", default=0, show_default=True, help="seed of the default weights")
 @click.option("--depth", type=click.IntRange(1), default=None, help="frames in flight")
-@click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output")
+@click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output "
+              "(keeps every frame and answer until the end: not for endless streams)")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
-def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload, fps, out, weights, seed, depth, check,
-        as_json):
+def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frames, overload, fps, out, weights, seed,
+        depth, check, as_json):
     """Stream SOURCE through WORKLOAD split across the workers of a running scheduler.
 
     Exit status: 0 done; 1 bad input or the plan could not be deployed; 3 the stream
@@ -331,18 +353,25 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
     import dask
 
     from mcdask.runtime.deploy import worker_names
+    from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.sources import Feeder, latest, open_source, paced
 
     show_events_on_stderr()
+    if (workload is None) == (model_file is None):
+        raise click.UsageError("give one of --workload (a built-in model) or --model (a .keras file)")
+    keras_model = None
+    if model_file:
+        w, keras_model = user_model(model_file)
+        workload, weights = w.name, weights or str(Path(model_file).resolve())
     w = workloads.get(workload)
     if frames is None and source == "synthetic":
         frames = 80 if w.max_window > 1 else 60
     try:
         wsrc = WeightsSource(seed, weights).check()
         plans = plan_book(w, profile)
-        with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
-                connect(scheduler) as client:
+        with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression"),
+                              **client_config()}), connect(scheduler) as client:
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
@@ -363,9 +392,14 @@ def run(scheduler, workload, source, plan_opt, profile, adapt, frames, overload,
             if check:  # keep the frames to run the unsplit model on them afterwards
                 feed = _keeping(feed, items)
             records, summary = stream_through(client, plan, feed, wsrc, depth, out, not as_json, frames,
-                                              plans=plans if adapt else None)
+                                              plans=plans if adapt else None,
+                                              keep="outputs" if check else "nothing")
         if check:
             summary.update(check_against_reference(w, items, records, wsrc))
+            if keras_model is not None:
+                from mcdask.streaming.reference import against_keras
+
+                summary["keras"] = against_keras(keras_model, w, items, records)
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
     summary = {"workload": workload, "devices": len(plan.devices), "source": source, **summary,

@@ -89,3 +89,20 @@ def test_run_folder_of_images_and_bad_sources(scheduler, tmp_path):
     empty.mkdir()
     r = mcdask("run", "--scheduler", addr, "--workload", "alexnet", "--source", str(empty))
     assert r.returncode != 0 and "holds no images" in r.stderr
+
+
+def test_run_takes_your_own_keras_model(scheduler, tmp_path):
+    """`mcdask run --model FILE.keras` on stock workers: the devices learn the model from the
+    deployment, read its weights from the file, and the answers equal Keras's own predict."""
+    from test_keras_model import small_cnn
+
+    address, _ = scheduler
+    path = tmp_path / "mine.keras"
+    small_cnn(512).save(path)
+    r = mcdask("run", "--scheduler", address, "--model", str(path), "--frames", "6", "--check", "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["workload"] == "smallcnn" and summary["classified"] == 6 and summary["equal"] is True
+    assert summary["keras"]["checked"] == 6 and summary["keras"]["equal"] is True
+    r = mcdask("run", "--scheduler", address, "--model", str(path), "--workload", "alexnet")
+    assert r.returncode == 2 and "give one of --workload" in r.stderr and "Traceback" not in r.stderr
