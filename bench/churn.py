@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 
 import workloads
-from bench.provenance import RESULTS, PartialRunError, provenance, result_name
+from bench.provenance import OUT_DIR_HELP, PartialRunError, provenance, result_name, results_dir
 
 #: (action, device): the device index is into the farm's device names at the start
 SCENARIO = (("kill", -1), ("add", None), ("freeze", 1), ("thaw", 1))
@@ -185,8 +185,7 @@ def plot(result: dict, path: Path) -> None:
 @click.option("--scheduler", default=None, help="use a farm that is already up")
 @click.option("--name", "--out", "name", default=None,
               help="file stem [default: churn for the default run, else churn-nN-xK]")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
-              show_default="bench/results")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=OUT_DIR_HELP)
 def main(n, time_scale, phase_s, scheduler, name, out_dir):
     """AlexNet on the farm through kill, add, freeze and thaw; IPS over time."""
     full = (n, time_scale, phase_s) == (6, 1.0, 40.0)
@@ -196,6 +195,7 @@ def main(n, time_scale, phase_s, scheduler, name, out_dir):
         raise click.UsageError(str(e)) from None
     result = run(n, time_scale, phase_s, scheduler, log=lambda m: click.echo(m, err=True))
     result["provenance"] = provenance()
+    out_dir = results_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     plot(result, out_dir / f"{name}.png")

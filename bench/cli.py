@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 import workloads
+from bench.provenance import OUT_DIR_HELP
 from mcdask.security.tls import tls_options
 
 
@@ -45,13 +46,13 @@ def parse_devices(text: str) -> tuple[int, ...]:
               help="result file stem [default: bench for a full run, bench-quick for --quick; a partial run "
                    "is named after its workloads and devices and may not take those names]")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="where the result files go [default: bench/results]")
+              help=OUT_DIR_HELP)
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
 def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, as_json):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     from . import report
-    from .provenance import RESULTS, PartialRunError, provenance, result_name
+    from .provenance import PartialRunError, provenance, result_name, results_dir
     from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run
 
     settings = Settings(
@@ -71,7 +72,7 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     result = run(settings, scheduler=scheduler, log=log)
     result["provenance"] = provenance()
-    files = report.write(result, out_dir or RESULTS, name=stem)
+    files = report.write(result, results_dir(out_dir), name=stem)
     log(report.markdown(result))
     log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
     if as_json:

@@ -5,7 +5,7 @@ unless ``--time-scale``), measures TCP bandwidth and RTT between neighbouring de
 the host, and the whole-AlexNet time on every device: first each device alone, then all of
 them at once (the model is built with the quota lifted and called from the worker's task
 thread, as slices are). The last stdout line is one JSON object; ``--out`` also writes it to
-``bench/results/``. Issue figures for the farm come from this command.
+the results folder (``bench.provenance.results_dir``). Issue figures for the farm come from this command.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 
 import click
 
-from bench.provenance import RESULTS, provenance
+from bench.provenance import provenance, results_dir
 
 
 def _alexnet_times(client, addresses: list[str], batches: int, repeats: int) -> dict[str, dict]:
@@ -91,13 +91,14 @@ def check(n: int, time_scale: float, batches: int, repeats: int, log=print) -> d
 @click.option("--time-scale", default=1.0, show_default=True)
 @click.option("--batches", default=3, show_default=True)
 @click.option("--repeats", default=8, show_default=True, help="inferences per batch")
-@click.option("--out", default=None, help="also write bench/results/OUT.json")
+@click.option("--out", default=None, help="also write OUT.json (into bench/results in a checkout, else here)")
 def main(devices, time_scale, batches, repeats, out) -> None:
     result = check(devices, time_scale, batches, repeats, log=lambda m: click.echo(m, err=True))
     result["provenance"] = provenance()
     if out:
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
+        folder = results_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{out}.json").write_text(json.dumps(result, indent=1) + "\n")
     click.echo(json.dumps(result))
 
 

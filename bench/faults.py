@@ -28,7 +28,7 @@ from pathlib import Path
 
 import click
 
-from bench.provenance import RESULTS, PartialRunError, provenance, result_name
+from bench.provenance import OUT_DIR_HELP, PartialRunError, provenance, result_name, results_dir
 
 
 def sole_holder(plan) -> str:
@@ -187,8 +187,7 @@ def _line(r: dict) -> str:
 @click.option("--only", multiple=True, type=click.Choice(["kill", "freeze", "cut", "join", "scheduler"]))
 @click.option("--name", "--out", "name", default=None,
               help="file stem [default: faults-x4 for the default run, else faults-xK-...]")
-@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=RESULTS,
-              show_default="bench/results")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=OUT_DIR_HELP)
 def main(time_scale, frames, verify, only, name, out_dir):
     """Kill, freeze and cut a device, join two, kill the scheduler: what comes out."""
     import tempfile
@@ -201,6 +200,7 @@ def main(time_scale, frames, verify, only, name, out_dir):
     result = run(time_scale, frames, verify, Path(tempfile.mkdtemp(prefix="mcdask-faults-")),
                  log=lambda m: click.echo(m, err=True), **({"only": only} if only else {}))
     result["provenance"] = provenance()
+    out_dir = results_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{name}.json").write_text(json.dumps(result, indent=1))
     click.echo(f"written: {out_dir / name}.json")

@@ -15,7 +15,8 @@ with the optimal strategy, deploy, stream synthetic frames and compare:
 Every output is also checked against the unsplit model (``max_abs_diff``). Not a test: the
 machine has 2 cores shared by the workers, the scheduler, this client and whatever else runs,
 so the numbers are noisy; each profile time is a median, the stream is one run.
-Results are also written to ``bench/results/local_prediction.json``.
+Results are also written to ``local_prediction.json`` in the results folder
+(``bench.provenance.results_dir``: ``bench/results`` in a checkout).
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import dask
 
 import workloads
+from bench.provenance import results_dir
 from mcdask.commands import check_against_reference
 from mcdask.planning.costmodel import piece_time_s
 from mcdask.planning.planner import plan as make_plan
@@ -40,7 +41,6 @@ from mcdask.streaming.sources import Feeder, open_source
 from mcdask.streaming.stream import Stream
 
 FRAMES = {"alexnet": 100, "vgg16": 30, "action": 120}
-RESULTS = Path(__file__).with_name("results") / "local_prediction.json"
 
 
 def _say(msg: str) -> None:
@@ -79,8 +79,8 @@ def one(workload: str, n: int, repeats: int, frames: int, depth: int | None) -> 
         t0 = time.perf_counter()
         prof = profile_cluster(client, [workload], repeats=repeats)
         profile_s = time.perf_counter() - t0
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        prof.save(RESULTS.parent / f"profile-{workload}-{n}w.json")
+        results_dir().mkdir(parents=True, exist_ok=True)
+        prof.save(results_dir() / f"profile-{workload}-{n}w.json")
         plan = make_plan(w, prof, n, "optimal")
         _say(f"{workload} on {n} workers: profiled in {profile_s:.0f} s; plan: " + "; ".join(plan.describe(w)))
         dep = deploy(client, plan, weights)
@@ -141,8 +141,8 @@ def main() -> None:
             rows.append(one(name, n, args.repeats, args.frames or FRAMES[name], args.depth))
     result = {"bench": "local_prediction", "target": "measured within 15% of predicted", "rows": rows,
               "all_within_15pct": all(r["within_15pct"] for r in rows)}
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    results_dir().mkdir(parents=True, exist_ok=True)
+    (results_dir() / "local_prediction.json").write_text(json.dumps(result, indent=2) + "\n")
     _say(f"{'workload':8} {'n':>2} {'predicted':>9} {'measured':>9} {'ratio':>6}  bottleneck")
     for r in rows:
         _say(f"{r['workload']:8} {r['devices']:>2} {r['predicted_ips']:>9} {r['measured_ips']!s:>9} "

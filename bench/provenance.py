@@ -2,7 +2,10 @@
 
 Every result file the bench writes carries ``provenance``: the command line, the git commit
 (and whether the work tree had changes), the machine (CPU model, cores, memory, kernel), the
-versions of Python, TensorFlow and Dask, and when it ran. ``result_name`` keeps the canonical
+versions of Python, TensorFlow and Dask, and when it ran. ``results_dir`` is where result
+files go: the folder given (``--out-dir``), else ``bench/results`` when the working directory
+is an mcdask checkout (the project's canonical results live there), else the working
+directory; never the installed package's folder. ``result_name`` keeps the canonical
 full-run files (``bench``, ``churn``, ``faults-x4``) for full runs only: a partial run gets a
 name of its own unless one is given, and is refused the canonical name.
 """
@@ -21,7 +24,20 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).with_name("results")
+#: the checkout's results folder, relative to the checkout
+CHECKOUT_RESULTS = Path("bench", "results")
+#: the help text of every --out-dir
+OUT_DIR_HELP = "where the result files go [default: bench/results in an mcdask checkout, else the working directory]"
+
+
+def results_dir(out_dir: Path | None = None) -> Path:
+    """Where result files go (see the module docstring)."""
+    if out_dir is not None:
+        return out_dir
+    here = Path.cwd()
+    if (here / CHECKOUT_RESULTS).is_dir() and (here / "mcdask" / "mcdask.yaml").is_file():
+        return here / CHECKOUT_RESULTS
+    return here
 
 
 def cpu_model() -> str:

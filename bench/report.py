@@ -1,4 +1,4 @@
-"""Write a bench result as JSON, a Markdown table and PNG plots under ``bench/results/``."""
+"""Write a bench result as JSON, a Markdown table and PNG plots into a folder."""
 
 from __future__ import annotations
 
@@ -6,8 +6,6 @@ import json
 from pathlib import Path
 
 from . import paper
-
-RESULTS = Path(__file__).with_name("results")
 
 
 def _f(x, nd=2) -> str:
@@ -131,7 +129,7 @@ def plots(result: dict, outdir: Path, name: str = "bench") -> list[Path]:
     return out
 
 
-def write(result: dict, outdir: Path = RESULTS, name: str = "bench") -> dict:
+def write(result: dict, outdir: Path, name: str = "bench") -> dict:
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / f"{name}.json").write_text(json.dumps(result, indent=1, default=float) + "\n")
     (outdir / f"{name}.md").write_text(markdown(result))

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import click
 
-from .provenance import RESULTS, provenance
+from .provenance import provenance, results_dir
 
 MODES = ("plain", "tls")
 
@@ -97,7 +97,7 @@ def main(runs: int, devices: int, host_time_s: float | None, name: str) -> None:
     """Measure mutual TLS's cost in IPS on the emulated farm (needs root; brings farms up and down)."""
     result = run(runs, devices, host_time_s, log=lambda m: click.echo(m, err=True))
     result["provenance"] = provenance({"runs": runs, "devices": devices, "host_time_s": host_time_s})
-    path = RESULTS / f"{name}.json"
+    path = results_dir() / f"{name}.json"
     path.write_text(json.dumps(result, indent=1) + "\n")
     click.echo(f"median IPS plain {result['median']['plain']:.2f}, TLS {result['median']['tls']:.2f} "
                f"({result['tls_cost_pct']:+.1f} % cost); written: {path}")
