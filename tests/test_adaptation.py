@@ -43,7 +43,7 @@ def paced(items, every_s: float, at: dict):
 def stream(cluster, plan, items, **kw):
     with Client(cluster.address, timeout="30s") as client:
         records, summary = stream_through(client, plan, items, WeightsSource(), 8, None, False,
-                                          plans=plan_book(W, None), **kw)
+                                          plans=plan_book(W, None), keep="outputs", **kw)
     return records, summary
 
 

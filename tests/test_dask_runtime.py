@@ -39,7 +39,7 @@ def client():
 
 
 def _stream(client, plan, items):
-    return stream_through(client, plan, items, WeightsSource(), None, None, False)
+    return stream_through(client, plan, items, WeightsSource(), None, None, False, keep="outputs")
 
 
 def test_split_plan_equals_unsplit_and_keys_name_stages(client):

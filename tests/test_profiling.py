@@ -109,7 +109,7 @@ def test_cache_is_reused_and_auto_plan_streams_correctly(cluster):
     assert Profile.load(path).measured["measured_at"] == prof.measured["measured_at"]
     assert set(plan.devices) <= set(prof.device_names) and plan.predicted["ips"] > 0
     items = items_for(ALEX, 12)
-    records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False)
+    records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False, keep="outputs")
     assert summary["classified"] == 12
     assert check_against_reference(ALEX, items, records, WeightsSource())["equal"]
 

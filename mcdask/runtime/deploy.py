@@ -24,6 +24,7 @@ import dask.utils
 import workloads
 from mcdask.errors import DeploymentError
 from mcdask.model.plan import Plan, stage_label
+from mcdask.runtime import history
 from mcdask.runtime.plugin import (
     METADATA_KEY,
     ResourceNudge,
@@ -98,6 +99,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     client.set_metadata(METADATA_KEY, doc)
     client.register_plugin(ResourceNudge())
     client.register_plugin(SliceHost())
+    history.register(client)   # the scheduler keeps a bounded history of what it sent
     _show_on_dashboard(client)
     timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.controller.deploy-timeout", "120s"))
     targets = sorted({addresses[n] for n in [*binding.values(), *(addresses if sync is None else sync)]

@@ -1,9 +1,11 @@
 """What a stream reads and what it says: ``Item`` (one frame from a source), ``Record`` (one
-answer, or why there is none), the checks a frame's inputs pass, and the summary of a run
-(throughput, latency, the longest gap between answers)."""
+answer, or why there is none), the checks a frame's inputs pass, and the figures of a run
+(``Tally``: throughput, latency, the longest gap between answers) kept as records come."""
 
 from __future__ import annotations
 
+from array import array
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,33 +83,71 @@ def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
     return out
 
 
-def steady_ips(ok: list[Record], skip: float = 0.2) -> float | None:
+def steady_ips(done: Sequence[float], skip: float = 0.2) -> float | None:
     """Answers per second once the pipeline is full: over the answers after the first
-    ``skip`` of them (pipeline fill left out), by their completion times."""
-    done = sorted(r.done_at for r in ok if r.done_at is not None)
+    ``skip`` of them (pipeline fill left out), by their completion times ``done``."""
+    done = sorted(done)
     first = int(len(done) * skip)
     if len(done) - first < 3 or done[-1] <= done[first]:
         return None
     return (len(done) - 1 - first) / (done[-1] - done[first])
 
 
-def longest_gap_s(records: list[Record]) -> float | None:
-    """The longest time between consecutive answers (a stall the user sees)."""
-    done = sorted(r.done_at for r in records if r.status == "ok" and r.done_at is not None)
+def longest_gap_s(done: Sequence[float]) -> float | None:
+    """The longest time between consecutive answers (a stall the user sees), by their
+    completion times ``done``."""
+    done = sorted(done)
     return max((b - a for a, b in zip(done, done[1:])), default=None)
 
 
-def summarize(records: list[Record], wall_s: float) -> dict:
-    """Throughput and latency of a finished stream (IPS counts frames classified)."""
-    ok = [r for r in records if r.status == "ok"]
-    lat = sorted(r.latency_s for r in ok if r.latency_s is not None)
-    pct = (lambda q: float(np.percentile(lat, q))) if lat else (lambda q: None)
-    gap = longest_gap_s(records)
-    return {"frames": len(records), "classified": len(ok), "ips_steady": steady_ips(ok),
-            "warmup": sum(r.status == "warmup" for r in records),
-            "errors": sum(r.status == "error" for r in records),
-            "dropped": sum(r.status == "dropped" for r in records),
-            "resubmitted": sum(r.attempts > 1 for r in records),
-            "wall_s": wall_s, "ips": len(ok) / wall_s if wall_s > 0 else 0.0,
-            "latency_p50_s": pct(50), "latency_p99_s": pct(99),
-            "longest_gap_s": None if gap is None else round(gap, 4)}
+class Tally:
+    """A stream's figures, kept as each record comes and never the records themselves: counts,
+    latency percentiles from a bounded sketch (DDSketch: within ``LATENCY_RELATIVE_ERROR`` of
+    the latency at rank q x (n - 1), in at most 2048 buckets), and each answer's completion time
+    (8 bytes an answer: steady IPS and the longest gap stay exact)."""
+
+    LATENCY_RELATIVE_ERROR = 0.01
+
+    def __init__(self) -> None:
+        from ddsketch import LogCollapsingLowestDenseDDSketch
+
+        self.counts = dict.fromkeys(("ok", "warmup", "error", "dropped"), 0)
+        self.resubmitted = 0
+        self.latency = LogCollapsingLowestDenseDDSketch(relative_accuracy=self.LATENCY_RELATIVE_ERROR,
+                                                        bin_limit=2048)
+        self.done = array("d")
+
+    @classmethod
+    def of(cls, records: Iterable[Record]) -> Tally:
+        tally = cls()
+        for r in records:
+            tally.add(r)
+        return tally
+
+    def add(self, r: Record) -> None:
+        self.counts[r.status] = self.counts.get(r.status, 0) + 1
+        self.resubmitted += r.attempts > 1
+        if r.status == "ok":
+            if r.latency_s is not None:
+                self.latency.add(max(r.latency_s, 0.0))
+            if r.done_at is not None:
+                self.done.append(r.done_at)
+
+    def percentile(self, q: float) -> float | None:
+        value = self.latency.get_quantile_value(q / 100)
+        return None if value is None else float(value)
+
+    def summary(self, wall_s: float) -> dict:
+        """Throughput and latency of the stream so far (IPS counts frames classified)."""
+        ok = self.counts["ok"]
+        gap = longest_gap_s(self.done)
+        return {"frames": sum(self.counts.values()), "classified": ok, "ips_steady": steady_ips(self.done),
+                "warmup": self.counts["warmup"], "errors": self.counts["error"], "dropped": self.counts["dropped"],
+                "resubmitted": self.resubmitted, "wall_s": wall_s, "ips": ok / wall_s if wall_s > 0 else 0.0,
+                "latency_p50_s": self.percentile(50), "latency_p99_s": self.percentile(99),
+                "longest_gap_s": None if gap is None else round(gap, 4)}
+
+
+def summarize(records: Iterable[Record], wall_s: float) -> dict:
+    """Throughput and latency of a finished stream (see ``Tally``)."""
+    return Tally.of(records).summary(wall_s)

@@ -1,0 +1,104 @@
+"""How much low-level history Dask keeps while frames stream: ``mcdask.history-length``.
+
+Dask keeps its last ``distributed.admin.low-level-log-length`` (default 1000) messages on
+every batched connection, scheduler transitions and events per topic, for debugging. A
+message that submits a frame's first stage carries the frame (145 KB for AlexNet), so 1000 of
+them held about 120 MB in a streaming client and 250 MB in the scheduler (``mcdask bench
+--soak``). ``HistoryBound``, registered on the scheduler at deploy, brings the scheduler's
+logs down to ``mcdask.history-length``, ``WorkerHistoryBound`` each device's (the same
+setting also bounds a worker's profile history: one call tree a second, 1000 s of them by
+default, which grew each worker by 50 KB a second), and ``client_config`` does it for a client
+created under it. Null leaves Dask's own length.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from functools import partial
+
+import dask.config
+from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
+
+from mcdask.errors import McdaskError
+
+DASK_KEY = "distributed.admin.low-level-log-length"
+
+
+def history_length() -> int | None:
+    """``mcdask.history-length``: None (Dask's own) or a count of at least 1."""
+    value = dask.config.get("mcdask.history-length", None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise McdaskError(f"mcdask.history-length is {value!r}; expected a whole number of at least 1, or null")
+    return value
+
+
+def client_config() -> dict:
+    """Dask settings for a client (``dask.config.set`` around its creation)."""
+    n = history_length()
+    return {} if n is None else {DASK_KEY: n}
+
+
+def bounded(log: deque, n: int) -> deque:
+    """``log`` holding at most its last ``n`` entries from now on (itself if it already does)."""
+    if log.maxlen is not None and log.maxlen <= n:
+        return log
+    return deque(log, maxlen=n)
+
+
+class HistoryBound(SchedulerPlugin):
+    """Scheduler side: the logs that exist are cut to ``length`` entries, and Dask's setting is
+    lowered in the scheduler process so that connections and topics opened later keep no more."""
+
+    name = "mcdask-history"
+    idempotent = True
+
+    def __init__(self, length: int):
+        self.length = length
+
+    async def start(self, scheduler) -> None:
+        n = self.length
+        dask.config.set({DASK_KEY: n})
+        scheduler.transition_log = bounded(scheduler.transition_log, n)
+        for comm in [*scheduler.stream_comms.values(), *scheduler.client_comms.values()]:
+            if hasattr(comm, "recent_message_log"):
+                comm.recent_message_log = bounded(comm.recent_message_log, n)
+        broker = getattr(scheduler, "_broker", None)
+        if broker is not None:
+            from distributed.broker import Topic
+
+            broker._topics.default_factory = partial(Topic, maxlen=n)
+            for topic in broker._topics.values():
+                topic.events = bounded(topic.events, n)
+
+
+class WorkerHistoryBound(WorkerPlugin):
+    """Worker side: its logs, transfer logs and profile history cut to ``length`` entries, and
+    Dask's setting lowered in the worker process for the connections it opens later."""
+
+    name = "mcdask-worker-history"
+    idempotent = True
+
+    def __init__(self, length: int):
+        self.length = length
+
+    def setup(self, worker) -> None:
+        n = self.length
+        dask.config.set({DASK_KEY: n})
+        for owner, attrs in ((worker, ("profile_history", "profile_keys_history", "transfer_incoming_log",
+                                       "transfer_outgoing_log")),
+                             (worker.state, ("log", "stimulus_log")),
+                             (getattr(worker, "batched_stream", None), ("recent_message_log",))):
+            for attr in attrs:
+                if isinstance(getattr(owner, attr, None), deque):
+                    setattr(owner, attr, bounded(getattr(owner, attr), n))
+
+
+def register(client) -> None:
+    """Register ``HistoryBound`` on the client's scheduler and ``WorkerHistoryBound`` on its
+    workers, present and future (nothing when the length is null)."""
+    n = history_length()
+    if n is not None:
+        client.register_plugin(HistoryBound(n))
+        client.register_plugin(WorkerHistoryBound(n))
