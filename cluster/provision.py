@@ -22,26 +22,9 @@ from . import cgroups, compute_threads, network, processes, system, tls
 from .cgroups import Cgroups
 from .devices import DELAY_LINE_OVERHEAD_MS, DeviceKind, FarmSpec, cfs_quota, shaped_link
 from .errors import FarmError
+from .recipe import WORKER_CONFIG, worker_flags
 from .state import State
 
-#: Dask settings for farm workers (override any with ``--env`` or a spec's ``env``).
-#: CPU: an idle stock worker uses about 1.7 % of a host core (measured here), as much as a
-#: whole pi3 share (about 1.8 %); with these it uses about 0.2 %: the sampling profiler is off;
-#: event-loop ticks, the system monitor and the memory monitor run less often.
-#: Memory: TensorFlow 2.21 alone is ~550 MB of RSS on x86-64, so a 1 GiB worker with AlexNet
-#: slices sits above Dask's 80 % pause threshold and would stop running tasks; the cgroup
-#: limit is the device's memory, so Dask's own target/spill/pause are off (as the Dask notes
-#: section 6 suggest for resident model weights).
-WORKER_CONFIG = {
-    "DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED": "False",
-    "DASK_DISTRIBUTED__ADMIN__TICK__INTERVAL": "1s",
-    "DASK_DISTRIBUTED__ADMIN__TICK__LIMIT": "60s",  # a capped device's event loop is slow by design
-    "DASK_DISTRIBUTED__ADMIN__SYSTEM_MONITOR__INTERVAL": "5s",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__MONITOR_INTERVAL": "1s",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__TARGET": "False",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__SPILL": "False",
-    "DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE": "False",
-}
 #: how long the delay line may take to create its TAPs
 LINKD_READY_S = 30
 Log = Callable[[str], None]
@@ -173,11 +156,9 @@ def start_workers(state: State, devices: list[dict], env: dict[str, str]) -> Non
     netns = state.data["mode"] == "netns"
     cg = Cgroups.from_dict(state.data["cgroups"]) if netns else None
     for rec in devices:
-        cmd = [sys.executable, "-m", "distributed.cli.dask_worker", state.data["scheduler"],
-               "--host", rec["ip"], "--name", rec["name"], "--nthreads", "1", "--no-nanny",
-               "--memory-limit", str(rec["memory_limit_bytes"]), "--resources", f"{rec['kind']}=1",
-               "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60",
-               *tls.worker_args(state, rec["name"])]
+        cmd = [sys.executable, "-m", "distributed.cli.dask_worker",
+               *worker_flags(state.data["scheduler"], rec["name"], rec["kind"], rec["memory_limit_bytes"]),
+               "--host", rec["ip"], *tls.worker_args(state, rec["name"])]
         rec["command"] = " ".join(["dask worker", *cmd[3:]])
         preexec = _enter_device(str(network.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
         dev_env = {**env, "MCDASK_DEVICE_NAME": rec["name"], "MCDASK_DEVICE_KIND": rec["kind"]}

@@ -1,50 +1,83 @@
 #!/usr/bin/env bash
-# Install mcdask on one device (Raspberry Pi OS 64-bit / Ubuntu aarch64, or x86-64) and,
-# optionally, the systemd unit that starts its Dask worker at boot.
-#   ./install-device.sh [SCHEDULER_ADDRESS DEVICE_NAME KIND MEMORY_LIMIT]
-# e.g. ./install-device.sh tls://192.168.1.10:8786 pi3-00 pi3 900MiB
-# A tls:// scheduler (the default recipe) needs ca.crt, DEVICE_NAME.crt and DEVICE_NAME.key in
-# $MCDASK_CERTS (default ~/.config/mcdask/certs), issued on the host by `mcdask certs issue DEVICE_NAME`.
+# Install mcdask on one machine of a real deployment and, given a role, start its part at boot.
+#   install-device.sh SOURCE                                          install only (a device's packages)
+#   install-device.sh SOURCE worker SCHEDULER NAME KIND MEMORY_LIMIT  a device: its dask worker at boot
+#   install-device.sh SOURCE scheduler HOST [PORT]                    the scheduler, listening on HOST
+# SOURCE: a checkout of mcdask (a folder), or what pip installs it from, e.g.
+#   git+https://github.com/OWNER/mcdask.git@main  or  https://HOST/mcdask-0.1.0-py3-none-any.whl
+# e.g. install-device.sh ~/mcdask worker tcp://192.168.1.10:8786 pi3-00 pi3 900MiB
+# Goes to $MCDASK_PREFIX (default /opt/mcdask: venv/, and the services' working directory),
+# run by $MCDASK_USER (default: you). Units: python -m cluster.recipe (cluster/README.md).
 set -euo pipefail
-REPO="$(cd "$(dirname "$0")/../.." && pwd)"
+usage() { sed -n '2,10p' "$0" >&2; exit 2; }
+[ $# -ge 1 ] || usage
+SOURCE="$1"
+ROLE="${2:-}"
+case "$ROLE" in
+  "") EXTRA=device ;;
+  worker) [ $# -eq 6 ] || usage; EXTRA=device ;;
+  scheduler) [ $# -ge 3 ] && [ $# -le 4 ] || usage; EXTRA=scheduler ;;
+  *) usage ;;
+esac
+PREFIX="${MCDASK_PREFIX:-/opt/mcdask}"
+RUN_AS="${MCDASK_USER:-$(id -un)}"
+SUDO=""
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+
 arch="$(uname -m)"
 case "$arch" in
   aarch64|x86_64) ;;
   *) echo "unsupported architecture $arch: TensorFlow 2.21 wheels exist for aarch64 and x86_64 only;" \
           "install a 64-bit OS on the Pi (Raspberry Pi OS 64-bit or Ubuntu Server arm64)" >&2; exit 1 ;;
 esac
-PY="$(command -v python3.11 || true)"
+
+# Python 3.11-3.13 with venv and pip (Raspberry Pi OS 12: 3.11; Ubuntu 24.04: 3.12)
+if command -v apt-get >/dev/null; then
+  packages="python3 python3-venv python3-pip"
+  case "$SOURCE" in git+*) packages="$packages git" ;; esac
+  $SUDO apt-get update -q
+  # shellcheck disable=SC2086  # one word per package
+  $SUDO apt-get install -y -q $packages
+fi
+PY=""
+for candidate in python3 python3.13 python3.12 python3.11; do
+  if command -v "$candidate" >/dev/null &&
+     "$candidate" -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] < (3, 14))'; then
+    PY="$(command -v "$candidate")"
+    break
+  fi
+done
 if [ -z "$PY" ]; then
-  echo "python3.11 not found; install it (e.g. via conda: conda env create -f $REPO/environment.yml)" >&2
+  echo "no Python 3.11-3.13 found; install one (python3 on Raspberry Pi OS 12 or Ubuntu 24.04 is)" >&2
   exit 1
 fi
-"$PY" -m venv "$REPO/.venv"
-"$REPO/.venv/bin/python" -m pip install -q --upgrade pip
-# pyproject selects tensorflow-cpu on x86-64 and tensorflow (aarch64 wheels) elsewhere
-"$REPO/.venv/bin/python" -m pip install -q -e "$REPO"
-"$REPO/.venv/bin/python" -c "import tensorflow as tf, distributed; print('tensorflow', tf.__version__, 'distributed', distributed.__version__)"
-if [ $# -ge 4 ]; then
-  CERTS="${MCDASK_CERTS:-$HOME/.config/mcdask/certs}"
-  TLS_ARGS=""
-  if [[ "$1" == tls://* ]]; then
-    for f in ca.crt "$2.crt" "$2.key"; do
-      if [ ! -f "$CERTS/$f" ]; then
-        echo "no $CERTS/$f: on the host run \`mcdask certs issue $2\` and copy ca.crt, $2.crt and $2.key" \
-             "from its ~/.config/mcdask/certs to $CERTS here" >&2
-        exit 1
-      fi
-    done
-    TLS_ARGS="--tls-ca-file $CERTS/ca.crt --tls-cert $CERTS/$2.crt --tls-key $CERTS/$2.key"
-  fi
-  unit=/etc/systemd/system/mcdask-worker.service
-  sed -e "s|^User=.*|User=$(id -un)|" \
-      -e "s|^Environment=SCHEDULER=.*|Environment=SCHEDULER=$1|" \
-      -e "s|^Environment=DEVICE_NAME=.*|Environment=DEVICE_NAME=$2|" \
-      -e "s|^Environment=RESOURCES=.*|Environment=RESOURCES=$3=1|" \
-      -e "s|^Environment=MEMORY_LIMIT=.*|Environment=MEMORY_LIMIT=$4|" \
-      -e "s|^Environment=\"TLS_ARGS=.*|Environment=\"TLS_ARGS=$TLS_ARGS\"|" \
-      -e "s|/home/pi/mcdask|$REPO|" "$REPO/cluster/scripts/mcdask-worker.service" | sudo tee "$unit" >/dev/null
-  sudo systemctl daemon-reload
-  sudo systemctl enable --now mcdask-worker
-  echo "worker $2 enabled; logs: journalctl -u mcdask-worker -f"
+
+if [ -d "$SOURCE" ]; then
+  SPEC="$(cd "$SOURCE" && pwd)[$EXTRA]"
+else
+  SPEC="mcdask[$EXTRA] @ $SOURCE"
 fi
+$SUDO mkdir -p "$PREFIX"
+$SUDO chown "$RUN_AS" "$PREFIX"
+"$PY" -m venv "$PREFIX/venv"
+"$PREFIX/venv/bin/python" -m pip install -q --upgrade pip
+# pyproject selects tensorflow-cpu on x86-64 and tensorflow (aarch64 wheels) elsewhere
+"$PREFIX/venv/bin/python" -m pip install -q "$SPEC"
+"$PREFIX/venv/bin/python" -c "import mcdask, distributed, mcdask.runtime.plugin, cluster.preload
+print('mcdask', mcdask.__version__, 'distributed', distributed.__version__)"
+
+install_unit() {  # SERVICE, then the arguments of python -m cluster.recipe
+  local service="$1" unit
+  shift
+  unit="$(mktemp)"
+  "$PREFIX/venv/bin/python" -m cluster.recipe "$@" --prefix "$PREFIX" --user "$RUN_AS" >"$unit"
+  $SUDO install -m 644 "$unit" "/etc/systemd/system/$service.service"
+  rm -f "$unit"
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable --now "$service"
+  echo "$service enabled; logs: journalctl -u $service -f"
+}
+case "$ROLE" in
+  worker) install_unit mcdask-worker worker-unit --scheduler "$3" --name "$4" --kind "$5" --memory-limit "$6" ;;
+  scheduler) install_unit mcdask-scheduler scheduler-unit --host "$3" --port "${4:-8786}" ;;
+esac
