@@ -47,10 +47,15 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "is named after its workloads and devices and may not take those names]")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help=OUT_DIR_HELP)
+@click.option("--soak", "soak_frames", type=click.IntRange(100), default=None, metavar="FRAMES",
+              help="instead: stream FRAMES AlexNet frames through 3 local workers and measure whether the "
+                   "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, as_json):
+def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
+    if soak_frames is not None:
+        return run_soak(soak_frames, name, out_dir, as_json)
     from . import report
     from .provenance import PartialRunError, provenance, result_name, results_dir
     from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run
@@ -80,3 +85,29 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
                                         "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")}
                 for r in result["rows"]]
         click.echo(json.dumps({"rows": rows, "files": files, "settings": result["settings"]}))
+
+
+def run_soak(frames: int, name: str | None, out_dir: Path | None, as_json: bool) -> None:
+    """``--soak FRAMES``: the memory soak (``bench.soak``); writes NAME.json and NAME.png."""
+    from . import soak
+    from .provenance import PartialRunError, provenance, result_name, results_dir
+
+    try:
+        stem = result_name("soak", frames == soak.FULL_FRAMES, name, f"soak-{frames}")
+    except PartialRunError as e:
+        raise click.UsageError(str(e)) from None
+    log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
+    try:
+        result = soak.soak(frames, log=log)
+    except RuntimeError as e:
+        raise click.ClickException(str(e)) from None
+    result["provenance"] = provenance({"frames": frames, "workers": soak.WORKERS})
+    folder = results_dir(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{stem}.json").write_text(json.dumps(result, indent=1) + "\n")
+    soak.plot(result, folder / f"{stem}.png")
+    for line in soak.lines(result):
+        log(line)
+    log(f"written: {folder / f'{stem}.json'}, {folder / f'{stem}.png'}")
+    if as_json:
+        click.echo(json.dumps({k: result[k] for k in ("frames", "growth", "flat", "out_file")}))
