@@ -116,27 +116,27 @@ def status(as_json, check):
 
 
 def _print_status(st: dict) -> None:
+    from rich.table import Table
+
     cal = st.get("calibration") or {}
     head = f"farm {st['phase']}: mode {st['mode']}, scheduler {st['scheduler']}, time-scale {st['time_scale']:g}"
     if cal.get("host_time_s"):
         head += f", host AlexNet {cal['host_time_s'] * 1e3:.1f} ms ({cal.get('command', '')})"
     click.echo(head)
-    rows = [("device", "ip", "state", "compute share", "quota/period us", "device share", "quota/period us",
-             "AlexNet s target/verified", "memory", "Mbit/s", "RTT ms")]
+    table = Table("device", "ip", "state", "compute share", "quota/period us", "device share", "quota/period us",
+                  "AlexNet s target/verified", "memory", "Mbit/s", "RTT ms", box=None, pad_edge=False)
     for d in st["devices"]:
         q, dq = d.get("cpu_quota_now"), d.get("device_quota_now")
         target = f"{d['target_alexnet_s']:.3f}" if d.get("target_alexnet_s") else "-"
         verified = f"{d['verified_alexnet_s']:.3f}" if d.get("verified_alexnet_s") else "-"
-        rows.append((d["name"], d.get("ip", ""), _state_word(d),
-                     f"{d['cpu_share']:.4f}" if d.get("cpu_share") else "uncapped",
-                     f"{q['quota_us']}/{q['period_us']}" if q else "none",
-                     f"{d['device_share']:.4f}" if d.get("device_share") else "uncapped",
-                     f"{dq['quota_us']}/{dq['period_us']}" if dq else "none", f"{target}/{verified}",
-                     d["memory_limit"], f"{d['link_mbit']:g}" if st["network_shaped"] else "unshaped",
-                     f"{d['rtt_ms']:.3g}" if st["network_shaped"] else "-"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        table.add_row(d["name"], d.get("ip", ""), _state_word(d),
+                      f"{d['cpu_share']:.4f}" if d.get("cpu_share") else "uncapped",
+                      f"{q['quota_us']}/{q['period_us']}" if q else "none",
+                      f"{d['device_share']:.4f}" if d.get("device_share") else "uncapped",
+                      f"{dq['quota_us']}/{dq['period_us']}" if dq else "none", f"{target}/{verified}",
+                      d["memory_limit"], f"{d['link_mbit']:g}" if st["network_shaped"] else "unshaped",
+                      f"{d['rtt_ms']:.3g}" if st["network_shaped"] else "-")
+    _print_table(table)
     applied = f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."
     click.echo("Compute: the device's TensorFlow threads; device: all of it (compute + Dask's Python). "
                "RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
@@ -147,6 +147,16 @@ def _print_status(st: dict) -> None:
         click.echo("NOTE: CPU quotas are NOT applied" + why)
     if registered := st.get("registered"):
         click.echo(f"registered with the scheduler: {', '.join(registered)}")
+
+
+def _print_table(table) -> None:
+    """A rich table on stdout: fitted to a terminal, at its natural width into a pipe or file."""
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=console.measure(table, options=console.options.update_width(10_000)).maximum)
+    console.print(table)
 
 
 def _state_word(d: dict) -> str:
