@@ -1,0 +1,81 @@
+"""Endless streams keep flat memory: the client holds no output array past its frame, every
+frame is written to ``--out`` once, in order, and the scheduler's and workers' low-level
+histories are bounded by ``mcdask.history-length`` (stock `dask scheduler` / `dask worker`
+processes). The soak's own arithmetic is checked on made-up samples."""
+
+from __future__ import annotations
+
+import json
+
+import dask.config
+import pytest
+from distributed import Client
+from helpers import items_for
+from stock import StockCluster
+
+import workloads
+from bench.soak import check_out_file, growth
+from mcdask.commands import plan_book, stream_through
+from mcdask.runtime.history import client_config
+from mcdask.runtime.weights import WeightsSource
+
+W = workloads.get("alexnet")
+FRAMES = 300
+
+
+@pytest.mark.slow
+def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
+    def scheduler_logs(dask_scheduler) -> dict:
+        bcomms = [*dask_scheduler.stream_comms.values(), *dask_scheduler.client_comms.values()]
+        return {"transition_log": dask_scheduler.transition_log.maxlen,
+                "messages": max(b.recent_message_log.maxlen for b in bcomms),
+                "events": max(t.events.maxlen for t in dask_scheduler._broker._topics.values())}
+
+    def worker_logs(dask_worker) -> dict:
+        return {"profile_history": dask_worker.profile_history.maxlen,
+                "stimulus_log": dask_worker.state.stimulus_log.maxlen,
+                "messages": dask_worker.batched_stream.recent_message_log.maxlen}
+
+    cluster = StockCluster(tmp_path)
+    cluster.start_scheduler()
+    try:
+        for name in ("w1", "w2", "w3"):
+            cluster.start_worker(name)
+        cluster.wait_for({"w1", "w2", "w3"})
+        n = dask.config.get("mcdask.history-length")
+        out = tmp_path / "out.jsonl"
+        feed = iter(items_for(W, FRAMES))
+        with dask.config.set(client_config()), Client(cluster.address, timeout="30s") as client:
+            plans = plan_book(W, None)
+            records, summary = stream_through(client, plans.plan_for(("w1", "w2", "w3")), feed, WeightsSource(),
+                                              None, str(out), False, FRAMES, plans=plans)
+            sched, workers = client.run_on_scheduler(scheduler_logs), client.run(worker_logs)
+            messages = client.scheduler_comm.recent_message_log.maxlen
+    finally:
+        assert not cluster.close(), "processes left behind"
+    assert [r.frame for r in records] == list(range(FRAMES))
+    assert all(r.status == "ok" and r.output is None for r in records)
+    assert summary["classified"] == FRAMES and 0 < summary["latency_p50_s"] <= summary["latency_p99_s"]
+    assert summary["ips_steady"] > 0 and summary["longest_gap_s"] > 0
+    assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == list(range(FRAMES))
+    assert check_out_file(out, FRAMES) is None
+    assert messages == n
+    assert sched == {"transition_log": n, "messages": n, "events": n}
+    assert all(w == {"profile_history": n, "stimulus_log": n, "messages": n} for w in workers.values()), workers
+
+
+def test_growth_between_a_quarter_and_the_end():
+    samples = [{"frames": f, "rss": {"client": 100 * 2**20 + (f >= 500) * 3 * 2**20, "w1": 200 * 2**20 + f * 2**10}}
+               for f in range(0, 1001, 10)]
+    g = growth(samples, 1000)
+    assert g["client"] == {"rss_quarter_mb": 100.0, "rss_end_mb": 103.0, "growth": 0.03}
+    assert g["w1"]["growth"] == pytest.approx((1000 - 250) * 2**10 / (200 * 2**20 + 250 * 2**10), abs=2e-3)
+
+
+def test_the_out_file_check_names_a_missing_or_repeated_frame(tmp_path):
+    out = tmp_path / "out.jsonl"
+    out.write_text("".join(json.dumps({"frame": f, "status": "ok"}) + "\n" for f in (0, 1, 1, 3)))
+    assert check_out_file(out, 4) == "line 3 is frame 1, expected 2"
+    out.write_text("".join(json.dumps({"frame": f}) + "\n" for f in (0, 1)))
+    assert check_out_file(out, 3) == "2 lines for 3 frames"
+    assert check_out_file(out, 2) is None
