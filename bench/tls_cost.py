@@ -26,15 +26,19 @@ from .provenance import provenance, results_dir
 MODES = ("plain", "tls")
 
 
-def farm_up(devices: int, use_tls: bool, host_time_s: float | None) -> dict:
-    """``mcdask farm up``; its status (the last stdout line)."""
+def farm_up(devices: int, use_tls: bool, host_time_s: float | None, attempts: int = 3) -> dict:
+    """``mcdask farm up``; its status (the last stdout line). A busy host can keep a worker
+    importing TensorFlow past its death timeout; then the farm is brought up again."""
     cmd = [sys.executable, "-m", "mcdask.cli", "farm", "up", "--devices", str(devices), "--no-verify", "--json"]
     cmd += ["--tls"] if use_tls else []
     cmd += ["--host-time-s", str(host_time_s)] if host_time_s else []
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
-    if p.returncode != 0:
-        raise click.ClickException(f"farm up failed: {p.stderr.strip().splitlines()[-1:]}")
-    return json.loads(p.stdout.strip().splitlines()[-1])
+    for attempt in range(1, attempts + 1):
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+        if p.returncode == 0:
+            return json.loads(p.stdout.strip().splitlines()[-1])
+        why = next((line for line in p.stderr.splitlines() if "farm up failed" in line), p.stderr[-300:])
+        click.echo(f"farm up failed (attempt {attempt} of {attempts}): {why}", err=True)
+    raise click.ClickException(f"farm up failed {attempts} times; last: {why}")
 
 
 def farm_down() -> None:

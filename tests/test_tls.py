@@ -15,7 +15,7 @@ import pytest
 from stock import BIN, StockCluster
 
 from mcdask.errors import TLSError
-from mcdask.security import certs, tls
+from mcdask.security import certs, gate, tls
 from mcdask.security.gate import refusal
 
 DEVICES = ("pi3-00", "pi3-01", "pi3-02")
@@ -229,7 +229,7 @@ def test_only_workers_whose_certificate_names_them_get_work(tls_cluster, tmp_pat
     assert wait_exit(late, 120) != 0             # refused at registration
     with cluster.client() as c:
         tasks = c.get_task_stream(start=t0)
-        refused = c.run_on_scheduler(lambda dask_scheduler: dask_scheduler.plugins["mcdask-device-gate"].refused)
+        refused = c.run_on_scheduler(gate.refused)
         there = sorted(str(w["name"]) for w in c.scheduler_info(n_workers=-1)["workers"].values())
     per_worker: dict[str, int] = {}
     for t in tasks:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 
 from distributed.diagnostics.plugin import SchedulerPlugin
 
@@ -24,6 +25,8 @@ from mcdask.security.certs import identity
 
 NAME = "mcdask-device-gate"
 TOPIC = "mcdask-gate"
+#: refusals the gate remembers (the latest; each is also a scheduler event)
+KEEP_REFUSED = 100
 log = logging.getLogger("mcdask.security.gate")
 
 
@@ -50,7 +53,7 @@ class DeviceGate(SchedulerPlugin):
     idempotent = True
 
     def __init__(self):
-        self.refused: list[dict] = []
+        self.refused: deque[dict] = deque(maxlen=KEEP_REFUSED)   # a worker may retry for ever
 
     async def start(self, scheduler) -> None:
         original = scheduler.handlers["register-worker"]
