@@ -18,7 +18,7 @@ import click
 import numpy as np
 
 import workloads
-from mcdask.errors import McdaskError, StreamStopped
+from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import connect_problem, tls_options
 
@@ -269,7 +269,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     if why := nothing_classified(summary, plan, w):
         raise click.ClickException(why)
     if not summary["equal"]:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)
 
 
 def user_model(path: str):
@@ -355,7 +355,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     from mcdask.runtime.deploy import worker_names
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
-    from mcdask.streaming.sources import Feeder, latest, open_source, paced
+    from mcdask.streaming.sources import Feeder, latest, open_source, opened, paced
 
     show_events_on_stderr()
     if (workload is None) == (model_file is None):
@@ -370,6 +370,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     try:
         wsrc = WeightsSource(seed, weights).check()
         plans = plan_book(w, profile)
+        raw = opened(open_source(source, w, seed))   # it opens and decodes a frame before anything connects
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression"),
                               **client_config()}), connect(scheduler) as client:
             names = worker_names(client)
@@ -383,7 +384,6 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             else:
                 plan = plans.plan_for(tuple(names))
             items: list = []
-            raw = open_source(source, w, seed)
             if fps:
                 raw = paced(raw, fps)
             if (overload or ("drop" if source.startswith("camera:") else "block")) == "drop":
@@ -410,6 +410,6 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     if why := nothing_classified(summary, plan, w):
         raise click.ClickException(why)
     if summary.get("stopped"):
-        sys.exit(3)
+        sys.exit(EXIT_STOPPED)
     if check and not summary["equal"]:
-        sys.exit(1)
+        sys.exit(EXIT_ERROR)

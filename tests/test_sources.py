@@ -1,7 +1,12 @@
 """Sources with bad frames in the middle: each bad frame is one error record naming it, and
-the good frames around it come out (no traceback, no aborted stream)."""
+the good frames around it come out (no traceback, no aborted stream). A source that does not
+open, or whose first frame does not decode, stops `mcdask run` in one line before it connects."""
 
 from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 
@@ -68,3 +73,25 @@ def test_a_truncated_video_says_how_many_frames_it_had(tmp_path, caplog):
     decoded = sum(isinstance(f, np.ndarray) for f in got)
     said = [r.getMessage() for r in caplog.records]
     assert any(f"ended after {decoded} of the 30 frames its header declares" in m for m in said), said
+
+
+def _run_on(source: str) -> subprocess.CompletedProcess:
+    """`mcdask run` with a scheduler address nobody answers: the source must fail first."""
+    return subprocess.run([str(Path(sys.executable).parent / "mcdask"), "run", "--scheduler", "tcp://127.0.0.1:1",
+                           "--workload", "alexnet", "--source", source], capture_output=True, text=True, timeout=120)
+
+
+def test_a_source_that_does_not_open_stops_the_run_before_it_connects(tmp_path):
+    bad_video = tmp_path / "clip.mp4"
+    bad_video.write_bytes(b"\x00" * 100)
+    r = _run_on(str(bad_video))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "no scheduler answers" not in r.stderr, r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"Error: cannot open video {str(bad_video)!r}"), r.stderr
+
+
+def test_a_source_whose_first_frame_does_not_decode_stops_the_run_before_it_connects(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n not a picture")
+    r = _run_on(str(tmp_path))
+    assert r.returncode == 1 and "Traceback" not in r.stderr and "no scheduler answers" not in r.stderr, r.stderr
+    # (OpenCV may say why on a line of its own before ours)
+    assert r.stderr.splitlines()[-1] == "Error: the source's first frame is unusable: cannot decode image a.png"

@@ -142,6 +142,18 @@ def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray | Bad
     raise SourceError(f"source {spec!r}: not 'synthetic', 'camera:INDEX', a video file or a folder of images")
 
 
+def opened(frames: Iterable) -> Iterator:
+    """``frames`` with the first one read now: a source that cannot open, gives nothing or
+    whose first frame does not decode raises SourceError here, before anything is deployed."""
+    it = iter(frames)
+    first = next(it, None)
+    if first is None:
+        raise SourceError("the source gave no frame")
+    if isinstance(first, BadFrame):
+        raise SourceError(f"the source's first frame is unusable: {first.reason}")
+    return itertools.chain([first], it)
+
+
 def paced(frames: Iterable[np.ndarray], fps: float) -> Iterator[np.ndarray]:
     """``frames`` at ``fps`` frames per second, as a camera delivers them (for replaying a
     file or synthetic frames as a live source)."""
