@@ -17,18 +17,12 @@ import time
 
 
 def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
-    from mcdask.runtime.quiet import quiet
+    from mcdask.runtime.slices import ensure_tf
 
-    quiet()
     t0 = time.perf_counter()
+    ensure_tf(int(os.environ.get("MCDASK_TF_THREADS", "1")))
     import keras  # noqa: F401 - imported now so the first slice does not pay for it
     import tensorflow as tf
-
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(int(os.environ.get("MCDASK_TF_THREADS", "1")))
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    except RuntimeError:  # TensorFlow already ran an op in this process
-        pass
 
     @tf.function
     def warm(x, k, w):

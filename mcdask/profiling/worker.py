@@ -16,6 +16,7 @@ import dask.config
 import numpy as np
 
 import workloads
+from mcdask.runtime.slices import ensure_tf
 
 #: a piece is built only if RSS now + this x its parameter bytes fits the usable memory
 #: (measured here: building AlexNet fc1 peaked at 4.1x its 75 MB of weights; the seeded kernel in
@@ -100,24 +101,6 @@ def usable_memory(worker) -> dict[str, Any]:
             "cgroup_memory_limit_bytes": cgroup, "usable_memory_bytes": min(usable)}
 
 
-def ensure_tf() -> int:
-    """Import TensorFlow and set its threads exactly as the slice plugin does (once per
-    process); returns the intra-op threads in effect."""
-    from mcdask.runtime import plugin
-    from mcdask.runtime.quiet import quiet
-
-    quiet()
-    from mcdask.runtime.slices import set_threads
-
-    if not plugin._TF_READY:
-        threads = dask.config.get("mcdask.worker.intra-op-threads", None) or len(os.sched_getaffinity(0))
-        set_threads(threads)
-        plugin._TF_READY = True
-    import tensorflow as tf
-
-    return int(tf.config.threading.get_intra_op_parallelism_threads()) or len(os.sched_getaffinity(0))
-
-
 def collect_facts(worker) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -128,7 +111,7 @@ def collect_facts(worker) -> dict[str, Any]:
     tiny(tf.ones((4, 4)))
     gc.collect()
     rss = rss_bytes()
-    resident = sum(getattr(s, "param_bytes", 0) for s in plugin._BUILT.values())
+    resident = plugin.resident_param_bytes()
     return {**usable_memory(worker),
         "name": str(worker.name), "address": worker.address, "host": socket.gethostname(),
         "pid": os.getpid(), "cores": cpu_cores(), "host_cpus": len(os.sched_getaffinity(0)),

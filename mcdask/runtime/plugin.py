@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -33,7 +32,6 @@ logger = logging.getLogger("mcdask.runtime.plugin")
 
 #: slices built in this process, by content key (shared by plugin instances and plan switches)
 _BUILT: dict[str, object] = {}
-_TF_READY = False
 
 
 def resource_tag(plan_id: str, stage: int, shard: int) -> str:
@@ -208,15 +206,16 @@ def release_memory() -> None:
         pass
 
 
-def _build_all(wanted: dict) -> dict:
-    global _TF_READY
-    quiet()  # this worker's first TensorFlow import comes next
-    from mcdask.runtime.slices import Slice, set_threads
+def resident_param_bytes() -> int:
+    """Weight bytes of the slices this process holds."""
+    return sum(getattr(s, "param_bytes", 0) for s in _BUILT.values())
 
-    if not _TF_READY:
-        threads = dask.config.get("mcdask.worker.intra-op-threads", None) or len(os.sched_getaffinity(0))
-        set_threads(threads)
-        _TF_READY = True
+
+def _build_all(wanted: dict) -> dict:
+    quiet()  # this worker's first TensorFlow import comes next
+    from mcdask.runtime.slices import Slice, ensure_tf
+
+    ensure_tf()
     keep = {spec.key for spec in wanted.values()}
     dropped = [k for k in _BUILT if k not in keep]
     for key in dropped:

@@ -10,6 +10,7 @@ This is the only module of the runtime that imports TensorFlow.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,6 +37,25 @@ class SliceSpec:
         """Content key: two plans that need the same slice share one built copy."""
         u = f"[{self.units[0]}:{self.units[1]}]" if self.units else ""
         return f"{self.workload}/{self.start}:{self.end}{u}@{self.weights.id}"
+
+
+_TF_READY = False
+
+
+def ensure_tf(intra_op: int | None = None) -> int:
+    """Import TensorFlow quietly and set its thread pools, once per process: ``intra_op``
+    threads, else ``mcdask.worker.intra-op-threads``, else every core this process may use; one
+    inter-op thread. Every TensorFlow user of mcdask (the worker plugin, the profiler, the farm's
+    preload) comes through here. Returns the intra-op threads in effect."""
+    global _TF_READY
+    import dask.config
+    import tensorflow as tf
+
+    cores = len(os.sched_getaffinity(0))
+    if not _TF_READY:
+        set_threads(intra_op or dask.config.get("mcdask.worker.intra-op-threads", None) or cores)
+        _TF_READY = True
+    return int(tf.config.threading.get_intra_op_parallelism_threads()) or cores
 
 
 def set_threads(intra_op: int | None, inter_op: int = 1) -> bool:
