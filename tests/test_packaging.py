@@ -63,6 +63,7 @@ class Gone:
 
 
 sys.meta_path.insert(0, Gone())
+import cluster.preload  # what a device's worker preloads
 import mcdask.dashboard.plugin  # what the scheduler loads
 from mcdask.runtime import plugin
 from mcdask.runtime.slices import SliceSpec
