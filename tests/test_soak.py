@@ -79,3 +79,15 @@ def test_the_out_file_check_names_a_missing_or_repeated_frame(tmp_path):
     out.write_text("".join(json.dumps({"frame": f}) + "\n" for f in (0, 1)))
     assert check_out_file(out, 3) == "2 lines for 3 frames"
     assert check_out_file(out, 2) is None
+
+
+def test_an_answered_frame_keeps_no_input_when_no_window_needs_it():
+    from test_stream_supervised import FakeRunner, alex_plan, items
+
+    from mcdask.streaming.stream import Stream
+
+    plan = alex_plan(("d0", "d1"))
+    stream = Stream(FakeRunner(plan), plan, W, depth=4, deadline_s=60)
+    records = list(stream.run(items(12)))
+    assert [r.status for r in records] == ["ok"] * 12
+    assert stream._recent and all(fr.inputs == {} for fr in stream._recent)

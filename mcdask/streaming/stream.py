@@ -340,6 +340,8 @@ class Stream:
                     return Record(fr.frame, "error", error=f"frame {fr.frame}: {type(e).__name__}: {e}",
                                   plan_id=won.plan_id, attempts=fr.submissions)
                 self._drop_others(fr, won)
+                if not self.layout.warmup_frames:
+                    fr.inputs = {}   # answered, and no window reads it again: its frame is freed
                 out = _merge(self.output_layer, [p[self.output_layer.name] for p in parts])
                 done_at = won.done_at or time.perf_counter()   # set: _answered returns done attempts
                 return Record(fr.frame, "ok", latency_s=done_at - fr.t0, top5=top5(out), output=out,
