@@ -52,8 +52,10 @@ def two_stream(frames: int = 4, flows: int = 6):
     from workloads.keras_layers import TemporalPyramid
 
     def stream(prefix, channels):
-        return keras.Sequential([keras.Input((8, 8, channels)), layers.Conv2D(4, 3, activation="relu", name=f"{prefix}_c"),
-                                 layers.Flatten(name=f"{prefix}_f"), layers.Dense(6, activation="relu", name=f"{prefix}_d")])
+        return keras.Sequential([keras.Input((8, 8, channels)),
+                                 layers.Conv2D(4, 3, activation="relu", name=f"{prefix}_c"),
+                                 layers.Flatten(name=f"{prefix}_f"),
+                                 layers.Dense(6, activation="relu", name=f"{prefix}_d")])
 
     a, b = keras.Input((frames, 8, 8, 3), name="rgb"), keras.Input((flows, 8, 8, 4), name="motion")
     x = TemporalPyramid(2, name="tp")([layers.TimeDistributed(stream("s", 3))(a),
