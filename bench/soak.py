@@ -3,10 +3,13 @@
 A stock local cluster (one ``dask scheduler`` and three ``dask worker`` processes on loopback,
 no nanny) takes a synthetic AlexNet stream of FRAMES frames through the planner's plan, as
 ``mcdask run`` does it (no record kept, every answer written to ``--out`` as it comes). Every
-``SAMPLE_S`` the resident memory (RSS) of the client, the scheduler and each worker is sampled
-with the frames read so far; every ``STRUCTURES_S`` the length of the scheduler's per-task
-histories (``scheduler_histories``). The result is each process's growth between a quarter of
-the way and the end (``GROWTH_LIMIT`` is the bar), a JSON file and a plot of memory over frames.
+``SAMPLE_S`` the memory of the client, the scheduler and each worker is sampled with the frames
+read so far: resident (RSS) and anonymous (``RssAnon``: the heap, what a leak grows; RSS also
+counts pages of shared libraries, which the kernel drops and reloads as other processes need
+memory). Every ``STRUCTURES_S`` the length of the scheduler's per-task histories
+(``scheduler_histories``). The result is each process's growth in anonymous memory between a
+quarter of the way and the end (``GROWTH_LIMIT`` is the bar; RSS growth beside it), a JSON file
+and a plot of memory over frames.
 """
 
 from __future__ import annotations
@@ -118,13 +121,14 @@ class Sampler:
         next_structures = 0.0
         while not self._stop.wait(SAMPLE_S):
             t = time.monotonic() - self.t0
-            rss = {}
+            rss, anon = {}, {}
             for name, proc in self.procs.items():
                 try:
                     rss[name] = proc.memory_info().rss
                 except psutil.Error:
                     rss[name] = None
-            self.samples.append({"t_s": round(t, 2), "frames": self.frames(), "rss": rss})
+                anon[name] = anon_bytes(proc.pid)
+            self.samples.append({"t_s": round(t, 2), "frames": self.frames(), "rss": rss, "anon": anon})
             if t >= next_structures:
                 next_structures = t + STRUCTURES_S
                 try:
@@ -141,20 +145,33 @@ class Sampler:
         self._thread.join(timeout=SAMPLE_S + 15)
 
 
-def rss_near(samples: list[dict], name: str, frame: int, n: int = 5) -> float | None:
-    """The median RSS of process ``name`` over the ``n`` samples taken nearest to ``frame``."""
-    near = sorted((abs(s["frames"] - frame), s["rss"][name]) for s in samples if s["rss"].get(name))[:n]
+def anon_bytes(pid: int) -> int | None:
+    """The anonymous resident memory of process ``pid`` (Linux ``RssAnon``), None if unknown."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def memory_near(samples: list[dict], measure: str, name: str, frame: int, n: int = 5) -> float | None:
+    """The median ``measure`` (rss, anon) of process ``name`` over the ``n`` samples taken
+    nearest to ``frame``."""
+    near = sorted((abs(s["frames"] - frame), s[measure][name]) for s in samples if s[measure].get(name))[:n]
     values = sorted(v for _, v in near)
     return float(values[len(values) // 2]) if values else None
 
 
-def growth(samples: list[dict], frames: int) -> dict[str, dict]:
-    """Each process's RSS at a quarter of the frames and at the end, and the growth between."""
+def growth(samples: list[dict], frames: int, measure: str = "anon") -> dict[str, dict]:
+    """Each process's ``measure`` at a quarter of the frames and at the end, and the growth between."""
     out = {}
-    for name in samples[0]["rss"] if samples else ():
-        quarter, end = rss_near(samples, name, frames // 4), rss_near(samples, name, frames)
-        out[name] = {"rss_quarter_mb": None if quarter is None else round(quarter / 2**20, 1),
-                     "rss_end_mb": None if end is None else round(end / 2**20, 1),
+    for name in samples[0][measure] if samples else ():
+        quarter = memory_near(samples, measure, name, frames // 4)
+        end = memory_near(samples, measure, name, frames)
+        out[name] = {"quarter_mb": None if quarter is None else round(quarter / 2**20, 1),
+                     "end_mb": None if end is None else round(end / 2**20, 1),
                      "growth": None if not quarter or end is None else round((end - quarter) / quarter, 4)}
     return out
 
@@ -214,7 +231,8 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
         finally:
             cluster.close()
     result = {"frames": frames, "workers": WORKERS, "plan_id": plan.id, "sample_s": SAMPLE_S,
-              "growth_limit": GROWTH_LIMIT, "growth": growth(sampler.samples, frames),
+              "growth_limit": GROWTH_LIMIT, "growth": growth(sampler.samples, frames, "anon"),
+              "growth_rss": growth(sampler.samples, frames, "rss"),
               "out_file": out_problem or "every frame once, in order",
               "summary": {k: v for k, v in summary.items() if k not in ("events", "binding")},
               "scheduler_histories_end": final_histories,
@@ -224,25 +242,28 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
 
 
 def plot(result: dict, path: Path) -> None:
-    """Memory of each process over the frames read, a line at a quarter of the way."""
+    """Anonymous and resident memory of each process over the frames read, a line at a quarter
+    of the way."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     samples = result["samples"]
-    for name, g in result["growth"].items():
-        pts = [(s["frames"], s["rss"][name] / 2**20) for s in samples if s["rss"].get(name)]
-        label = f"{name} ({'-' if g['growth'] is None else format(100 * g['growth'], '+.1f') + ' %'})"
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=label)
-    ax.axvline(result["frames"] / 4, color="grey", linestyle="--", linewidth=1)
-    ax.set_xlabel("frames read")
-    ax.set_ylabel("resident memory (MiB)")
-    ax.set_title(f"AlexNet soak: {result['frames']} frames, {result['workers']} workers "
-                 f"(growth from 25 % to the end)")
-    ax.legend(loc="upper left", fontsize="small")
-    ax.set_ylim(bottom=0)
+    for ax, measure, key, title in ((axes[0], "anon", "growth", "anonymous (RssAnon)"),
+                                    (axes[1], "rss", "growth_rss", "resident (RSS)")):
+        for name, g in result[key].items():
+            pts = [(s["frames"], s[measure][name] / 2**20) for s in samples if s[measure].get(name)]
+            pct = "-" if g["growth"] is None else format(100 * g["growth"], "+.1f") + " %"
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=f"{name} ({pct})")
+        ax.axvline(result["frames"] / 4, color="grey", linestyle="--", linewidth=1)
+        ax.set_xlabel("frames read")
+        ax.set_ylabel("MiB")
+        ax.set_title(f"{title} memory; growth from 25 % to the end", fontsize="medium")
+        ax.legend(loc="lower right", fontsize="small")
+        ax.set_ylim(bottom=0)
+    fig.suptitle(f"AlexNet soak: {result['frames']} frames through {result['workers']} local workers")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -250,9 +271,12 @@ def plot(result: dict, path: Path) -> None:
 
 def lines(result: dict) -> list[str]:
     """The result for people: one line per process."""
-    out = [f"{result['frames']} frames at {result['summary']['ips']:.2f} IPS; --out file: {result['out_file']}"]
+    out = [f"{result['frames']} frames at {result['summary']['ips']:.2f} IPS; --out file: {result['out_file']}",
+           "anonymous memory (RssAnon) at 25 % -> at the end; RSS growth in brackets"]
     for name, g in result["growth"].items():
         pct = "-" if g["growth"] is None else f"{100 * g['growth']:+.2f} %"
-        out.append(f"  {name:>9}: {g['rss_quarter_mb']} MiB at 25 % -> {g['rss_end_mb']} MiB at the end ({pct})")
+        rss = result["growth_rss"][name]["growth"]
+        out.append(f"  {name:>9}: {g['quarter_mb']} MiB -> {g['end_mb']} MiB ({pct}) "
+                   f"[RSS {'-' if rss is None else f'{100 * rss:+.2f} %'}]")
     out.append(f"flat (every process under {100 * GROWTH_LIMIT:.0f} %): {result['flat']}")
     return out

@@ -65,10 +65,10 @@ def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
 
 
 def test_growth_between_a_quarter_and_the_end():
-    samples = [{"frames": f, "rss": {"client": 100 * 2**20 + (f >= 500) * 3 * 2**20, "w1": 200 * 2**20 + f * 2**10}}
+    samples = [{"frames": f, "anon": {"client": 100 * 2**20 + (f >= 500) * 3 * 2**20, "w1": 200 * 2**20 + f * 2**10}}
                for f in range(0, 1001, 10)]
     g = growth(samples, 1000)
-    assert g["client"] == {"rss_quarter_mb": 100.0, "rss_end_mb": 103.0, "growth": 0.03}
+    assert g["client"] == {"quarter_mb": 100.0, "end_mb": 103.0, "growth": 0.03}
     assert g["w1"]["growth"] == pytest.approx((1000 - 250) * 2**10 / (200 * 2**20 + 250 * 2**10), abs=2e-3)
 
 
