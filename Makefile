@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# devices of 300 MB hold no whole AlexNet: the plan replicates its convolutions and splits fc1, fc2
 demo: $(STAMP)
-	$(BIN)/mcdask demo
+	$(BIN)/mcdask demo --device-memory 300MB
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

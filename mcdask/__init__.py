@@ -7,6 +7,7 @@ model <- planning <- runtime <- streaming <- profiling <- commands, never back):
   runtime     weights, slices, the worker plugin, deploying a plan, the in-process reference
   streaming   sources, the stream, the controller (musical chairs), events
   profiling   measuring a running cluster into a profile
+  api        the Python API: ``mcdask.stream``, ``astream``, ``plan``, ``deploy``, ``Result``
   commands, cli, config, errors, plans/   the ``mcdask`` command, settings, errors, paper plans
 
 Words, used one way everywhere:
@@ -32,3 +33,16 @@ from mcdask.config import register_defaults as _register_defaults
 _register_defaults()
 
 __version__ = "0.1.0"
+
+#: the Python API (``mcdask.api``), loaded when first used
+_API = ("stream", "astream", "plan", "deploy", "Result", "Prediction", "frames_of", "workload_of",
+        "local_cluster")
+__all__ = ["__version__", *_API]
+
+
+def __getattr__(name: str):
+    if name in _API:
+        from mcdask import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'mcdask' has no attribute {name!r}")

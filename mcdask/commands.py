@@ -21,6 +21,7 @@ import workloads
 from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import connect_problem, tls_options
+from mcdask.streaming.controller import plan_book
 
 
 def _say(as_json: bool, *lines: str) -> None:
@@ -125,27 +126,6 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     return records, summary
 
 
-def plan_book(workload, profile: str | None, memory_bytes: int | None = None):
-    """The plans a stream may move between: the planner's, on built-in kind ``profile``
-    (default pi3) or on a profile file; a user's model gets estimated layer times
-    (``mcdask.model.kinds.covering``) where the profile has none. ``memory_bytes`` plans for
-    devices with that much memory."""
-    from dataclasses import replace
-
-    from mcdask.model.kinds import covering
-    from mcdask.model.profile import Profile
-    from mcdask.streaming.controller import PlanBook, profile_for
-
-    spec = profile or "pi3"
-    base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec)
-
-    def of(names: tuple[str, ...]) -> Profile:
-        p = base(names)
-        return replace(p, kinds={k: covering(replace(v, memory_bytes=memory_bytes) if memory_bytes else v, workload)
-                                 for k, v in p.kinds.items()})
-    return PlanBook(workload, of)
-
-
 def show_events_on_stderr() -> None:
     """Each event one line on stderr (``mcdask: device pi3-03 lost ...``). The Dask client's
     own reports of a lost connection (tracebacks of its reconnect attempts) are left out:
@@ -212,25 +192,25 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
               help="local one-thread workers, one per emulated device")
 @click.option("--frames", type=click.IntRange(1), default=None,
               help="frames to stream [default: 60; action: 80, its windows need 35 to fill]")
-@click.option("--plan", "plan_file", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="a plan file instead of the planner's plan")
+@click.option("--plan", "plan_file", default=None,
+              help="a plan file or a packaged plan's name (e.g. alexnet-6dev) instead of the planner's plan")
+@click.option("--source", default="synthetic", show_default=True,
+              help="what to classify: synthetic, a video file, a folder of images, or camera:INDEX")
 @click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="your own Keras model (.keras: Conv2D, MaxPooling2D, Flatten, Dense) instead of --workload; "
                    "its outputs are also checked against Keras's own predict")
 @click.option("--device-memory", default=None,
               help="plan for devices with this much memory (e.g. 400MB) [default: the pi3's 1 GB]")
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
-def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, model_file: str | None,
-         device_memory: str | None, as_json: bool) -> None:
-    """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream synthetic
-    frames, and check every output against the unsplit model."""
+def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, source: str,
+         model_file: str | None, device_memory: str | None, as_json: bool) -> None:
+    """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream SOURCE
+    (synthetic frames by default), and check every output against the unsplit model."""
     show_events_on_stderr()
-    import dask
     import dask.utils
-    from distributed import Client, LocalCluster
 
     from mcdask.model.kinds import device_names
-    from mcdask.runtime.history import client_config
+    from mcdask.plans import resolve
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.sources import Feeder, open_source
 
@@ -238,21 +218,18 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         keras_model = None
         if model_file:
             w, keras_model = user_model(model_file)
+    from mcdask.api import local_cluster
             workload = w.name
         w = workloads.get(workload)
         frames = frames or (80 if w.max_window > 1 else 60)
         memory = dask.utils.parse_bytes(device_memory) if device_memory else None
         book = plan_book(w, None, memory)
-        plan = Plan.load(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
-        items = list(Feeder(w).items(open_source("synthetic", w), frames))
+        plan = resolve(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
+        items = list(Feeder(w).items(open_source(source, w), frames))
         weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
-        with dask.config.set({"mcdask.worker.intra-op-threads": 1, **client_config(),
-                              "distributed.comm.compression": dask.config.get("mcdask.compression")}), \
-                LocalCluster(n_workers=len(plan.devices), threads_per_worker=1, processes=True,
-                             dashboard_address=":0", silence_logs=logging.ERROR) as cluster, \
-                Client(cluster) as client:
+        with local_cluster(len(plan.devices)) as client:
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
-                 f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask")
+                 f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask", *why_this_plan(plan, w, memory))
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
                                               plans=book, keep="outputs")
         summary.update(check_against_reference(w, items, records, weights))
@@ -281,6 +258,22 @@ def user_model(path: str):
         w, model = load(path)
     except UnsupportedModel as e:
         raise click.ClickException(f"{path}: {e}") from None
+def why_this_plan(plan: Plan, workload, memory: int | None) -> list[str]:
+    """What the plan does with the devices, in words: which stages are replicated (data
+    parallel) and which layers are split (model parallel), and why."""
+    per_device = f"devices of {memory / 1e6:.0f} MB" if memory else "1 GB pi3 devices"
+    lines = [f"plan for {len(plan.devices)} {per_device}, {workload.param_bytes / 1e6:.0f} MB of weights:"]
+    for st in plan.stages:
+        layers = f"{workload.layers[st.start].name}..{workload.layers[st.end - 1].name}"
+        if st.split:
+            lines.append(f"  {workload.layers[st.end - 1].name} split by output units across {len(st.shards)} "
+                         "devices (model parallel: no device holds it whole)")
+        elif len(st.shards[0].devices) > 1:
+            lines.append(f"  {layers} replicated on {len(st.shards[0].devices)} devices (data parallel: "
+                         "consecutive frames go to different devices)")
+    return lines
+
+
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{path}: not a Keras model file ({e})") from None
     return workloads.register(w), model
@@ -322,7 +315,9 @@ def _keeping(feed, into: list):
               help="your own Keras model (.keras) instead of a built-in one; its weights come from the file")
 @click.option("--source", default="synthetic", show_default=True,
               help="synthetic, a video file, a folder of images, or camera:INDEX")
-@click.option("--plan", "plan_opt", default=None, help="a plan file [default: the planner's plan for the workers]")
+@click.option("--plan", "plan_opt", default=None,
+              help="a plan file, a packaged plan's name, or auto (profile the workers, then plan) "
+                   "[default: the planner's plan for the workers]")
 @click.option("--profile", default=None,
               help="a built-in device kind or a profile file to plan with, at the start (without --plan) and "
                    "whenever devices leave or join [default: pi3]")
@@ -377,7 +372,9 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
             if plan_opt and plan_opt != "auto":
-                plan = Plan.load(plan_opt).validate(w)
+                from mcdask.plans import resolve
+
+                plan = resolve(plan_opt).validate(w)
             elif plan_opt == "auto":  # measure the workers (or reuse their cached profile), plan on that
                 from mcdask.profiling.cache import auto_plan
                 plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))

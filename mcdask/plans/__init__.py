@@ -30,6 +30,17 @@ def load(name: str) -> Plan:
     return Plan.from_dict(raw(name))
 
 
+def resolve(spec: str) -> Plan:
+    """A plan from a plan file or a packaged plan's name (``names()``)."""
+    from pathlib import Path
+
+    if Path(spec).exists() or spec.endswith(".json"):
+        return Plan.load(spec)
+    if spec in names():
+        return load(spec)
+    raise PlanError(f"plan {spec!r} is neither a plan file nor a packaged plan ({', '.join(names())})")
+
+
 def measured_ips(name: str) -> float | None:
     """The IPS the paper measured for this plan's system, if any."""
     return raw(name).get("paper", {}).get("measured_ips")

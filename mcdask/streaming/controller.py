@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import dask.config
 import dask.utils
@@ -143,6 +144,25 @@ def profile_for(spec: str | Profile) -> ProfileFor:
         raise ProfileError(f"profile {prof.name!r} has several kinds and does not name devices {unknown}; "
                            "profile them (mcdask profile) to plan with them")
     return of
+
+
+def plan_book(workload, profile: str | None, memory_bytes: int | None = None) -> PlanBook:
+    """The plans a stream may move between: the planner's, on built-in kind ``profile``
+    (default pi3) or on a profile file; a user's model gets estimated layer times
+    (``mcdask.model.kinds.covering``) where the profile has none. ``memory_bytes`` plans for
+    devices with that much memory."""
+    from dataclasses import replace
+
+    from mcdask.model.kinds import covering
+
+    spec = profile or "pi3"
+    base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec)
+
+    def of(names: tuple[str, ...]) -> Profile:
+        p = base(names)
+        return replace(p, kinds={k: covering(replace(v, memory_bytes=memory_bytes) if memory_bytes else v, workload)
+                                 for k, v in p.kinds.items()})
+    return PlanBook(workload, of)
 
 
 class PlanBook:
