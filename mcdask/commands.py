@@ -209,6 +209,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     show_events_on_stderr()
     import dask.utils
 
+    from mcdask.api import local_cluster
     from mcdask.model.kinds import device_names
     from mcdask.plans import resolve
     from mcdask.runtime.weights import WeightsSource
@@ -218,7 +219,6 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         keras_model = None
         if model_file:
             w, keras_model = user_model(model_file)
-    from mcdask.api import local_cluster
             workload = w.name
         w = workloads.get(workload)
         frames = frames or (80 if w.max_window > 1 else 60)
@@ -249,15 +249,6 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         sys.exit(EXIT_ERROR)
 
 
-def user_model(path: str):
-    """(workload, Keras model) of a user's ``.keras`` file, registered for this process; one
-    line naming the file and the layer when mcdask cannot split it."""
-    from workloads.keras_model import UnsupportedModel, load
-
-    try:
-        w, model = load(path)
-    except UnsupportedModel as e:
-        raise click.ClickException(f"{path}: {e}") from None
 def why_this_plan(plan: Plan, workload, memory: int | None) -> list[str]:
     """What the plan does with the devices, in words: which stages are replicated (data
     parallel) and which layers are split (model parallel), and why."""
@@ -274,6 +265,15 @@ def why_this_plan(plan: Plan, workload, memory: int | None) -> list[str]:
     return lines
 
 
+def user_model(path: str):
+    """(workload, Keras model) of a user's ``.keras`` file, registered for this process; one
+    line naming the file and the layer when mcdask cannot split it."""
+    from workloads.keras_model import UnsupportedModel, load
+
+    try:
+        w, model = load(path)
+    except UnsupportedModel as e:
+        raise click.ClickException(f"{path}: {e}") from None
     except (OSError, ValueError) as e:
         raise click.ClickException(f"{path}: not a Keras model file ({e})") from None
     return workloads.register(w), model
