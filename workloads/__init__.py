@@ -11,17 +11,22 @@ layers from the facts lives in ``mcdask.runtime.slices``.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import json
 from functools import cache
 from pathlib import Path
 
+# the reader is imported before ``keras_model`` (the function) is defined below, so that a later
+# ``import workloads.keras_model`` finds it loaded and leaves ``workloads.keras_model`` the function
+from . import keras_model as _reader
 from .action import FLOW_STACK
 from .action import WINDOWS as ACTION_WINDOWS
 from .spec import Layer, Workload, pyramid_ranges
 
 NAMES = ("alexnet", "vgg16", "action")
 FACTS = Path(__file__).with_name("facts")
+LABELS = Path(__file__).with_name("labels")
 
 #: workloads made from users' models in this process (``register``)
 _REGISTERED: dict[str, Workload] = {}
@@ -59,10 +64,30 @@ def keras_model(name: str):
 
 def derive(name: str) -> Workload:
     """A built-in workload read from its Keras model (what ``facts/NAME.json`` holds)."""
-    from .keras_model import from_keras
-
     m = _module(name)
-    return from_keras(m.keras_model(), name, roles=m.ROLES, description=m.DESCRIPTION)
+    w = _reader.from_keras(m.keras_model(), name, roles=m.ROLES, description=m.DESCRIPTION)
+    return dataclasses.replace(w, preprocess=m.PREPROCESS, labels=m.LABELS,
+                               keras_applications=getattr(m, "KERAS_APPLICATIONS", {}))
+
+
+@cache
+def _label_set(name: str) -> tuple[str, ...]:
+    path = LABELS / f"{name}.txt"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in LABELS.glob("*.txt")))
+        raise ValueError(f"unknown label set {name!r}; shipped: {known}")
+    lines = [l for l in path.read_text().splitlines() if l and not l.startswith("#")]
+    return tuple(l.split("\t")[-1] for l in lines)
+
+
+def labels(name: str) -> list[str]:
+    """Class names in class-index order: of label set ``name`` ("imagenet-1k", "hmdb-51", shipped
+    in ``labels/``), or of the workload called ``name`` (empty if it has no label set, as a
+    user's model unless its workload names one)."""
+    if name in _REGISTERED or name in NAMES:
+        w = get(name)
+        return list(_label_set(w.labels)) if w.labels else []
+    return list(_label_set(name))
 
 
 def register(workload: Workload) -> Workload:
@@ -78,4 +103,4 @@ def builtin(name: str) -> bool:
 
 
 __all__ = ["NAMES", "get", "register", "builtin", "keras_model", "derive", "published", "Layer", "Workload",
-           "pyramid_ranges", "ACTION_WINDOWS", "FLOW_STACK"]
+           "pyramid_ranges", "labels", "ACTION_WINDOWS", "FLOW_STACK"]

@@ -15,6 +15,8 @@ DESCRIPTION = "two-stream action recognition, 16x12, HMDB-51 (RA-L sec. III)"
 #: from the image input where the frames are read
 ROLES = {"frame": "image", "flow": "flow"}
 LABELS = "hmdb-51"
+#: frames reach its weights as x/255 (seeded, or a file in mcdask's layouts)
+PREPROCESS = "scale"
 #: sliding windows of the temporal pyramid, in frames (paper: 15 spatial, 25 temporal)
 WINDOWS = (15, 25)
 #: optical-flow frame pairs stacked for the temporal stream

@@ -6,6 +6,8 @@ DESCRIPTION = "AlexNet, single stream, 220x220x3 (paper Fig. 3a)"
 #: what each Keras input is: "image" (an RGB frame, uint8 scaled to [0, 1] on the devices)
 ROLES = {"frame": "image"}
 LABELS = "imagenet-1k"
+#: frames reach its weights as x/255 (seeded, or a file in mcdask's layouts)
+PREPROCESS = "scale"
 
 #: published figures (sections of ../shared/reference/musical-chair-paper.md). ``pi3``: one
 #: Raspberry Pi 3's time for the whole model (CK, §3.6), spread over the layers by

@@ -19,6 +19,9 @@ FLOAT_BYTES = 4
 #: activations applied elementwise can run on each shard of a split dense layer;
 #: the others (softmax) need every unit, so they run at the merge.
 ELEMENTWISE = ("linear", "relu")
+#: how a device turns an RGB uint8 frame into the model's input: "scale" x/255 (mcdask's default);
+#: "caffe" RGB -> BGR and the ImageNet BGR means subtracted, no scaling (Keras-applications VGG16)
+PREPROCESSING = ("scale", "caffe")
 
 
 @dataclass(frozen=True)
@@ -124,12 +127,22 @@ class Workload:
     description: str = ""
     #: input name -> "image" (RGB frames) or "flow" (optical flow computed from the image input)
     roles: dict[str, str] = field(default_factory=dict)
+    #: how image inputs are fed to the seeded weights and to files in mcdask's layouts (PREPROCESSING)
+    preprocess: str = "scale"
+    #: the label set its classes belong to ("imagenet-1k", "hmdb-51": ``workloads.labels``), or None
+    labels: str | None = None
+    #: a Keras-applications weights file (Keras 2 h5): ``{"names": {layer: its name there},
+    #: "preprocess": what those weights expect}``; empty if the model has none
+    keras_applications: dict = field(default_factory=dict)
     index: dict[str, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "index", {l.name: i for i, l in enumerate(self.layers)})
         if not self.roles:
             object.__setattr__(self, "roles", {name: "image" for name in self.inputs})
+        for p in (self.preprocess, self.keras_applications.get("preprocess", self.preprocess)):
+            if p not in PREPROCESSING:
+                raise ValueError(f"{self.name}: preprocessing {p!r}; choose one of {', '.join(PREPROCESSING)}")
         seen = set(self.inputs)
         for layer in self.layers:
             missing = [x for x in layer.inputs if x not in seen]
@@ -216,6 +229,7 @@ class Workload:
         """Plain data (JSON-able) from which ``from_dict`` rebuilds this workload."""
         return {"name": self.name, "inputs": {k: list(v) for k, v in self.inputs.items()},
                 "classes": self.classes, "description": self.description, "roles": dict(self.roles),
+                "preprocess": self.preprocess, "labels": self.labels, "keras_applications": self.keras_applications,
                 "layers": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(l).items()}
                            for l in self.layers]}
 
@@ -228,7 +242,8 @@ class Workload:
             fields["input_shapes"] = tuple(tuple(s) for s in fields["input_shapes"])
             return Layer(**fields)
         return cls(d["name"], {k: tuple(v) for k, v in d["inputs"].items()}, tuple(layer(x) for x in d["layers"]),
-                   d["classes"], d.get("description", ""), dict(d.get("roles") or {}))
+                   d["classes"], d.get("description", ""), dict(d.get("roles") or {}),
+                   d.get("preprocess", "scale"), d.get("labels"), dict(d.get("keras_applications") or {}))
 
     def facts(self) -> dict:
         return {

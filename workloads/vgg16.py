@@ -6,6 +6,12 @@ from __future__ import annotations
 DESCRIPTION = "VGG16, 224x224x3, flatten 25088"
 ROLES = {"frame": "image"}
 LABELS = "imagenet-1k"
+#: its seeded weights (and files in mcdask's layouts) read frames as x/255
+PREPROCESS = "scale"
+#: Keras-applications' VGG16 weights file (``vgg16_weights_tf_dim_ordering_tf_kernels.h5``, a Keras 2
+#: h5 file) names the last layer ``predictions`` and was trained on caffe-style input; a file in
+#: that layout is read as it is and its frames are preprocessed that way
+KERAS_APPLICATIONS = {"names": {"fc3": "predictions"}, "preprocess": "caffe"}
 
 #: published figures (sections of ../shared/reference/musical-chair-paper.md); see alexnet.py.
 #: ``pi3.layers``: each layer alone on one Pi 3, 50 predictions averaged (§3.5,

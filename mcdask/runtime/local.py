@@ -52,7 +52,8 @@ class LocalRunner:
         copies = self.copies[stage, shard]
         s = copies[frame % len(copies)]
         try:
-            fut.set_result(s(assemble(self.workload, {k: _resolve(v) for k, v in feeds.items()}, s.stacked)))
+            fut.set_result(s(assemble(self.workload, {k: _resolve(v) for k, v in feeds.items()}, s.stacked,
+                                      s.preprocess)))
         except Exception as e:
             fut.set_exception(e)
         return fut

@@ -262,4 +262,4 @@ def run_piece(sid: str, feeds: dict) -> dict:
     from mcdask.runtime.slices import assemble
 
     s = slice_for(sid)
-    return s(assemble(s.workload, feeds, s.stacked))
+    return s(assemble(s.workload, feeds, s.stacked, s.preprocess))

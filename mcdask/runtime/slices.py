@@ -17,7 +17,7 @@ import numpy as np
 
 import workloads
 from mcdask.runtime.quiet import quiet
-from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights
+from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights, preprocessing
 
 quiet()  # before anything here imports TensorFlow
 
@@ -131,10 +131,12 @@ def build_model(workload, start: int = 0, end: int | None = None, units: tuple[i
         tensors[name] = t
         inputs.append(t)
     kn = keras_names(workload)
+    aliases = workload.keras_applications.get("names", {})
     for i in range(start, end):
         layer = workload.layers[i]
         u = units if i == end - 1 else None
-        arrays = layer_weights(layer, weights, u, kn[layer.name]) if set_weights and layer.weight_shapes else None
+        arrays = (layer_weights(layer, weights, u, kn[layer.name], aliases.get(layer.name))
+                  if set_weights and layer.weight_shapes else None)
         kl = _keras_layer(layer, u, arrays)
         del arrays  # the initializer holds the only reference until the variable is made
         args = [tensors[x] for x in layer.inputs]
@@ -159,6 +161,8 @@ class Slice:
         first = w.layers[spec.start]
         self.windows = {x: (w.window_of(first.name, x) if x in first.inputs else 1) for x in self.inputs}
         self.stacked = frozenset(self.inputs) if first.window else frozenset()
+        #: how this slice's image inputs are fed to its weights (``assemble``)
+        self.preprocess = preprocessing(w, spec.weights) if w.input_with("image") in self.inputs else w.preprocess
         self.param_bytes = sum(
             l.shard_param_bytes(spec.units[1] - spec.units[0]) if (i == spec.end - 1 and spec.units)
             else l.param_bytes
@@ -207,24 +211,36 @@ def merge(layer, parts: list[np.ndarray]) -> np.ndarray:
     return softmax(x) if layer.activation not in workloads.spec.ELEMENTWISE else x
 
 
-def prepare_input(x: np.ndarray) -> np.ndarray:
-    """Frames travel as uint8 (4x fewer bytes); the model reads float32 in [0, 1]."""
-    if x.dtype == np.uint8:
+#: ImageNet's mean pixel in BGR order, as caffe (and Keras-applications' "caffe" mode) subtracts it
+CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
+
+
+def prepare_input(x: np.ndarray, preprocess: str = "scale") -> np.ndarray:
+    """Frames travel as uint8 (4x fewer bytes); the model reads float32, preprocessed as its
+    weights expect: "scale" x/255 in [0, 1]; "caffe" RGB -> BGR, minus ``CAFFE_MEAN_BGR``, not
+    scaled. Float inputs (optical flow, or frames given as float) are taken as they are."""
+    if x.dtype != np.uint8:
+        return x.astype(np.float32, copy=False)
+    if preprocess == "caffe":
+        return x[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
+    if preprocess == "scale":
         return x.astype(np.float32) * np.float32(1 / 255)
-    return x.astype(np.float32, copy=False)
+    raise ValueError(f"unknown preprocessing {preprocess!r}")
 
 
-def assemble(workload, feeds: dict, stacked: frozenset = frozenset()) -> dict[str, np.ndarray]:
+def assemble(workload, feeds: dict, stacked: frozenset = frozenset(),
+             preprocess: str = "scale") -> dict[str, np.ndarray]:
     """Turn what a task receives into a slice's feeds.
 
-    ``feeds[name]`` is an array for a workload input, else a list over frames (length =
-    window) of lists over the producer's shards of export dicts. Names in ``stacked`` (the
-    inputs of a windowed layer) become ``(batch, window, ...)``.
+    ``feeds[name]`` is an array for a workload input (the image input is preprocessed with
+    ``preprocess``, other uint8 inputs scaled), else a list over frames (length = window) of
+    lists over the producer's shards of export dicts. Names in ``stacked`` (the inputs of a
+    windowed layer) become ``(batch, window, ...)``.
     """
     out = {}
     for name, value in feeds.items():
         if isinstance(value, np.ndarray):
-            out[name] = prepare_input(value)
+            out[name] = prepare_input(value, preprocess if workload.roles.get(name) == "image" else "scale")
             continue
         layer = workload.layer(name)
         frames = [merge(layer, [part[name] for part in shards]) for shards in value]

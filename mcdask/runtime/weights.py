@@ -6,12 +6,21 @@ drawn from NumPy's PCG64 generator seeded by (seed, layer name, column block), i
 draws only the blocks it overlaps, so building a slice costs memory in proportion to the
 slice, never to the whole model.
 
-A weights file (``.weights.h5`` or ``.keras``) is read with h5py, one layer's arrays at a
-time, and a shard reads only its columns. Two layouts are understood: Keras 3's own (what
-``model.save_weights`` / ``model.save`` write for the whole model built by
-``mcdask.runtime.slices.build_model``: layers keyed by class name and order, ``layers/dense_1/vars/0``)
-and one keyed by mcdask's layer names (``layers/fc2/vars/0``, written by ``save_by_name``),
-which also serves workloads no single Keras model can hold (the windowed action model).
+A weights file (``.weights.h5``, ``.keras`` or a Keras 2 ``.h5``) is read with h5py, one layer's
+arrays at a time, and a shard reads only its columns. Three layouts are understood:
+
+- Keras 3's own (what ``model.save_weights`` / ``model.save`` write for the workload's Keras
+  model or the whole model built by ``mcdask.runtime.slices.build_model``: layers keyed by class
+  name and order, ``layers/dense_1/vars/0``);
+- one keyed by mcdask's layer names (``layers/fc2/vars/0``, written by ``save_by_name``), which
+  also serves workloads no single Keras model can hold (the windowed action model);
+- Keras 2's h5 weights (what Keras-applications ships, e.g. ``vgg16_weights_tf_dim_ordering_tf_kernels.h5``:
+  a group per layer name listing its ``weight_names``, top-level attribute ``layer_names``), by
+  layer name or the name the workload's ``keras_applications["names"]`` gives it there.
+
+Preprocessing belongs to the weights (``preprocessing``): a Keras 2 file gets the workload's
+``keras_applications["preprocess"]`` (caffe for VGG16), anything else the workload's own
+(x/255), unless the source names one.
 """
 
 from __future__ import annotations
@@ -29,48 +38,77 @@ from pathlib import Path
 import numpy as np
 
 from mcdask.errors import WeightsError
+from workloads.spec import PREPROCESSING
 
 BLOCK = 256
 
 
 @dataclass(frozen=True)
 class WeightsSource:
-    """``path=None``: seeded initialisation with ``seed``; else a Keras weights file."""
+    """``path=None``: seeded initialisation with ``seed``; else a Keras weights file.
+    ``preprocess`` overrides the preprocessing the weights get (see ``preprocessing``)."""
 
     seed: int = 0
     path: str | None = None
+    preprocess: str | None = None
 
     @property
     def id(self) -> str:
-        return f"file:{Path(self.path).resolve()}" if self.path else f"seed:{self.seed}"
+        base = f"file:{Path(self.path).resolve()}" if self.path else f"seed:{self.seed}"
+        return base + (f"+{self.preprocess}" if self.preprocess else "")
 
     def to_dict(self) -> dict:
-        return {"seed": self.seed, "path": self.path}
+        return {"seed": self.seed, "path": self.path, "preprocess": self.preprocess}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> WeightsSource:
         d = d or {}
-        return cls(int(d.get("seed", 0)), d.get("path"))
+        return cls(int(d.get("seed", 0)), d.get("path"), d.get("preprocess"))
+
+    def describe(self) -> str:
+        """What the answers come from, for a run's summary."""
+        if self.path is None:
+            return f"seeded (random, seed {self.seed}): answers are not meaningful"
+        return self.path
 
     def check(self) -> WeightsSource:
         """This source with its file checked here, once, before any device reads it: it exists,
         is a .weights.h5 or .keras file that opens, and its path is absolute (a relative path
         would be read from each worker's own working directory)."""
+        if self.preprocess is not None and self.preprocess not in PREPROCESSING:
+            raise WeightsError(f"preprocessing {self.preprocess!r}; choose one of {', '.join(PREPROCESSING)}")
         if self.path is None:
             return self
         p = Path(self.path)
         if not p.is_file():
             raise WeightsError(f"weights file {self.path!r} does not exist")
-        if not (p.name.endswith(".weights.h5") or p.suffix == ".keras"):
-            raise WeightsError(f"weights file {self.path!r}: expected a .weights.h5 or .keras file")
+        if p.suffix not in (".h5", ".keras"):
+            raise WeightsError(f"weights file {self.path!r}: expected a .weights.h5 or .keras file (or a Keras 2 .h5)")
         path = str(p.resolve())
         try:
             with _open_h5(path) as f:
-                if "layers" not in f:
-                    raise WeightsError(f"weights file {self.path!r}: holds no layers/ group (not Keras weights)")
+                if _root(f) is None:
+                    raise WeightsError(f"weights file {self.path!r}: holds no layers/ group nor Keras 2 "
+                                       "layer_names (not Keras weights)")
         except (OSError, zipfile.BadZipFile) as e:
             raise WeightsError(f"weights file {self.path!r}: not a Keras weights file ({e})") from None
         return replace(self, path=path)
+
+
+def keras2(path: str) -> bool:
+    """Whether ``path`` is in Keras 2's h5 layout (Keras-applications' files)."""
+    with _open_h5(path) as f:
+        return "layers" not in f and _root(f) is not None
+
+
+def preprocessing(workload, source: WeightsSource) -> str:
+    """How image inputs are fed to these weights: the source's own choice, else a Keras 2 file's
+    Keras-applications preprocessing (``workload.keras_applications``), else the workload's."""
+    if source.preprocess:
+        return source.preprocess
+    if source.path and keras2(source.path):
+        return workload.keras_applications.get("preprocess", workload.preprocess)
+    return workload.preprocess
 
 
 _KERAS_CLASS = {"conv": "conv2d", "pool": "max_pooling2d", "flatten": "flatten", "dense": "dense",
@@ -101,9 +139,10 @@ def save_by_name(path: str | Path, weights: dict[str, list[np.ndarray]]) -> None
 
 
 def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = None,
-                  keras_name: str | None = None) -> list[np.ndarray]:
+                  keras_name: str | None = None, alias: str | None = None) -> list[np.ndarray]:
     """[kernel, bias] of ``layer`` (float32), restricted to output units ``[a, b)`` if given.
-    ``keras_name`` is where a Keras whole-model file keeps it (see ``keras_names``)."""
+    ``keras_name`` is where a Keras whole-model file keeps it (see ``keras_names``), ``alias``
+    its name in a Keras 2 file where that differs (``workload.keras_applications["names"]``)."""
     if not layer.weight_shapes:
         return []
     kshape, _ = layer.weight_shapes
@@ -114,7 +153,7 @@ def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = 
     if source.path is None:
         return _seeded(layer, source.seed, a, b)
     with _open_h5(source.path) as f:
-        return _from_file(f, layer, a, b, source.path, keras_name)
+        return _from_file(f, layer, a, b, source.path, keras_name, alias)
 
 
 def _seeded(layer, seed: int, a: int, b: int) -> list[np.ndarray]:
@@ -184,21 +223,42 @@ def _open_h5(path: str):
         yield f
 
 
-def _find_vars(f, name: str, keras_name: str | None, path: str):
-    for base in (f"layers/{name}/vars", f"layers/{keras_name}/vars" if keras_name else None):
-        if base and base in f:
-            return f[base]
+def _root(f):
+    """The group holding a Keras 2 file's layers (top level, or ``model_weights/`` of a whole
+    saved model), or ``f`` itself for Keras 3 / mcdask layouts; None if neither."""
+    if "layers" in f:
+        return f
+    for g in (f, f.get("model_weights")):
+        if g is not None and "layer_names" in g.attrs:
+            return g
+    return None
+
+
+def _find_vars(f, name: str, keras_name: str | None, alias: str | None, path: str) -> list:
+    """The datasets of a layer's weights, in Keras's order (kernel, bias)."""
+    if "layers" in f:       # Keras 3 / by name: layers/NAME/vars/0, 1
+        for base in (f"layers/{name}/vars", f"layers/{keras_name}/vars" if keras_name else None):
+            if base and base in f:
+                return [f[base].get(str(i)) for i in range(len(f[base]))]
+    else:                   # Keras 2: NAME/ with attribute weight_names, datasets NAME/<weight name>
+        root = _root(f)
+        for n in (name, alias):
+            if n and n in root:
+                g = root[n]
+                return [g[w.decode() if isinstance(w, bytes) else str(w)] for w in g.attrs.get("weight_names", [])]
+    also = [n for n in (keras_name, alias) if n]
     raise WeightsError(f"{path}: no weights for layer {name!r}"
-                       + (f" (nor Keras's {keras_name!r})" if keras_name else "")
-                       + "; save the whole model built by mcdask.runtime.slices.build_model, or write the file "
-                         "with mcdask.runtime.weights.save_by_name")
+                       + (f" (nor {' / '.join(map(repr, also))})" if also else "")
+                       + "; save the workload's Keras model, or write the file with "
+                         "mcdask.runtime.weights.save_by_name")
 
 
-def _from_file(f, layer, a: int, b: int, path: str, keras_name: str | None = None) -> list[np.ndarray]:
-    vars_ = _find_vars(f, layer.name, keras_name, path)
+def _from_file(f, layer, a: int, b: int, path: str, keras_name: str | None = None,
+               alias: str | None = None) -> list[np.ndarray]:
+    arrays = _find_vars(f, layer.name, keras_name, alias, path)
     out = []
     for i, shape in enumerate(layer.weight_shapes):
-        ds = vars_.get(str(i))
+        ds = arrays[i] if i < len(arrays) else None
         if ds is None or tuple(ds.shape) != tuple(shape):
             got = None if ds is None else tuple(ds.shape)
             raise WeightsError(f"{path}: layer {layer.name!r} weight {i} has shape {got}, expected {tuple(shape)}")

@@ -37,10 +37,12 @@ class Record:
     plan_id: str | None = None        # the plan whose tasks computed the answer
     attempts: int = 1                 # submissions it took (resubmitted after a switch or deadline)
 
-    def to_dict(self) -> dict:
+    def to_dict(self, labels: Sequence[str] = ()) -> dict:
+        """One line of ``--out``; each top-5 class with its ``label`` where ``labels`` names it."""
         d: dict[str, Any] = {"frame": self.frame, "status": self.status}
         if self.status == "ok":
-            d["top5"] = [{"class": c, "score": round(s, 6)} for c, s in self.top5]
+            d["top5"] = [{"class": c, **({"label": labels[c]} if c < len(labels) else {}), "score": round(s, 6)}
+                         for c, s in self.top5]
             d["latency_s"] = None if self.latency_s is None else round(self.latency_s, 6)
             d["plan"] = self.plan_id
             if self.attempts > 1:

@@ -46,16 +46,18 @@ def with_weights(model, workload, weights: WeightsSource = WeightsSource()):
     from mcdask.runtime.weights import layer_weights
 
     by_name = keras_layers(model)
+    aliases = workload.keras_applications.get("names", {})
     for layer in workload.layers:
         if layer.weight_shapes:
-            by_name[layer.name].set_weights(layer_weights(layer, weights))
+            by_name[layer.name].set_weights(layer_weights(layer, weights, alias=aliases.get(layer.name)))
     return model
 
 
-def keras_outputs(model, workload, items: list[Item]) -> dict:
+def keras_outputs(model, workload, items: list[Item], preprocess: str = "scale") -> dict:
     """frame -> Keras ``model``'s ``predict`` for every frame whose inputs, and the windows of
     frames before it that the model reads, are all there. A Keras input of shape (window, ...)
-    gets that frame's last ``window`` inputs; frames are scaled as the devices scale them."""
+    gets that frame's last ``window`` inputs; image inputs are preprocessed with ``preprocess``
+    (``mcdask.runtime.slices.prepare_input``), as the devices do for those weights."""
     import numpy as np
 
     have = {it.frame: it.inputs for it in items if it.inputs is not None}
@@ -70,17 +72,18 @@ def keras_outputs(model, workload, items: list[Item]) -> dict:
             x = [np.stack([have[f - w + 1 + k][name][0] for k in range(w)]) for f in frames]
         else:
             x = [have[f][name][0] for f in frames]
-        batch.append(prepare_input(np.stack(x)))
+        batch.append(prepare_input(np.stack(x), preprocess if workload.roles.get(name) == "image" else "scale"))
     out = np.asarray(model.predict(batch if len(batch) > 1 else batch[0], verbose=0, batch_size=8))
     return {f: out[i:i + 1] for i, f in enumerate(frames)}
 
 
-def against_keras(model, workload, items: list[Item], records) -> dict:
+def against_keras(model, workload, items: list[Item], records, preprocess: str = "scale") -> dict:
     """Compare every classified frame with the Keras ``model`` (the user's own, or a built-in
-    workload's with ``with_weights``): its ``predict`` on the same frames, scaled to [0, 1]."""
+    workload's with ``with_weights``): its ``predict`` on the same frames, preprocessed with
+    ``preprocess`` (``mcdask.runtime.weights.preprocessing`` of the weights the devices used)."""
     import numpy as np
 
-    want = keras_outputs(model, workload, items)
+    want = keras_outputs(model, workload, items, preprocess)
     ok = [r for r in records if r.status == "ok" and r.frame in want]
     if not ok:
         return {"checked": 0, "max_abs_diff": None, "output_scale": 0.0, "equal": False}
