@@ -24,6 +24,9 @@ import click
 from .provenance import provenance, results_dir
 
 MODES = ("plain", "tls")
+#: host CPU seconds per frame (less sensitive to other load than IPS): the client's and the
+#: scheduler's, the devices' Dask threads (comms, TLS, serialisation), the devices' model threads
+CPU_KEYS = ("runtime_cpu_s_per_frame", "worker_runtime_cpu_s_per_frame", "worker_compute_cpu_s_per_frame")
 
 
 def farm_up(devices: int, use_tls: bool, host_time_s: float | None, attempts: int = 3, batch: int = 2) -> dict:
@@ -66,7 +69,7 @@ def measure(st: dict, devices: int, name: str, out_dir: Path) -> dict:
     if p.returncode != 0:
         raise click.ClickException(f"bench failed: {p.stderr.strip()[-2000:]}")
     row = json.loads(p.stdout.strip().splitlines()[-1])["rows"][0]
-    return {k: row[k] for k in ("ips_pi_speed", "latency_p50_s", "latency_p99_s", "predicted_ips")}
+    return {k: row[k] for k in ("ips_pi_speed", "latency_p50_s", "latency_p99_s", "predicted_ips", *CPU_KEYS)}
 
 
 def measure_on_a_new_farm(devices: int, mode: str, host_time_s: float | None, name: str, out_dir: Path, log,
@@ -88,6 +91,11 @@ def measure_on_a_new_farm(devices: int, mode: str, host_time_s: float | None, na
         return {**row, "host_time_s": st["calibration"]["host_time_s"],
                 "load_avg_1m": [round(load, 2), round(os.getloadavg()[0], 2)]}
     raise AssertionError("unreachable")
+
+
+def cpu_medians(per: dict[str, list[dict]]) -> dict:
+    """Per mode, the median of each of ``CPU_KEYS`` over the runs."""
+    return {m: {k: round(statistics.median(r[k] for r in per[m]), 5) for k in CPU_KEYS} for m in MODES}
 
 
 def run(runs: int, devices: int, host_time_s: float | None = None, log=print) -> dict:
@@ -113,6 +121,7 @@ def run(runs: int, devices: int, host_time_s: float | None = None, log=print) ->
             "tls_cost_pct": round(100 * (1 - med["tls"] / med["plain"]), 1),
             "latency_p50_s": {m: [round(r["latency_p50_s"], 3) for r in per[m]] for m in MODES},
             "load_avg_1m_before_after": {m: [r["load_avg_1m"] for r in per[m]] for m in MODES},
+            "cpu_s_per_frame_median": cpu_medians(per),
             "predicted_ips": per["plain"][0]["predicted_ips"]}
 
 
