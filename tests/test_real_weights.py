@@ -186,3 +186,39 @@ def test_records_and_summary_name_the_classes():
     assert "label" not in rec.to_dict()["top5"][0]
     assert WeightsSource(seed=4).describe() == "seeded (random, seed 4): answers are not meaningful"
     assert WeightsSource(path="/x/y.weights.h5").describe() == "/x/y.weights.h5"
+
+
+@pytest.mark.slow
+def test_keras_applications_file_on_stock_workers(vgg16_file, tmp_path):
+    """``mcdask run --weights`` the Keras-applications file on stock `dask worker` processes:
+    Keras's top-5, each class named in --out, the file named in the summary."""
+    import subprocess
+
+    import keras
+    from keras.applications import vgg16
+    from stock import BIN, StockCluster
+
+    path, _ = vgg16_file
+    cluster = StockCluster(tmp_path)
+    cluster.start_scheduler()
+    try:
+        for i in range(3):
+            cluster.start_plain_worker(f"worker{i}")
+        cluster.wait_for(3)
+        out = tmp_path / "out.jsonl"
+        r = subprocess.run([str(BIN / "mcdask"), "run", "--scheduler", cluster.address, "--workload", "vgg16",
+                            "--weights", str(path), "--frames", "4", "--out", str(out), "--check", "--json"],
+                           capture_output=True, text=True, timeout=900)
+    finally:
+        assert not cluster.close(), "processes left behind"
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["equal"] is True and summary["weights"] == str(path.resolve())
+    lines = [json.loads(x) for x in out.read_text().splitlines()]
+    items = items_for(workloads.get("vgg16"), 4, seed=0)       # what --source synthetic --seed 0 read
+    frames = np.concatenate([it.inputs["frame"] for it in items]).astype(np.float32)
+    want = keras.applications.VGG16(weights=str(path)).predict(vgg16.preprocess_input(frames), verbose=0)
+    names = workloads.labels("imagenet-1k")
+    assert [[t["class"] for t in x["top5"]] for x in lines] == [_top5(v) for v in want]
+    assert all(t["label"] == names[t["class"]] for x in lines for t in x["top5"])
+    assert summary["last"]["frame"] == 3 and summary["last"]["label"] == names[_top5(want[3])[0]]
