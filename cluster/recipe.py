@@ -2,9 +2,13 @@
 device (the emulated farm's workers use them, ``cluster.provision``), and the systemd units
 that start a real device's worker and the scheduler at boot.
 
-``python -m cluster.recipe worker-unit --scheduler tcp://HOST:8786 --name pi3-00 --kind pi3
+``python -m cluster.recipe worker-unit --scheduler tls://HOST:8786 --name pi3-00 --kind pi3
 --memory-limit 900MiB`` and ``python -m cluster.recipe scheduler-unit --host HOST`` print the
 units (``cluster/scripts/install-device.sh`` writes them to /etc/systemd/system).
+
+Mutual TLS by default: the scheduler listens on ``tls://`` with the device gate
+(``mcdask.security.gate``), and a device whose scheduler address is ``tls://`` presents its own
+certificate; both read their files from ``PREFIX/certs`` (``mcdask certs``; see cluster/README.md).
 """
 
 from __future__ import annotations
@@ -56,6 +60,12 @@ def worker_flags(scheduler: str, name: str, kind: str, memory_limit_bytes: int) 
             "--resources", f"{kind}=1", "--no-dashboard", "--preload", "cluster.preload", "--death-timeout", "60"]
 
 
+def tls_flags(certs: Path, name: str) -> list[str]:
+    """``--tls-ca-file/--tls-cert/--tls-key``: the CA and ``name``'s certificate in ``certs``."""
+    return ["--tls-ca-file", str(certs / "ca.crt"), "--tls-cert", str(certs / f"{name}.crt"),
+            "--tls-key", str(certs / f"{name}.key")]
+
+
 def _unit(description: str, user: str, prefix: Path, env: dict[str, str], command: list[str],
           service: list[str]) -> str:
     lines = ["[Unit]", f"Description={description}", "Wants=network-online.target", "After=network-online.target",
@@ -69,21 +79,27 @@ def _unit(description: str, user: str, prefix: Path, env: dict[str, str], comman
 def worker_unit(scheduler: str, name: str, kind: str, memory_limit: str | int, *, prefix: Path = DEFAULT_PREFIX,
                 user: str = "pi", tf_threads: int = PI_TF_THREADS) -> str:
     """The systemd unit of one device's worker: the farm's flags and Dask settings, and the
-    worker's memory limit as the unit's ``MemoryMax`` (as the farm's cgroup)."""
+    worker's memory limit as the unit's ``MemoryMax`` (as the farm's cgroup); for a ``tls://``
+    scheduler, the device's certificate from ``PREFIX/certs``."""
     limit = parse_bytes(memory_limit)
     env = {**WORKER_CONFIG, "MCDASK_TF_THREADS": str(tf_threads)}
-    command = [str(prefix / "venv" / "bin" / "dask"), "worker", *worker_flags(scheduler, name, kind, limit)]
+    tls = tls_flags(prefix / "certs", name) if scheduler.startswith("tls://") else []
+    command = [str(prefix / "venv" / "bin" / "dask"), "worker", *worker_flags(scheduler, name, kind, limit), *tls]
     header = (f"# mcdask device {name}: `python -m cluster.recipe worker-unit --scheduler {scheduler} --name {name} "
               f"--kind {kind} --memory-limit {memory_limit}`\n")
     return header + _unit(f"mcdask device {name}: Dask worker", user, prefix, env, command, [f"MemoryMax={limit}"])
 
 
 def scheduler_unit(host: str, port: int = 8786, dashboard_port: int = 8787, *, prefix: Path = DEFAULT_PREFIX,
-                   user: str = "pi") -> str:
-    """The systemd unit of the scheduler, listening on ``host`` (the LAN address devices reach)."""
+                   user: str = "pi", tls: bool = True) -> str:
+    """The systemd unit of the scheduler, listening on ``host`` (the LAN address devices reach);
+    with ``tls`` on ``tls://``, with its certificate from ``PREFIX/certs`` and the device gate."""
     command = [str(prefix / "venv" / "bin" / "dask"), "scheduler", "--host", host, "--port", str(port),
                "--dashboard-address", f"{host}:{dashboard_port}"]
-    header = f"# mcdask scheduler: `python -m cluster.recipe scheduler-unit --host {host} --port {port}`\n"
+    if tls:
+        command += ["--protocol", "tls", *tls_flags(prefix / "certs", "scheduler"), "--preload", "mcdask.security.gate"]
+    header = (f"# mcdask scheduler: `python -m cluster.recipe scheduler-unit --host {host} --port {port}"
+              f"{'' if tls else ' --no-tls'}`\n")
     return header + _unit("mcdask: Dask scheduler", user, prefix, {}, command, [])
 
 
@@ -93,7 +109,8 @@ def main() -> None:
 
 
 @main.command("worker-unit")
-@click.option("--scheduler", required=True, help="tcp://HOST:8786")
+@click.option("--scheduler", required=True,
+              help="tls://HOST:8786 (the device's certificate from PREFIX/certs), or tcp://HOST:8786")
 @click.option("--name", required=True, help="the device's stable name, e.g. pi3-00")
 @click.option("--kind", required=True, help="its kind, e.g. pi3")
 @click.option("--memory-limit", required=True, help="e.g. 900MiB on a 1 GiB Pi 3 (the OS keeps ~100 MB)")
@@ -115,8 +132,10 @@ def worker_unit_command(scheduler, name, kind, memory_limit, prefix, user, tf_th
 @click.option("--dashboard-port", type=click.IntRange(1, 65535), default=8787, show_default=True)
 @click.option("--prefix", type=click.Path(path_type=Path), default=DEFAULT_PREFIX, show_default=True)
 @click.option("--user", default="pi", show_default=True)
-def scheduler_unit_command(host, port, dashboard_port, prefix, user) -> None:
-    click.echo(scheduler_unit(host, port, dashboard_port, prefix=prefix, user=user), nl=False)
+@click.option("--tls/--no-tls", default=True, show_default=True,
+              help="mutual TLS with the device gate (certificates in PREFIX/certs), or plain TCP")
+def scheduler_unit_command(host, port, dashboard_port, prefix, user, tls) -> None:
+    click.echo(scheduler_unit(host, port, dashboard_port, prefix=prefix, user=user, tls=tls), nl=False)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from cluster.recipe import WORKER_CONFIG, scheduler_unit, worker_unit
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "cluster" / "scripts"
 EXAMPLE = ("tcp://192.168.1.10:8786", "pi3-00", "pi3", "900MiB")
+TLS_EXAMPLE = ("tls://192.168.1.10:8786", *EXAMPLE[1:])   # the checked-in unit: mutual TLS by default
 
 
 def unit_field(text: str, key: str) -> list[str]:
@@ -39,7 +40,7 @@ def test_install_device_says_how_to_call_it_before_installing_anything(args):
 
 
 def test_the_checked_in_units_are_the_generated_ones():
-    assert (SCRIPTS / "mcdask-worker.service").read_text() == worker_unit(*EXAMPLE)
+    assert (SCRIPTS / "mcdask-worker.service").read_text() == worker_unit(*TLS_EXAMPLE)
     assert (SCRIPTS / "mcdask-scheduler.service").read_text() == scheduler_unit("192.168.1.10")
 
 
@@ -47,7 +48,7 @@ def test_the_checked_in_units_are_the_generated_ones():
 def test_systemd_accepts_the_units(tmp_path):
     (tmp_path / "venv" / "bin").mkdir(parents=True)
     (tmp_path / "venv" / "bin" / "dask").symlink_to(Path(sys.executable).with_name("dask"))
-    units = {"mcdask-worker.service": worker_unit(*EXAMPLE, prefix=tmp_path, user="root"),
+    units = {"mcdask-worker.service": worker_unit(*TLS_EXAMPLE, prefix=tmp_path, user="root"),
              "mcdask-scheduler.service": scheduler_unit("192.168.1.10", prefix=tmp_path, user="root")}
     for name, text in units.items():
         (tmp_path / name).write_text(text)

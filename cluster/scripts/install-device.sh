@@ -5,9 +5,12 @@
 #   install-device.sh SOURCE scheduler HOST [PORT]                    the scheduler, listening on HOST
 # SOURCE: a checkout of mcdask (a folder), or what pip installs it from, e.g.
 #   git+https://github.com/OWNER/mcdask.git@main  or  https://HOST/mcdask-0.1.0-py3-none-any.whl
-# e.g. install-device.sh ~/mcdask worker tcp://192.168.1.10:8786 pi3-00 pi3 900MiB
+# e.g. install-device.sh ~/mcdask worker tls://192.168.1.10:8786 pi3-00 pi3 900MiB
 # Goes to $MCDASK_PREFIX (default /opt/mcdask: venv/, and the services' working directory),
 # run by $MCDASK_USER (default: you). Units: python -m cluster.recipe (cluster/README.md).
+# Mutual TLS by default: a worker of a tls:// scheduler needs ca.crt, NAME.crt and NAME.key in
+# $MCDASK_PREFIX/certs, the scheduler ca.crt, scheduler.crt and scheduler.key (`mcdask certs`);
+# MCDASK_PLAIN_TCP=1 makes a plain-TCP scheduler (and give workers a tcp:// address).
 set -euo pipefail
 usage() { sed -n '2,10p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
@@ -21,6 +24,20 @@ case "$ROLE" in
 esac
 PREFIX="${MCDASK_PREFIX:-/opt/mcdask}"
 RUN_AS="${MCDASK_USER:-$(id -un)}"
+need_certs() {  # the certificate NAME and the CA in $PREFIX/certs, before anything is installed
+  for f in ca.crt "$1.crt" "$1.key"; do
+    if [ ! -f "$PREFIX/certs/$f" ]; then
+      echo "no $PREFIX/certs/$f: on the machine with the CA run \`mcdask certs issue $1$2\` and copy ca.crt," \
+           "$1.crt and $1.key from its ~/.config/mcdask/certs to $PREFIX/certs here" >&2
+      exit 1
+    fi
+  done
+}
+TLS_FLAG=--tls
+case "$ROLE" in
+  worker) [[ "$3" != tls://* ]] || need_certs "$4" "" ;;
+  scheduler) if [ "${MCDASK_PLAIN_TCP:-0}" = 1 ]; then TLS_FLAG=--no-tls; else need_certs scheduler " --role scheduler"; fi ;;
+esac
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO=sudo
 
@@ -79,5 +96,5 @@ install_unit() {  # SERVICE, then the arguments of python -m cluster.recipe
 }
 case "$ROLE" in
   worker) install_unit mcdask-worker worker-unit --scheduler "$3" --name "$4" --kind "$5" --memory-limit "$6" ;;
-  scheduler) install_unit mcdask-scheduler scheduler-unit --host "$3" --port "${4:-8786}" ;;
+  scheduler) install_unit mcdask-scheduler scheduler-unit --host "$3" --port "${4:-8786}" "$TLS_FLAG" ;;
 esac
