@@ -53,6 +53,13 @@ def scheduler_histories(dask_scheduler) -> dict[str, int]:
     return out
 
 
+def _die_with_parent() -> None:
+    """In the child: SIGTERM when the soak's process dies, however it dies (PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+
+
 class LocalProcesses:
     """A scheduler and ``WORKERS`` workers as stock ``dask`` processes in a temp dir."""
 
@@ -67,7 +74,8 @@ class LocalProcesses:
     def _spawn(self, name: str, *args: str) -> None:
         self.procs[name] = subprocess.Popen([str(Path(sys.executable).parent / "dask"), *args], cwd=self.workdir,
                                             env=self.env, stdout=subprocess.DEVNULL,
-                                            stderr=open(self.workdir / f"{name}.log", "a"), start_new_session=True)
+                                            stderr=open(self.workdir / f"{name}.log", "a"), start_new_session=True,
+                                            preexec_fn=_die_with_parent)
 
     def start(self) -> None:
         self._spawn("scheduler", "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
