@@ -34,6 +34,9 @@ SAMPLE_S = 1.0            # RSS sampling period
 STRUCTURES_S = 10.0       # scheduler histories sampling period
 GROWTH_LIMIT = 0.05       # growth between 25 % and 100 % of the frames that counts as flat
 START_TIMEOUT_S = 120.0   # for the scheduler to listen and the workers to register
+# glibc gives freed memory back to the OS above 64 KiB, as Dask's nanny sets it for the workers
+# it starts (distributed.nanny.pre-spawn-environ); a stock `dask scheduler` has no nanny
+MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
 
 
 def scheduler_histories(dask_scheduler) -> dict[str, int]:
@@ -218,7 +221,7 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="mcdask-soak-") as tmp:
         work = Path(tmp)
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1"}
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1", **MALLOC_ENV}
         cluster = LocalProcesses(work, env)
         try:
             cluster.start()
@@ -239,6 +242,8 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
         finally:
             cluster.close()
     result = {"frames": frames, "workers": WORKERS, "plan_id": plan.id, "sample_s": SAMPLE_S,
+              "environment": {"dask processes": MALLOC_ENV,
+                              "client": {k: os.environ.get(k) for k in MALLOC_ENV}},
               "growth_limit": GROWTH_LIMIT, "growth": growth(sampler.samples, frames, "anon"),
               "growth_rss": growth(sampler.samples, frames, "rss"),
               "out_file": out_problem or "every frame once, in order",
