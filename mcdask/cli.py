@@ -6,6 +6,7 @@ subcommand expected is one line on stderr and exit status 1 (``mcdask.errors``);
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 
 import click
@@ -53,6 +54,8 @@ class LazyGroup(click.Group):
             if debug and e.__cause__ is not None:
                 traceback.print_exception(e.__cause__)
             raise
+        except (click.exceptions.Exit, click.Abort):   # --help, ctx.exit(), Ctrl-C: click's own
+            raise
         except Exception as e:
             if debug:
                 raise
@@ -83,7 +86,9 @@ def one_line(e: BaseException) -> str:
               help="Show the traceback of an error instead of one line (also MCDASK_DEBUG=1).")
 @click.option("-v", "--verbose", is_flag=True, envvar="MCDASK_VERBOSE",
               help="Let TensorFlow's, absl's and OpenCV's logs through, here and in local workers.")
-def main(debug, verbose):
+@click.option("-q", "--quiet", "quiet_", is_flag=True, envvar="MCDASK_QUIET",
+              help="No progress bar and no notes: only results and errors.")
+def main(debug, verbose, quiet_):
     """Real-time recognition split across a crowd of small devices, on Dask.
 
     Exit status: 0 done; 1 an error (bad input, a plan that cannot be deployed, anything
@@ -91,6 +96,8 @@ def main(debug, verbose):
     from mcdask.runtime import quiet
 
     quiet.let_through() if verbose else quiet.quiet()
+    if quiet_:
+        os.environ["MCDASK_QUIET"] = "1"
 
 
 if __name__ == "__main__":

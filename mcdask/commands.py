@@ -18,14 +18,24 @@ import click
 import numpy as np
 
 import workloads
+from mcdask import options
 from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import connect_problem, tls_options
 from mcdask.streaming.controller import plan_book
 
 
+def quiet() -> bool:
+    """``mcdask -q``: no progress and no notes, only results and errors."""
+    import os
+
+    return os.environ.get("MCDASK_QUIET", "") not in ("", "0")
+
+
 def _say(as_json: bool, *lines: str) -> None:
-    """Human output: to stderr when stdout is reserved for JSON."""
+    """Human output: to stderr when stdout is reserved for JSON; nothing with ``-q``."""
+    if quiet():
+        return
     for line in lines:
         click.echo(line, err=as_json)
 
@@ -92,7 +102,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     labels, last = workloads.labels(plan.workload), None   # class names; the last frame classified
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
     # the stream's tasks are one Dask span, named after the stream, in the dashboard's views
-    with out as f, Progress(transient=True, disable=not progress, console=Console(stderr=True)) as bar, \
+    with out as f, Progress(transient=True, disable=not progress or quiet(), console=Console(stderr=True)) as bar, \
             span(f"mcdask {pub.id}"):
         task = bar.add_task("frames", total=total)
         t0 = time.perf_counter()
@@ -160,7 +170,9 @@ def nothing_classified(summary: dict, plan: Plan, workload) -> str | None:
 
 
 def _finish(summary: dict, as_json: bool, human: list[str]) -> None:
-    _say(as_json, *human)
+    """The result: the summary for people (on stderr with ``--json``), then the JSON line."""
+    for line in human:   # a result, so shown with -q too
+        click.echo(line, err=as_json)
     if as_json:
         click.echo(json.dumps(summary))
 
@@ -196,9 +208,8 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
 
 
 @click.command()
-@click.option("--workload", type=click.Choice(workloads.NAMES), default="alexnet", show_default=True)
-@click.option("--devices", type=click.IntRange(1, 64), default=6, show_default=True,
-              help="local one-thread workers, one per emulated device")
+@options.workload("alexnet")
+@options.devices(6, "local one-thread workers, one per emulated device")
 @click.option("--frames", type=click.IntRange(1), default=None,
               help="frames to stream [default: 60; action: 80, its windows need 35 to fill]")
 @click.option("--plan", "plan_file", default=None,
@@ -318,8 +329,8 @@ def _keeping(feed, into: list):
 
 @click.command()
 @tls_options
-@click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
-@click.option("--workload", type=click.Choice(workloads.NAMES), default=None, help="a built-in model")
+@options.scheduler
+@options.workload()
 @click.option("--model", "model_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="your own Keras model (.keras) instead of a built-in one; its weights come from the file")
 @click.option("--source", default="synthetic", show_default=True,
@@ -338,7 +349,7 @@ def _keeping(feed, into: list):
                    "(skip frames; they are `dropped` records) [default: drop for camera:, block otherwise]")
 @click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=None,
               help="replay a file or synthetic source at this rate, as a camera would deliver it")
-@click.option("--out", type=click.Path(dir_okay=False), default=None,
+@click.option("-o", "--out", type=click.Path(dir_okay=False), default=None,
               help="write one JSON line per frame, as each completes")
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a .keras / .weights.h5 file present at the same path on every device")

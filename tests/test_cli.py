@@ -27,6 +27,21 @@ def test_demo_json_last_line():
     assert summary["latency_p50_s"] <= summary["latency_p99_s"]
 
 
+@pytest.mark.slow
+def test_make_demos_plan_replicates_and_splits_and_quiet_keeps_only_the_summary():
+    """`make demo` (300 MB devices): the plan replicates AlexNet's convolutions and splits fc1 and
+    fc2, says so in words, and passes its check; `-q` leaves out every note."""
+    r = subprocess.run([str(BIN / "mcdask"), "demo", "--device-memory", "300MB", "--frames", "8"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "conv1..pool5 replicated on 2 devices" in r.stdout
+    assert "fc1 split by output units across 2 devices" in r.stdout and "EQUAL" in r.stdout
+    q = subprocess.run([str(BIN / "mcdask"), "-q", "demo", "--devices", "2", "--frames", "4"],
+                       capture_output=True, text=True, timeout=600)
+    assert q.returncode == 0, q.stderr[-3000:]
+    assert "local cluster" not in q.stdout + q.stderr and "EQUAL" in q.stdout
+
+
 def test_help_lists_commands_without_importing_tensorflow():
     code = ("import sys; from click.testing import CliRunner; from mcdask.cli import main; "
             "r = CliRunner().invoke(main, ['--help']); print(r.output); "

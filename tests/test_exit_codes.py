@@ -88,3 +88,16 @@ def test_each_error_gets_its_status(monkeypatch, error, status, line):
     r = CliRunner().invoke(cli.main, ["boom"])
     assert r.exit_code == status
     assert r.output.splitlines() == [f"{line} (--debug shows the traceback)"]
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "status", "profile", "plan", "bench", "farm", "certs"])
+def test_every_commands_help_is_status_0(command):
+    r = mcdask(command, "--help")
+    assert r.returncode == 0 and r.stdout.startswith(f"Usage: mcdask {command}"), (r.returncode, r.stderr[-500:])
+
+
+def test_the_scheduler_defaults_to_dasks_setting_and_is_named_when_missing():
+    r = mcdask("status", env={"DASK_SCHEDULER_ADDRESS": ""})
+    assert r.returncode == EXIT_USAGE and "no scheduler: give --scheduler" in r.stderr
+    r = mcdask("status", env={"DASK_SCHEDULER_ADDRESS": "tcp://127.0.0.1:9"})   # nothing listens on port 9
+    assert r.returncode == EXIT_ERROR and "127.0.0.1:9" in r.stderr and "Traceback" not in r.stderr

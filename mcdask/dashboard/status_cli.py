@@ -10,6 +10,7 @@ import json
 
 import click
 
+from mcdask import options
 from mcdask.security.tls import connect_problem, tls_options
 
 
@@ -77,7 +78,7 @@ def render(snap: dict) -> None:
 
 @click.command()
 @tls_options
-@click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+@options.scheduler
 @click.option("--json", "as_json", is_flag=True, help="print the snapshot as one JSON object")
 def status(scheduler: str, as_json: bool) -> None:
     """Show the deployed plan, its devices (pieces, use, memory) and the streams running through it."""

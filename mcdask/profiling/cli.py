@@ -20,13 +20,14 @@ import time
 import click
 
 import workloads
+from mcdask import options
 from mcdask.errors import McdaskError
 from mcdask.security.tls import tls_options
 
 
 @click.command("profile")
 @tls_options
-@click.option("--scheduler", required=True, help="address of a running Dask scheduler, e.g. tcp://host:8786")
+@options.scheduler
 @click.option("--workload", "-w", "names", multiple=True, type=click.Choice(workloads.NAMES),
               help="workload to profile (repeatable) [default: all]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="profile.json", show_default=True,
