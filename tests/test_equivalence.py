@@ -92,7 +92,7 @@ def test_unsplit_model_equals_keras_own_model(name):
     items = items_for(w, 40 if w.max_window > 1 else 3)
     records = run_local(single_device(w), items)
     local._CACHE.clear()
-    check = against_keras(with_weights(workloads.keras_model(name), w), w, items, records)
+    check = against_keras(with_weights(workloads.keras_model_of(name), w), w, items, records)
     assert check["checked"] == sum(r.status == "ok" for r in records) > 0
     assert check["equal"], check
 

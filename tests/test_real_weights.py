@@ -134,7 +134,7 @@ def test_alexnet_files_in_the_documented_layouts(tmp_path, layout):
     """AlexNet's weights as Keras 3 saves its workload model (``.weights.h5``) or keyed by mcdask's
     layer names (``save_by_name``): a split run gives the model's own answers on x/255."""
     w = workloads.get("alexnet")
-    model = workloads.keras_model("alexnet")
+    model = workloads.keras_model_of("alexnet")
     weights = _random_weights(model, np.random.default_rng(8))
     for layer in model.layers:
         if layer.name in weights:

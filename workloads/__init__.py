@@ -17,9 +17,6 @@ import json
 from functools import cache
 from pathlib import Path
 
-# the reader is imported before ``keras_model`` (the function) is defined below, so that a later
-# ``import workloads.keras_model`` finds it loaded and leaves ``workloads.keras_model`` the function
-from . import keras_model as _reader
 from .action import FLOW_STACK
 from .action import WINDOWS as ACTION_WINDOWS
 from .spec import Layer, Workload, pyramid_ranges
@@ -57,7 +54,7 @@ def published(name: str) -> dict:
     return _module(name).PUBLISHED if name in NAMES else {}
 
 
-def keras_model(name: str):
+def keras_model_of(name: str):
     """A built-in workload's Keras model (imports Keras), with Keras's own initial weights."""
     return _module(name).keras_model()
 
@@ -65,7 +62,9 @@ def keras_model(name: str):
 def derive(name: str) -> Workload:
     """A built-in workload read from its Keras model (what ``facts/NAME.json`` holds)."""
     m = _module(name)
-    w = _reader.from_keras(m.keras_model(), name, roles=m.ROLES, description=m.DESCRIPTION)
+    from .keras_model import from_keras
+
+    w = from_keras(m.keras_model(), name, roles=m.ROLES, description=m.DESCRIPTION)
     return dataclasses.replace(w, preprocess=m.PREPROCESS, labels=m.LABELS,
                                keras_applications=getattr(m, "KERAS_APPLICATIONS", {}))
 
@@ -102,5 +101,5 @@ def builtin(name: str) -> bool:
     return name in NAMES
 
 
-__all__ = ["NAMES", "get", "register", "builtin", "keras_model", "derive", "published", "Layer", "Workload",
+__all__ = ["NAMES", "get", "register", "builtin", "keras_model_of", "derive", "published", "Layer", "Workload",
            "pyramid_ranges", "labels", "ACTION_WINDOWS", "FLOW_STACK"]
