@@ -77,39 +77,23 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     The summary is kept as records come (``Tally``); the records returned are what ``keep``
     says: none (an endless stream's memory stays flat), every record without its output array,
     or every record with it (to compare with the unsplit model afterwards)."""
-    from distributed import span
     from rich.console import Console
     from rich.progress import Progress
 
-    from mcdask.dashboard.publish import Publisher
-    from mcdask.runtime.deploy import DaskRunner, deploy
-    from mcdask.streaming.controller import Controller
-    from mcdask.streaming.events import EventLog
     from mcdask.streaming.records import Tally
-    from mcdask.streaming.stream import Stream
+    from mcdask.streaming.session import Session
 
-    workload = workloads.get(plan.workload)
-    t0 = time.perf_counter()
-    dep = deployment or deploy(client, plan, weights)
-    deploy_s = time.perf_counter() - t0
-    events = events or EventLog(clock=time.perf_counter)   # event times count from the stream's start
-    controller = Controller(client, dep, plans, events) if plans is not None else None
-    stream = Stream(DaskRunner(client, dep), plan, workload, depth, supervisor=controller, events=events)
-    pub = Publisher(client, plan.workload, plan_id=lambda: stream.plan.id, events=events).start()
+    session = Session(client, plan, weights, depth=depth, plans=plans, events=events, deployment=deployment)
     total = total if total is not None else getattr(items, "__len__", lambda: None)()
-    items = pub.reading(items)
     records, stopped, tally = [], None, Tally()
     labels, last = workloads.labels(plan.workload), None   # class names; the last frame classified
     out = open(out_path, "w") if out_path else contextlib.nullcontext()
-    # the stream's tasks are one Dask span, named after the stream, in the dashboard's views
-    with out as f, Progress(transient=True, disable=not progress or quiet(), console=Console(stderr=True)) as bar, \
-            span(f"mcdask {pub.id}"):
+    with out as f, Progress(transient=True, disable=not progress or quiet(), console=Console(stderr=True)) as bar:
         task = bar.add_task("frames", total=total)
         t0 = time.perf_counter()
         try:
-            for rec in stream.run(items):
+            for rec in session.records(items):
                 tally.add(rec)
-                pub.record(rec)
                 last = rec if rec.status == "ok" else last
                 if f:
                     line = rec.to_dict(labels)
@@ -124,18 +108,17 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
                 bar.advance(task)
         except StreamStopped as e:
             stopped = str(e)
-            events.emit("stopped", f"stream stopped after {sum(tally.counts.values())} frames: {stopped}")
+            session.events.emit("stopped", f"stream stopped after {sum(tally.counts.values())} frames: {stopped}")
         finally:
             wall = time.perf_counter() - t0
-            pub.close()
     summary = tally.summary(wall)
-    summary["weights"] = dep.weights.describe()
+    summary["weights"] = session.deployment.weights.describe()
     if last is not None:
         summary["last"] = {"frame": last.frame, **last.to_dict(labels)["top5"][0]}
-    summary.update({"deploy_s": round(deploy_s, 3), "depth": stream.depth, "plan_id": plan.id,
-                    "binding": dep.binding, "final_plan_id": stream.plan.id,
-                    "switches": controller.switches if controller else 0, "events": events.to_list(),
-                    "span": f"mcdask {pub.id}"})
+    summary.update({"deploy_s": round(session.deploy_s, 3), "depth": session.stream.depth, "plan_id": plan.id,
+                    "binding": session.deployment.binding, "final_plan_id": session.stream.plan.id,
+                    "switches": session.controller.switches if session.controller else 0,
+                    "events": session.events.to_list(), "span": session.span})
     if stopped:
         summary["stopped"] = stopped
     return records, summary
