@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 import click
-import numpy as np
 
 import workloads
 from mcdask import options
@@ -23,6 +22,7 @@ from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import connect_problem, tls_options
 from mcdask.streaming.controller import plan_book
+from mcdask.streaming.reference import check_against_reference
 
 
 def quiet() -> bool:
@@ -45,26 +45,6 @@ def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
     from mcdask.model.kinds import device_names
 
     return plan_book(workload, profile).plan_for(device_names(profile, n))
-
-
-def check_against_reference(workload, items, records, weights) -> dict:
-    """Compare every classified frame with the unsplit model run in this process."""
-    from mcdask.streaming.reference import reference_outputs
-
-    ref = reference_outputs(workload.name, items, weights)
-    diffs, scale, missing = [], 0.0, []
-    for r in records:
-        if r.status != "ok":
-            continue
-        if r.frame not in ref:
-            missing.append(r.frame)
-            continue
-        diffs.append(float(np.abs(r.output - ref[r.frame]).max()))
-        scale = max(scale, float(np.abs(ref[r.frame]).max()))
-    worst = max(diffs) if diffs else None
-    return {"checked": len(diffs), "max_abs_diff": worst, "output_scale": scale,
-            "equal": worst is not None and not missing and worst <= 1e-5 * max(scale, 1e-12),
-            "missing_in_reference": missing}
 
 
 def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,

@@ -26,6 +26,26 @@ def reference_outputs(workload: str, items: list[Item], weights: WeightsSource =
     return {r.frame: r.output for r in run_local(single_device(w), items, weights) if r.status == "ok"}
 
 
+def check_against_reference(workload, items, records, weights) -> dict:
+    """Compare every classified frame with the unsplit model run in this process."""
+    import numpy as np
+
+    ref = reference_outputs(workload.name, items, weights)
+    diffs, scale, missing = [], 0.0, []
+    for r in records:
+        if r.status != "ok":
+            continue
+        if r.frame not in ref:
+            missing.append(r.frame)
+            continue
+        diffs.append(float(np.abs(r.output - ref[r.frame]).max()))
+        scale = max(scale, float(np.abs(ref[r.frame]).max()))
+    worst = max(diffs) if diffs else None
+    return {"checked": len(diffs), "max_abs_diff": worst, "output_scale": scale,
+            "equal": worst is not None and not missing and worst <= 1e-5 * max(scale, 1e-12),
+            "missing_in_reference": missing}
+
+
 def keras_layers(model) -> dict:
     """Every layer of a Keras ``model`` by name, looking inside nested models and
     TimeDistributed wrappers (where the built-in action model keeps its streams)."""
