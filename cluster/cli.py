@@ -35,7 +35,7 @@ def farm():
 
 
 @farm.command()
-@click.option("--devices", "n", type=click.IntRange(1, 200), help="Number of devices of one kind.")
+@click.option("-n", "--devices", "n", type=click.IntRange(1, 200), help="Number of devices of one kind.")
 @click.option("--device", "kind", default="pi3", show_default=True,
               help=f"Kind of those devices (built-in: {', '.join(KINDS)}).")
 @click.option("--spec", type=click.Path(exists=True, dir_okay=False),
@@ -204,7 +204,7 @@ for _action in FAULTS:
 
 
 @farm.command()
-@click.option("--devices", "k", type=click.IntRange(1, 200), required=True, help="How many devices join.")
+@click.option("-n", "--devices", "k", type=click.IntRange(1, 200), required=True, help="How many devices join.")
 @click.option("--device", "kind", help="Their kind (default: the farm's first kind); one the farm has keeps "
                                        "its calibrated CPU share.")
 @click.option("--timeout", "timeout_s", type=float, default=600, show_default=True,
