@@ -31,6 +31,8 @@ def _apply(action: str, device: str | None, log) -> str:
     if action == "add":
         recs = membership.add(1, log=log)
         return recs[0]["name"]
+    if device is None:
+        raise ValueError(f"fault {action!r} needs a device")
     getattr(faults, action)(device)
     return device
 

@@ -24,7 +24,7 @@ def _alexnet_times(client, addresses: list[str], batches: int, repeats: int) -> 
     in ``addresses`` at the same time."""
     from cluster import calibrate
 
-    out = {a: [] for a in addresses}
+    out: dict[str, list[float]] = {a: [] for a in addresses}
     for _ in range(batches):
         futs = {a: client.submit(calibrate.measure, "alexnet", repeats, 1, workers=[a], pure=False,
                                  allow_other_workers=False) for a in addresses}

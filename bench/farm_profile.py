@@ -84,19 +84,20 @@ def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> di
     out: dict[str, dict] = {}
     for name in dict.fromkeys([CALIBRATION_WORKLOAD, *names]):
         w = workloads.get(name)
-        rec = {"runs": [], "conv_s": 0.0, "dense_s": 0.0}
+        run_recs: list[dict] = []
+        group_s = {"conv_s": 0.0, "dense_s": 0.0}
         for a, b in runs(w):
             s = Slice(SliceSpec(name, a, b))
             feeds = s.example_feeds()
             t = statistics.median(time_call(functools.partial(s, feeds), repeats, 2))
             group = _group(w.layers[a])
-            rec["runs"].append({"layers": [a, b], "first": w.layers[a].name, "last": w.layers[b - 1].name,
+            run_recs.append({"layers": [a, b], "first": w.layers[a].name, "last": w.layers[b - 1].name,
                                 "group": group, "seconds": t})
-            rec[f"{group}_s"] += t
+            group_s[f"{group}_s"] += t
             log(f"{name} {w.layers[a].name}..{w.layers[b - 1].name} ({group}): {t * 1e3:.2f} ms")
             del s, feeds
             gc.collect()
-        out[name] = rec
+        out[name] = {"runs": run_recs, **group_s}
     return {"schema": SCHEMA, "cpu": cpu_model(), "threads": 1, "repeats": repeats,
             "statistic": f"median of {repeats} calls after 2 warm-up calls, one slice per run of layers",
             "workloads": out, "seconds": round(time.perf_counter() - t0, 1)}

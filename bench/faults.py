@@ -17,6 +17,7 @@ prediction. ``tests/test_farm_adaptation.py`` runs the same scenarios, shorter.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -41,7 +42,7 @@ def sole_holder(plan) -> str:
     return plan.devices[-1]
 
 
-def stream_with_fault(scheduler: str, profile: Path, frames: int, fault_at: int, fault: Callable[[], None],
+def stream_with_fault(scheduler: str, profile: Path, frames: int, fault_at: int, fault: Callable[[], object],
                       out: Path, time_scale: float, timeout_s: float = 900) -> dict:
     """Run ``mcdask run`` and call ``fault`` once ``fault_at`` answers are in ``out``."""
     cmd = [sys.executable, "-m", "mcdask.cli", "run", "--scheduler", scheduler, "--workload", "alexnet",
@@ -51,6 +52,7 @@ def stream_with_fault(scheduler: str, profile: Path, frames: int, fault_at: int,
     deadline = time.monotonic() + timeout_s
     while not out.exists() or len(out.read_text().splitlines()) < fault_at:
         if proc.poll() is not None:
+            assert proc.stderr is not None, "stderr is a pipe (Popen stderr=PIPE)"
             raise RuntimeError(f"mcdask run ended before frame {fault_at}: {proc.stderr.read()[-2000:]}")
         if time.monotonic() > deadline:
             proc.kill()
@@ -130,14 +132,14 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
         farm_profile("farm", names, ("alexnet",), 12, log=log).save(profile)
         start = plan_book(workloads.get("alexnet"), str(profile)).plan_for(tuple(names))
         victim = sole_holder(start)
-        restore = {"kill": lambda d: membership.remove(d, log=lambda m: None), "freeze": faults.thaw,
-                   "cut": faults.heal}
+        restore: dict[str, Callable[[str], object]] = {
+            "kill": lambda d: membership.remove(d, log=lambda m: None), "freeze": faults.thaw, "cut": faults.heal}
         for action in ("kill", "freeze", "cut"):
             if action not in only:
                 continue
             log(f"  {action} {victim} (plan {start.id}) at frame {fault_at} of {frames}")
             results[action] = {"device": victim, **stream_with_fault(
-                sched, profile, frames, fault_at, lambda a=action, v=victim: getattr(faults, a)(v),
+                sched, profile, frames, fault_at, functools.partial(getattr(faults, action), victim),
                 out_dir / f"{action}.jsonl", time_scale)}
             try:
                 restore[action](victim)
@@ -162,7 +164,10 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
                                                 out_dir / "join.jsonl", time_scale)
             log(f"    {_line(results['join'])}")
         if "scheduler" in only:
-            pid = next(p["pid"] for p in farm.State.load().data["resources"]["pids"] if p["role"] == "scheduler")
+            state = farm.State.load()
+            if state is None:
+                raise FarmError("the farm's state file is gone: no scheduler pid to kill")
+            pid = next(p["pid"] for p in state.data["resources"]["pids"] if p["role"] == "scheduler")
             log(f"  scheduler: kill -9 at frame {fault_at}")
             results["scheduler"] = stream_with_fault(sched, profile, frames, fault_at,
                                                      lambda: os.kill(pid, signal.SIGKILL),

@@ -37,6 +37,7 @@ from mcdask.profiling.assemble import profile_cluster
 from mcdask.profiling.overhead import cpu_seconds
 from mcdask.runtime.deploy import DaskRunner, deploy
 from mcdask.runtime.weights import WeightsSource
+from mcdask.streaming.records import Record
 from mcdask.streaming.sources import Feeder, open_source
 from mcdask.streaming.stream import Stream
 
@@ -64,6 +65,12 @@ def steady_ips(times: list[float], skip_fraction: float = 0.2) -> float | None:
     k = int(len(times) * skip_fraction)
     span = times[-1] - times[k]
     return (len(times) - 1 - k) / span if span > 0 else None
+
+
+def _latency_s(rec: Record) -> float:
+    """The latency of an answered frame (the stream sets it on every "ok" record)."""
+    assert rec.latency_s is not None, f"frame {rec.frame} is ok but carries no latency"
+    return rec.latency_s
 
 
 def one(workload: str, n: int, repeats: int, frames: int, depth: int | None) -> dict:
@@ -106,7 +113,7 @@ def one(workload: str, n: int, repeats: int, frames: int, depth: int | None) -> 
                                            + cpu1["client"] - cpu0["client"]) / wall, 2)}
     check = check_against_reference(w, items, records, weights)
     ok = sum(r.status == "ok" for r in records)
-    lat = sorted(r.latency_s for r in records if r.status == "ok")
+    lat = sorted(_latency_s(r) for r in records if r.status == "ok")
     measured = steady_ips(out_times)
     predicted = plan.predicted["ips"]
     row = {"workload": workload, "devices": n, "frames": frames, "classified": ok,

@@ -22,6 +22,18 @@ from mcdask import plans
 from mcdask.model.kinds import homogeneous
 from mcdask.planning.costmodel import evaluate
 from mcdask.planning.planner import plan_all
+from mcdask.planning.result import PlanResult
+
+
+def _table_row(r: PlanResult, w) -> dict:
+    """One row of a table: the prediction of a feasible plan, else None in its place."""
+    row: dict = {"devices": r.devices, "feasible": r.feasible, "ips": None, "latency_s": None,
+                 "bottleneck": None, "plan": None, "reason": r.reason or None}
+    if r.plan is not None:
+        assert r.cost is not None, "a feasible result carries its cost"
+        row.update(ips=round(r.cost.ips, 4), latency_s=round(r.cost.latency_s, 4), bottleneck=r.cost.bottleneck,
+                   plan=r.plan.describe(w))
+    return row
 
 
 def main() -> None:
@@ -39,13 +51,7 @@ def main() -> None:
             t0 = time.perf_counter()
             res = plan_all(w, prof, N, strategy)
             runtime[f"{name}/{strategy}"] = round(time.perf_counter() - t0, 3)
-            tables.setdefault(name, {})[strategy] = [
-                {"devices": r.devices, "feasible": r.feasible,
-                 "ips": round(r.cost.ips, 4) if r.feasible else None,
-                 "latency_s": round(r.cost.latency_s, 4) if r.feasible else None,
-                 "bottleneck": r.cost.bottleneck if r.feasible else None,
-                 "plan": r.plan.describe(w) if r.feasible else None,
-                 "reason": r.reason or None} for r in res]
+            tables.setdefault(name, {})[strategy] = [_table_row(r, w) for r in res]
     paper_rows = []
     for pname in plans.names():
         hand = plans.load(pname)

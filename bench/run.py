@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -24,12 +25,15 @@ from mcdask.runtime.deploy import worker_addresses
 
 from . import metrics, paper
 
+if TYPE_CHECKING:
+    from mcdask.planning.planner import Strategy
+
 
 @dataclass(frozen=True)
 class Settings:
     workloads: tuple[str, ...]
     devices: tuple[int, ...]
-    strategies: tuple[str, ...] = ("optimal",)
+    strategies: tuple[Strategy, ...] = ("optimal",)
     time_scale: float = 1.0
     frames: dict | None = None        # workload -> frames per run
     profile: str = "farm"             # planning profile: "farm", "device" or "pi3" (see farm_profile)
@@ -99,7 +103,8 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         dep = deploy(client, plan, WeightsSource())
     finally:
         caps(True)
-    devices_pids = [worker_pids[dep.binding[d]] for d in plan.devices if dep.binding[d] in (worker_pids or {})]
+    pid_of = worker_pids or {}
+    devices_pids = [pid_of[dep.binding[d]] for d in plan.devices if dep.binding[d] in pid_of]
     cpu0, threads0 = _cpu_s(pids), _thread_cpu_s(devices_pids)
     with get_task_stream(client) as ts:
         records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False,
@@ -175,7 +180,9 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
     if profile == "farm":
         from .farm_profile import farm_kind, host_split
 
-        k = farm_kind(k, host_split(list(workload_names), log=log), KINDS["pi3"].alexnet_s, n_max)
+        pi3_alexnet_s = KINDS["pi3"].alexnet_s
+        assert pi3_alexnet_s is not None, "the pi3 kind is stated by its AlexNet time, not a CPU share"
+        k = farm_kind(k, host_split(list(workload_names), log=log), pi3_alexnet_s, n_max)
     elif profile == "device":
         from .farm_profile import device_kind
 
