@@ -112,8 +112,8 @@ class Cgroups:
         d = self._cpu_dir(device, compute)
         try:
             if self.version == 1:
-                q = int((d / "cpu.cfs_quota_us").read_text())
-                return None if q < 0 else (q, int((d / "cpu.cfs_period_us").read_text()))
+                quota_us = int((d / "cpu.cfs_quota_us").read_text())
+                return None if quota_us < 0 else (quota_us, int((d / "cpu.cfs_period_us").read_text()))
             q, p = (d / "cpu.max").read_text().split()
             return None if q == "max" else (int(q), int(p))
         except (OSError, ValueError):
@@ -138,7 +138,10 @@ class Cgroups:
     def set_frozen(self, device: str, frozen: bool) -> None:
         """Freeze or thaw the device (it must have a ``freezer_dir``)."""
         file, on, off = _FREEZER[self.version]
-        _write(self.freezer_dir(device) / file, on if frozen else off)
+        d = self.freezer_dir(device)
+        if d is None:
+            raise FarmError(f"{device} has no freezer cgroup to {'freeze' if frozen else 'thaw'} it with")
+        _write(d / file, on if frozen else off)
 
     def freezer_state(self, device: str) -> str | None:
         """``"frozen"``, ``"freezing"`` (some task not stopped yet), ``"thawed"``, or ``None``
@@ -218,7 +221,7 @@ def _own_cgroups() -> dict[str, str]:
 
 
 def cgroup_pids(dirs: list[str]) -> list[int]:
-    pids = set()
+    pids: set[int] = set()
     for d in dirs:
         try:
             pids.update(int(x) for x in (Path(d) / "cgroup.procs").read_text().split())

@@ -77,10 +77,11 @@ def is_compute(cgroup: str) -> bool:
 def placement() -> dict:
     """Where this process's threads are: for tests and ``farm status``."""
     main = threading.main_thread().native_id
-    out = {"target": target(), "threads": []}
+    where = target()
+    placed: list[dict] = []
     for tid, name in sorted(threads().items()):
         try:
-            out["threads"].append({"tid": tid, "name": name, "main": tid == main, "cgroup": cpu_cgroup(tid)})
+            placed.append({"tid": tid, "name": name, "main": tid == main, "cgroup": cpu_cgroup(tid)})
         except OSError:
             pass
-    return out
+    return {"target": where, "threads": placed}

@@ -124,6 +124,7 @@ class DeviceKind:
         if self.cpu_share is not None:
             share = self.cpu_share * time_scale
         else:
+            assert self.alexnet_s is not None, "a kind without cpu_share has alexnet_s (__post_init__ checks)"
             if not host_alexnet_s or host_alexnet_s <= 0:
                 raise FarmSpecError(f"device kind {self.name!r} is stated as alexnet_s={self.alexnet_s}; "
                                     "it needs this host's measured AlexNet time, got "
@@ -261,7 +262,7 @@ class FarmSpec:
         return sum(n for _, n in self.counts)
 
     def devices(self) -> list[Device]:
-        out = []
+        out: list[Device] = []
         for kind, n in self.counts:
             for i in range(n):
                 out.append(Device(f"{kind}-{i:02d}", self.kinds[kind], len(out)))
@@ -339,10 +340,12 @@ def _kind_from_dict(name: str, body: dict, origin: str) -> DeviceKind:
                               ("link.rtt_ms", rtt)) if v in (None, {})]
     if missing:
         raise FarmSpecError(f"{origin}: kind {name!r} lacks {', '.join(missing)} (and has no built-in base)")
+    assert memory is not None and mbit is not None and rtt is not None, "`missing` above names any None"
+    alexnet_s, cpu_share = speed.get("alexnet_s"), speed.get("cpu_share")
     try:
         return DeviceKind(name, parse_bytes(memory), float(mbit), float(rtt),
-                          alexnet_s=None if speed.get("alexnet_s") is None else float(speed["alexnet_s"]),
-                          cpu_share=None if speed.get("cpu_share") is None else float(speed["cpu_share"]),
+                          alexnet_s=None if alexnet_s is None else float(alexnet_s),
+                          cpu_share=None if cpu_share is None else float(cpu_share),
                           runtime_share=float(runtime),
                           source=str(body.get("source", b.source if b and not body.keys() - {"base"} else "")))
     except (TypeError, ValueError) as e:

@@ -80,6 +80,7 @@ def thaw(name: str) -> dict:
         system.wait_until(lambda: not any(processes.process_state(p) in ("T", "t") for p in pids), SETTLE_TIMEOUT_S,
                       f"{name}'s processes {pids} to run after SIGCONT")
     else:
+        assert cg is not None, "a device frozen by other than SIGSTOP was frozen by its freezer cgroup"
         cg.set_frozen(name, False)
         system.wait_until(lambda: cg.freezer_state(name) == "thawed", SETTLE_TIMEOUT_S,
                       f"{name}'s freezer cgroup {cg.freezer_dir(name)} to read thawed")

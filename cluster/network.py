@@ -89,7 +89,7 @@ def link_is_up(dev: str, netns: str | None = None) -> bool:
     """Whether ``dev`` exists and is administratively up."""
     out = sh("ip", "-o", "link", "show", "dev", dev, netns=netns, check=False).stdout
     flags = re.search(r"<([^>]*)>", out)
-    return bool(flags) and "UP" in flags.group(1).split(",")
+    return flags is not None and "UP" in flags.group(1).split(",")
 
 
 def reachable(ip: str, timeout_s: float = 1.0, port: int = 9) -> bool:
