@@ -173,7 +173,7 @@ def _build_network(state: State, log: Log) -> None:
         state.made("cgroups", base)
     devices = state.data["devices"]
     pv.build_devices(state, devices, cg, "linkd")
-    kinds = {}
+    kinds: dict[str, dict] = {}
     for rec in devices:
         kinds.setdefault(rec["kind"], rec)
     log(f"network: bridge {network.BRIDGE} {network.HOST_IP}/24, {len(devices)} namespaces; "
@@ -279,7 +279,7 @@ def leftovers() -> dict[str, list]:
     """Everything of a farm that exists now, found by state file and by name."""
     state = State.load()
     root = os.geteuid() == 0
-    out = {
+    out: dict[str, list] = {
         "state": [str(state.path)] if state else [],
         "processes": sorted(set(processes.marked_pids())),
         "netns": network.our_netns() if root else [],
@@ -365,6 +365,7 @@ def measure_link(src: str | None, dst: str, nbytes: int = 8_000_000, pings: int 
     server = subprocess.Popen(["ip", "netns", "exec", recs[dst]["netns"], *py, "serve", "--host", recs[dst]["ip"],
                                "--port", str(port), "--once"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               env={**env, processes.MEMBER_ENV: "netcheck:serve"})
+    assert server.stdout is not None and server.stderr is not None, "started with both piped"
     try:
         if b"listening" not in server.stdout.readline():
             raise FarmError(f"netcheck server did not start: {server.stderr.read().decode()[-500:]}")

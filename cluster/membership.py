@@ -105,7 +105,7 @@ def _join(state: State, spec: FarmSpec, new: list[dict], timeout_s: float, log: 
     """Build the new devices, start their workers, wait for them to register, cap them."""
     netns = state.data["mode"] == "netns"
     cg = Cgroups.from_dict(state.data["cgroups"]) if netns else None
-    if netns:
+    if cg:
         linkd = f"linkd-{new[0]['index']}"
         for r in new:
             r["linkd"] = linkd
@@ -114,7 +114,7 @@ def _join(state: State, spec: FarmSpec, new: list[dict], timeout_s: float, log: 
     pv.start_workers(state, new, pv.base_env(spec, state.data.get("extra_env")))
     log(f"waiting for {', '.join(r['name'] for r in new)} to import TensorFlow and register...")
     pv.wait_registered(state, new, timeout_s=timeout_s, log=log)
-    if netns and state.data.get("cpu_capped"):
+    if cg and state.data.get("cpu_capped"):
         for r in new:
             pv.apply_caps(cg, r, True)
     for r in new:

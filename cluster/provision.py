@@ -104,16 +104,18 @@ def start_linkd(state: State, devices: list[dict], name: str) -> None:
               stdout=subprocess.PIPE)
     deadline = time.monotonic() + LINKD_READY_S
     line = b""
-    os.set_blocking(p.stdout.fileno(), False)
+    out = p.stdout
+    assert out is not None, "spawned with stdout=PIPE"
+    os.set_blocking(out.fileno(), False)
     while b"ready" not in line:
-        line += p.stdout.read() or b""
+        line += out.read() or b""
         if p.poll() is not None:
             raise FarmError(f"the delay line cluster.linkd exited ({p.returncode}): {tail(state, name)}")
         if time.monotonic() > deadline:
             raise FarmError(f"the delay line {name} did not create its TAPs within {LINKD_READY_S} s: "
                             f"{tail(state, name)}")
         time.sleep(0.05)
-    p.stdout.close()
+    out.close()
 
 
 # --------------------------------------------------------------------------------------- processes
@@ -160,9 +162,10 @@ def start_workers(state: State, devices: list[dict], env: dict[str, str]) -> Non
                *worker_flags(state.data["scheduler"], rec["name"], rec["kind"], rec["memory_limit_bytes"]),
                "--host", rec["ip"], *tls.worker_args(state, rec["name"])]
         rec["command"] = " ".join(["dask worker", *cmd[3:]])
-        preexec = _enter_device(str(network.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if netns else None
+        # cg is there exactly when the devices have namespaces (and so cgroups)
+        preexec = _enter_device(str(network.NETNS_DIR / rec["netns"]), cg.procs_files(rec["name"])) if cg else None
         dev_env = {**env, "MCDASK_DEVICE_NAME": rec["name"], "MCDASK_DEVICE_KIND": rec["kind"]}
-        if netns:
+        if cg:
             dev_env[compute_threads.ENV] = cg.compute_threads_file(rec["name"])
         p = spawn(state, "worker", rec["name"], cmd, dev_env, preexec)
         rec["pid"] = p.pid
@@ -239,7 +242,7 @@ def tear_down_device(state: State, rec: dict, log: Log) -> None:
     network.delete_link(host_if)
     system.sh("ip", "link", "del", ns_if, netns=rec["netns"], check=False)
     network.delete_netns(rec["netns"])
-    busy = [d for d in cg.all_dirs(rec["name"]) if not cgroups.remove_cgroup_tree(d)]
+    busy = [d for d in (cg.all_dirs(rec["name"]) if cg else []) if not cgroups.remove_cgroup_tree(d)]
     res = state.data["resources"]
     res["links"] = [x for x in res.get("links", []) if x != host_if]
     res["qdiscs"] = [q for q in res.get("qdiscs", []) if q[0] not in (host_if, ns_if)]
