@@ -165,8 +165,10 @@ def stream(client, workload, frames, *, plan: Plan | str | None = None, weights=
     leave, freeze or join. ``weights``: see ``weights_of``. Raises ``StreamStopped`` when the
     stream cannot go on (the scheduler is lost, no plan fits the devices left)."""
     from mcdask.runtime.deploy import worker_names
+    from mcdask.security.gate import guard
     from mcdask.streaming.session import Session
 
+    guard(client)   # on a TLS scheduler, impostors go before the plan is chosen for the workers there are
     w = workload_of(workload)
     wsrc = weights_of(weights, workload, seed)
     book = _book(w, profile)

@@ -15,6 +15,8 @@ from mcdask.runtime import local
 from mcdask.streaming.reference import reference_outputs, run_local
 
 CASES = {"alexnet": (10, 4), "vgg16": (8, 2), "action": (8, 40)}   # plans, frames
+#: the fast tier (make check) runs AlexNet; make test runs all three
+TIERED = [pytest.param(n, marks=[] if n == "alexnet" else [pytest.mark.slow]) for n in ("alexnet", "vgg16", "action")]
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +25,7 @@ def _free_slices():
     local._CACHE.clear()
 
 
-@pytest.mark.parametrize("name", sorted(CASES))
+@pytest.mark.parametrize("name", TIERED)
 def test_random_plans_equal_unsplit_model(name):
     w = workloads.get(name)
     n_plans, frames = CASES[name]
@@ -81,7 +83,7 @@ def test_pyramid_takes_the_max_over_ranges():
     np.testing.assert_array_equal(out, np.concatenate(expect, axis=-1))
 
 
-@pytest.mark.parametrize("name", ["alexnet", "vgg16", "action"])
+@pytest.mark.parametrize("name", TIERED)
 def test_unsplit_model_equals_keras_own_model(name):
     """An oracle independent of mcdask's slicing: the workload's own Keras model (TimeDistributed
     streams and the whole pyramid window for action), given the same weights by layer name, and

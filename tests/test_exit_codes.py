@@ -96,6 +96,7 @@ def test_every_commands_help_is_status_0(command):
     assert r.returncode == 0 and r.stdout.startswith(f"Usage: mcdask {command}"), (r.returncode, r.stderr[-500:])
 
 
+@pytest.mark.slow
 def test_the_scheduler_defaults_to_dasks_setting_and_is_named_when_missing():
     r = mcdask("status", env={"DASK_SCHEDULER_ADDRESS": ""})
     assert r.returncode == EXIT_USAGE and "no scheduler: give --scheduler" in r.stderr

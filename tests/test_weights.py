@@ -85,6 +85,7 @@ def test_weights_file_errors(tmp_path, weights_files):
         layer_weights(conv, WeightsSource(path=str(h5)))
 
 
+@pytest.mark.slow
 def test_action_weights_by_layer_name(tmp_path):
     """The windowed action model has no single Keras model; its file is keyed by layer name."""
     from helpers import items_for
