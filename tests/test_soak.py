@@ -27,7 +27,8 @@ FRAMES = 300
 def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
     def scheduler_logs(dask_scheduler) -> dict:
         bcomms = [*dask_scheduler.stream_comms.values(), *dask_scheduler.client_comms.values()]
-        return {"transition_log": dask_scheduler.transition_log.maxlen,
+        return {"key_cache": "mcdask-key-cache" in dask_scheduler.periodic_callbacks,
+                "transition_log": dask_scheduler.transition_log.maxlen,
                 "messages": max(b.recent_message_log.maxlen for b in bcomms),
                 "events": max(t.events.maxlen for t in dask_scheduler._broker._topics.values())}
 
@@ -60,8 +61,24 @@ def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
     assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == list(range(FRAMES))
     assert check_out_file(out, FRAMES) is None
     assert messages == n
-    assert sched == {"transition_log": n, "messages": n, "events": n}
+    assert sched == {"key_cache": True, "transition_log": n, "messages": n, "events": n}
     assert all(w == {"profile_history": n, "stimulus_log": n, "messages": n} for w in workers.values()), workers
+
+
+def test_dasks_key_split_memo_is_cleared_past_its_bound():
+    """A stream's keys are unique per frame; Dask's key_split memo would keep every one of them
+    (up to 100,000): trim_key_cache empties it once it holds more than the bound."""
+    from dask.utils import key_split
+
+    from mcdask.runtime.history import trim_key_cache
+
+    key_split.cache_clear()
+    for i in range(30):
+        key_split(("conv1..pool5-abc", "token", i))
+    held = key_split.cache_info().currsize
+    assert held >= 30 and not trim_key_cache(limit=held)
+    key_split(("conv1..pool5-abc", "token", 30))
+    assert trim_key_cache(limit=held) and key_split.cache_info().currsize == 0
 
 
 def test_growth_between_a_quarter_and_the_end():

@@ -5,7 +5,8 @@ every batched connection, scheduler transitions and events per topic, for debugg
 message that submits a frame's first stage carries the frame (145 KB for AlexNet), so 1000 of
 them held about 120 MB in a streaming client and 250 MB in the scheduler (``mcdask bench
 --soak``). ``HistoryBound``, registered on the scheduler at deploy, brings the scheduler's
-logs down to ``mcdask.history-length``, ``WorkerHistoryBound`` each device's (the same
+logs down to ``mcdask.history-length`` (and keeps Dask's ``key_split`` memo from holding every
+finished key: ``trim_key_cache``), ``WorkerHistoryBound`` each device's (the same
 setting also bounds a worker's profile history: one call tree a second, 1000 s of them by
 default, which grew each worker by 50 KB a second), and ``client_config`` does it for a client
 created under it. Null leaves Dask's own length.
@@ -47,6 +48,35 @@ def bounded(log: deque, n: int) -> deque:
     return deque(log, maxlen=n)
 
 
+#: Dask memoises ``key_split`` for up to 100,000 keys; a stream's keys are unique per frame, so
+#: the cache holds every finished task's key (about 0.6 KB each with its deserialised tuple)
+#: until it is full: the scheduler grew 0.7 KB a frame over a 20,000-frame soak. Cleared when
+#: it holds more than this many (checked every ``KEY_CACHE_CHECK_MS``).
+KEY_CACHE_MAX = 1_000
+KEY_CACHE_CHECK_MS = 5_000
+
+
+def trim_key_cache(limit: int = KEY_CACHE_MAX) -> bool:
+    """Clear ``dask.utils.key_split``'s memo if it holds more than ``limit`` keys (a pure
+    function's cache: clearing it only costs recomputing a few splits). True if cleared."""
+    from dask.utils import key_split
+
+    if key_split.cache_info().currsize > limit:
+        key_split.cache_clear()
+        return True
+    return False
+
+
+def _trim_periodically(server, name: str) -> None:
+    """Start a periodic ``trim_key_cache`` on a running scheduler or worker (once)."""
+    from tornado.ioloop import PeriodicCallback
+
+    if name not in server.periodic_callbacks:
+        pc = PeriodicCallback(lambda: None if trim_key_cache() else None, KEY_CACHE_CHECK_MS)
+        server.periodic_callbacks[name] = pc
+        pc.start()
+
+
 class HistoryBound(SchedulerPlugin):
     """Scheduler side: the logs that exist are cut to ``length`` entries, and Dask's setting is
     lowered in the scheduler process so that connections and topics opened later keep no more."""
@@ -60,6 +90,7 @@ class HistoryBound(SchedulerPlugin):
     async def start(self, scheduler) -> None:
         n = self.length
         dask.config.set({DASK_KEY: n})
+        _trim_periodically(scheduler, "mcdask-key-cache")
         scheduler.transition_log = bounded(scheduler.transition_log, n)
         for comm in [*scheduler.stream_comms.values(), *scheduler.client_comms.values()]:
             if hasattr(comm, "recent_message_log"):
@@ -86,6 +117,7 @@ class WorkerHistoryBound(WorkerPlugin):
     def setup(self, worker) -> None:
         n = self.length
         dask.config.set({DASK_KEY: n})
+        _trim_periodically(worker, "mcdask-key-cache")
         for owner, attrs in ((worker, ("profile_history", "profile_keys_history", "transfer_incoming_log",
                                        "transfer_outgoing_log")),
                              (worker.state, ("log", "stimulus_log")),
