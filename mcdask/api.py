@@ -147,12 +147,6 @@ def result_of(rec: Record, labels: list[str] | None) -> Result:
     return Result(rec.frame, rec.status, top5, rec.latency_s, rec.output, rec.error)
 
 
-def labels_of(w) -> list[str] | None:
-    """The workload's class names, where it has a label set."""
-    names = getattr(workloads, "labels", None)
-    return names(w.name) if names and workloads.builtin(w.name) else None
-
-
 def stream(client, workload, frames, *, plan: Plan | str | None = None, weights=None, seed: int = 0,
            depth: int | None = None, adapt: bool = True, profile: str | None = None,
            limit: int | None = None) -> Generator[Result, None, None]:
@@ -166,15 +160,16 @@ def stream(client, workload, frames, *, plan: Plan | str | None = None, weights=
     stream cannot go on (the scheduler is lost, no plan fits the devices left)."""
     from mcdask.runtime.deploy import worker_names
     from mcdask.security.gate import guard
+    from mcdask.streaming.controller import plan_book
     from mcdask.streaming.session import Session
 
     guard(client)   # on a TLS scheduler, impostors go before the plan is chosen for the workers there are
     w = workload_of(workload)
     wsrc = weights_of(weights, workload, seed)
-    book = _book(w, profile)
+    book = plan_book(w, profile)
     chosen = _plan_of(plan, w) if plan is not None else book.plan_for(tuple(worker_names(client)))
     session = Session(client, chosen, wsrc, depth=depth, plans=book if adapt else None)
-    labels = labels_of(w)
+    labels = workloads.labels(w.name)
     for rec in session.records(frames_of(w, frames, seed=seed, limit=limit)):
         yield result_of(rec, labels)
 
@@ -220,12 +215,6 @@ async def astream(client, workload, frames, **options: Any) -> AsyncIterator[Res
         while item is not end:      # left early: drain what the thread still puts, to its end
             item = await queue.get()
         await task
-
-
-def _book(w, profile: str | None):
-    from mcdask.streaming.controller import plan_book
-
-    return plan_book(w, profile)
 
 
 def _plan_of(plan: Plan | str, w) -> Plan:
