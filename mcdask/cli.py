@@ -17,6 +17,7 @@ from mcdask.errors import McdaskError, exit_code
 COMMANDS = {
     "demo": ("mcdask.commands:demo", "Stream synthetic frames through a local cluster and check them."),
     "run": ("mcdask.commands:run", "Stream a source through a plan on a running Dask scheduler."),
+    "batch": ("mcdask.batch_command:batch", "Classify a whole dataset in batches of frames, resumable."),
     "status": ("mcdask.dashboard.status_cli:status", "Show a running deployment, its streams and devices."),
     "plan": ("mcdask.planning.cli:plan", "Choose a task assignment for every device count 1..N."),
     "profile": ("mcdask.profiling.cli:profile", "Measure every worker's layers and the links between them."),

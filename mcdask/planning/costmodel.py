@@ -348,14 +348,15 @@ def host_busy_s(profile: Profile, plan: Plan, compute: dict[str, float]) -> dict
     return out
 
 
-def evaluate(workload, plan: Plan, profile: Profile) -> Cost:
-    """Predict ``plan`` on ``profile`` (every plan device must be in the profile)."""
+def evaluate(workload, plan: Plan, profile: Profile, memo: Memo | None = None) -> Cost:
+    """Predict ``plan`` on ``profile`` (every plan device must be in the profile); ``memo``
+    may price pieces another way (``mcdask.planning.batching``: K frames per task)."""
     plan.validate(workload)
     missing = [d for d in plan.devices if d not in profile.device_names]
     if missing:
         raise ProfileError(f"plan devices {missing} are not in profile {profile.name!r} "
                            f"(devices: {', '.join(profile.device_names)})")
-    walk = Walk(workload, profile)
+    walk = Walk(workload, profile, memo=memo)
     for st in plan.stages:
         walk.stage(st, stage_label(workload, st))
     latency = value(walk.finish())

@@ -58,8 +58,9 @@ def top5(vec: np.ndarray) -> list[tuple[int, float]]:
     return [(int(i), float(v[i])) for i in idx]
 
 
-def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
-    """Check one frame's inputs; returns them with a batch axis. Raises FrameError."""
+def validate(workload, inputs: dict, batch: int = 1) -> dict[str, np.ndarray]:
+    """Check one frame's inputs (or up to ``batch`` frames stacked on a first axis, batch
+    mode); returns them with a batch axis. Raises FrameError."""
     if not isinstance(inputs, dict):
         inputs = {next(iter(workload.inputs)): inputs}
     out = {}
@@ -69,8 +70,9 @@ def validate(workload, inputs: dict) -> dict[str, np.ndarray]:
         x = np.asarray(inputs[name])
         if x.shape == shape:
             x = x[None]
-        if x.shape != (1,) + shape:
-            raise FrameError(f"input {name!r} has shape {x.shape}, expected {shape} (or {(1,) + shape})")
+        if x.shape[1:] != shape or not 1 <= x.shape[0] <= batch:
+            stacked = f"(or {(1,) + shape})" if batch == 1 else f"stacked, at most {batch} of them"
+            raise FrameError(f"input {name!r} has shape {x.shape}, expected {shape} {stacked}")
         if x.dtype not in (np.uint8, np.float32, np.float64):
             raise FrameError(f"input {name!r} has dtype {x.dtype}, expected uint8 or float32")
         if x.dtype == np.float64:

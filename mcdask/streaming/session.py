@@ -23,10 +23,11 @@ class Session:
 
     After (or while) it runs: ``deployment``, ``deploy_s``, ``stream`` (its current plan and
     depth), ``controller`` (None without ``plans``), ``events`` and ``span`` (the Dask span
-    of its tasks, also the stream's id on the dashboard)."""
+    of its tasks, also the stream's id on the dashboard). With ``batch`` > 1 an item may stack
+    that many frames (batch mode, ``mcdask.streaming.batch``; the dashboard counts batches)."""
 
     def __init__(self, client, plan: Plan, weights: WeightsSource = WeightsSource(), *, depth: int | None = None,
-                 plans=None, events: EventLog | None = None, deployment=None):
+                 plans=None, events: EventLog | None = None, deployment=None, batch: int = 1):
         from mcdask.runtime.deploy import DaskRunner, deploy
         from mcdask.streaming.controller import Controller
         from mcdask.streaming.stream import Stream
@@ -39,7 +40,7 @@ class Session:
         self.events = events or EventLog(clock=time.perf_counter)
         self.controller = Controller(client, self.deployment, plans, self.events) if plans is not None else None
         self.stream = Stream(DaskRunner(client, self.deployment), plan, workloads.get(plan.workload), depth,
-                             supervisor=self.controller, events=self.events)
+                             supervisor=self.controller, events=self.events, batch=batch)
         self.span = ""
 
     def records(self, items: Iterable[Item]) -> Iterator[Record]:

@@ -9,6 +9,7 @@ and, for action recognition, the dense optical flow (OpenCV Farneback) of the la
 
 from __future__ import annotations
 
+import glob
 import itertools
 import logging
 import queue
@@ -91,14 +92,46 @@ def _declared_frames(container, stream) -> int:
     return 0
 
 
-def image_frames(folder: str) -> Iterator[np.ndarray | BadFrame]:
-    """The folder's images in name order; one that does not decode is a ``BadFrame``."""
+def image_files(spec: str) -> list[Path]:
+    """The images of a folder, or the files a glob pattern (``photos/*.jpg``) matches, in name
+    order; SourceError when there is none."""
+    if Path(spec).is_dir():
+        files = sorted(p for p in Path(spec).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise SourceError(f"folder {spec!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        return files
+    files = sorted(Path(p) for p in glob.glob(spec) if Path(p).is_file())
+    if not files:
+        raise SourceError(f"pattern {spec!r} matches no file")
+    return files
+
+
+def is_glob(spec: str) -> bool:
+    return glob.has_magic(spec) and not Path(spec).exists()
+
+
+def frame_count(spec: str) -> int | None:
+    """How many frames source ``spec`` holds, when it says: images of a folder or a pattern,
+    a video's declared frames; None for synthetic, a camera or a video that does not say."""
+    if Path(spec).is_dir() or is_glob(spec):
+        return len(image_files(spec))
+    if Path(spec).is_file():
+        import av
+
+        try:
+            with av.open(spec) as container:
+                return _declared_frames(container, container.streams.video[0]) or None
+        except (av.error.FFmpegError, IndexError, OSError):
+            return None
+    return None
+
+
+def image_frames(spec: str) -> Iterator[np.ndarray | BadFrame]:
+    """The images of a folder or a glob pattern (``image_files``); one that does not decode is
+    a ``BadFrame``."""
     import cv2
 
-    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SourceError(f"folder {folder!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    for p in files:
+    for p in image_files(spec):
         img = cv2.imread(str(p), cv2.IMREAD_COLOR)
         if img is None or img.size == 0:
             yield BadFrame(f"cannot decode image {p.name}")
@@ -123,7 +156,8 @@ def camera_frames(index: int) -> Iterator[np.ndarray]:
 
 
 def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray | BadFrame]:
-    """Frames from ``spec``: ``synthetic``, ``camera:INDEX``, a video file or an image folder."""
+    """Frames from ``spec``: ``synthetic``, ``camera:INDEX``, a video file, an image folder or a
+    glob pattern of images."""
     if spec == "synthetic":
         h, w, _ = workload.inputs[workload.image_input]
         return synthetic(h, w, seed)
@@ -133,13 +167,14 @@ def open_source(spec: str, workload, seed: int = 0) -> Iterator[np.ndarray | Bad
         except ValueError:
             raise SourceError(f"camera source must be camera:INDEX, got {spec!r}") from None
     p = Path(spec)
-    if p.is_dir():
+    if p.is_dir() or is_glob(spec):
         return image_frames(spec)
     if p.is_file():
         if p.suffix.lower() in IMAGE_SUFFIXES:
             raise SourceError(f"{spec!r} is one image; pass the folder that holds the images")
         return video_frames(spec)
-    raise SourceError(f"source {spec!r}: not 'synthetic', 'camera:INDEX', a video file or a folder of images")
+    raise SourceError(f"source {spec!r}: not 'synthetic', 'camera:INDEX', a video file or a folder of images, "
+                      "nor a pattern matching images (photos/*.jpg)")
 
 
 def opened(frames: Iterable) -> Iterator:

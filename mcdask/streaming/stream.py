@@ -63,17 +63,18 @@ def default_depth(plan: Plan) -> int:
     return max(2 * len(plan.devices), pipeline) + 2
 
 
-def frame_deadline_s(plan: Plan, depth: int) -> float:
+def frame_deadline_s(plan: Plan, depth: int, batch: int = 1) -> float:
     """How long a frame may wait for its answer before it is submitted again: ``factor`` x
     what the plan predicts for the frame at the head of a full pipeline (its latency plus
     ``depth`` frame intervals), never under ``deadline-min``; ``deadline`` when the plan
-    predicts nothing."""
+    predicts nothing. An item of ``batch`` frames (batch mode) may take ``batch`` times as
+    long: no piece takes longer per frame in a batch than alone."""
     cfg = dask.config.get("mcdask.stream")
     floor = float(dask.utils.parse_timedelta(cfg.get("deadline-min", "5s")))
     pred = plan.predicted or {}
     if not pred.get("ips") or not pred.get("latency_s"):
         return max(floor, float(dask.utils.parse_timedelta(cfg.get("deadline", "60s"))))
-    return max(floor, float(cfg.get("deadline-factor", 4)) * (pred["latency_s"] + depth / pred["ips"]))
+    return max(floor, batch * float(cfg.get("deadline-factor", 4)) * (pred["latency_s"] + depth / pred["ips"]))
 
 
 class Layout:
@@ -148,12 +149,14 @@ class _Frame:
 
 
 class Stream:
-    """Submit frames through ``plan`` with at most ``depth`` frames in flight."""
+    """Submit frames through ``plan`` with at most ``depth`` frames in flight. With ``batch``
+    > 1 an item may stack up to that many frames (``mcdask.streaming.batch``): one chain of
+    tasks computes them all, and its record's output has one row per frame."""
 
     def __init__(self, runner: Runner, plan: Plan, workload, depth: int | None = None, *,
                  supervisor: Supervisor | None = None, events=None, deadline_s: float | None = None,
-                 attempts: int | None = None):
-        self.runner, self.workload = runner, workload
+                 attempts: int | None = None, batch: int = 1):
+        self.runner, self.workload, self.batch = runner, workload, batch
         self.depth = depth or dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
         self.supervisor, self.events = supervisor, events
         self._given_deadline_s = deadline_s
@@ -173,7 +176,7 @@ class Stream:
     def _use(self, plan: Plan) -> None:
         """Read ``plan`` once: how frames feed its stages, and how long a frame may wait."""
         self.layout = Layout(plan, self.workload)
-        self.deadline_s = self._given_deadline_s or frame_deadline_s(plan, self.depth)
+        self.deadline_s = self._given_deadline_s or frame_deadline_s(plan, self.depth, self.batch)
 
     def run(self, items: Iterable[Item]) -> Iterator[Record]:
         """Yield one record per item read, in frame order. When the supervisor stops the
@@ -207,7 +210,7 @@ class Stream:
                 pending.append(Record(item.frame, status, error=item.error))
             else:
                 try:
-                    inputs = validate(self.workload, item.inputs)
+                    inputs = validate(self.workload, item.inputs, self.batch)
                 except FrameError as e:
                     pending.append(Record(item.frame, "error", error=f"frame {item.frame}: {e}"))
                 else:
