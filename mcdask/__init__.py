@@ -7,7 +7,7 @@ model <- planning <- runtime <- streaming <- profiling <- commands, never back):
   runtime     weights, slices, the worker plugin, deploying a plan, the in-process reference
   streaming   sources, the stream, the controller (musical chairs), events
   profiling   measuring a running cluster into a profile
-  api        the Python API: ``mcdask.stream``, ``astream``, ``plan``, ``deploy``, ``Result``
+  api        the Python API: ``mcdask.stream``, ``astream``, ``classify``, ``plan``, ``deploy``, ``Result``
   commands, cli, config, errors, plans/   the ``mcdask`` command, settings, errors, paper plans
 
 Words, used one way everywhere:
@@ -35,7 +35,7 @@ _register_defaults()
 __version__ = "0.1.0"
 
 #: the Python API (``mcdask.api``), loaded when first used
-_API = ("stream", "astream", "plan", "deploy", "Result", "Prediction", "frames_of", "workload_of",
+_API = ("stream", "astream", "classify", "plan", "deploy", "Result", "Prediction", "frames_of", "workload_of",
         "local_cluster")
 __all__ = ["__version__", *_API]
 

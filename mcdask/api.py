@@ -12,7 +12,8 @@ Stream your own video through your own weights, on any Dask scheduler::
 
 ``stream`` plans for the workers the scheduler has (unless given a plan), deploys, adapts to
 devices leaving and joining, and yields one ``Result`` per frame, in order. ``astream`` is its
-twin for ``Client(asynchronous=True)``. ``plan`` and ``deploy`` are the steps, for those who
+twin for ``Client(asynchronous=True)``. ``classify`` is batch mode: a whole dataset, K frames
+per task, for when latency does not matter. ``plan`` and ``deploy`` are the steps, for those who
 want them.
 """
 
@@ -138,8 +139,20 @@ def frames_of(workload, frames, *, seed: int = 0, limit: int | None = None) -> I
     from mcdask.streaming.sources import Feeder, open_source
 
     w = workload_of(workload)
-    raw = open_source(str(frames), w, seed) if isinstance(frames, (str, Path)) else iter(frames)
+    raw = open_source(str(frames), w, seed) if isinstance(frames, (str, Path)) else _rows(frames)
     return Feeder(w).items(raw, limit)
+
+
+def _rows(frames) -> Iterator:
+    """The frames of an iterable; a ``dask.array`` of frames ``(N, H, W, 3)`` is computed a
+    chunk of frames at a time (by Dask's current scheduler), never whole."""
+    if not (hasattr(frames, "dask") and hasattr(frames, "chunks")):
+        yield from frames
+        return
+    start = 0
+    for n in frames.chunks[0]:
+        yield from np.asarray(frames[start:start + n].compute())
+        start += n
 
 
 def result_of(rec: Record, labels: list[str] | None) -> Result:
@@ -171,6 +184,35 @@ def stream(client, workload, frames, *, plan: Plan | str | None = None, weights=
     session = Session(client, chosen, wsrc, depth=depth, plans=book if adapt else None)
     labels = workloads.labels(w.name)
     for rec in session.records(frames_of(w, frames, seed=seed, limit=limit)):
+        yield result_of(rec, labels)
+
+
+def classify(client, workload, frames, *, batch_size: int | str = "auto", plan: Plan | str | None = None,
+             weights=None, seed: int = 0, depth: int | None = None, adapt: bool = True, profile: str | None = None,
+             limit: int | None = None) -> Generator[Result, None, None]:
+    """Classify ``frames`` (as ``stream`` takes them, or a ``dask.array`` of frames) in batches
+    of ``batch_size`` frames per task (``"auto"``: the size the cost model predicts fastest
+    within every device's memory), for when latency does not matter; yield one ``Result`` per
+    frame, in order (``latency_s`` is its batch's). ``depth`` batches are in flight (default one
+    per device). The other options are ``stream``'s; a windowed workload (action) is refused."""
+    from mcdask.planning.batching import batch_size_for
+    from mcdask.runtime.deploy import worker_names
+    from mcdask.security.gate import guard
+    from mcdask.streaming.batch import frame_records, refuse_windowed
+    from mcdask.streaming.controller import plan_book
+    from mcdask.streaming.session import Session
+
+    guard(client)
+    w = workload_of(workload)
+    refuse_windowed(w)
+    wsrc = weights_of(weights, workload, seed)
+    book = plan_book(w, profile)
+    chosen = _plan_of(plan, w) if plan is not None else book.plan_for(tuple(worker_names(client)))
+    k = batch_size_for(w, chosen, book.profile(chosen.devices), None if batch_size == "auto" else int(batch_size)).k
+    depth = depth or len(chosen.devices)
+    session = Session(client, chosen, wsrc, depth=depth, plans=book if adapt else None, batch=k)
+    labels = workloads.labels(w.name)
+    for rec in frame_records(session, w, frames_of(w, frames, seed=seed, limit=limit), k, depth):
         yield result_of(rec, labels)
 
 

@@ -113,23 +113,6 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
     return summary
 
 
-def choose_k(workload, plan: Plan, book, asked: int | None) -> tuple[int, dict]:
-    """The batch size (``asked``, else the cost model's choice) and the prediction behind it;
-    a size whose activations do not fit a device is one line naming it."""
-    from mcdask.planning.batching import batch_cost, choose_batch_size
-
-    profile = book.profile(plan.devices)
-    if asked is None:
-        choice = choose_batch_size(workload, plan, profile)
-        return choice.k, choice.to_dict()
-    cost = batch_cost(workload, plan, profile, asked)
-    if not cost.fits:
-        device, (need, have) = sorted(cost.over_memory.items())[0]
-        raise click.ClickException(f"--batch-size {asked}: {device} would need {need / 1e6:.0f} MB of its "
-                                   f"{have / 1e6:.0f} MB; try a smaller batch or auto")
-    return asked, {"batch_size": asked, "predicted_ips": {str(asked): round(cost.ips, 3)}}
-
-
 @click.command()
 @tls_options
 @options.scheduler
@@ -165,6 +148,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     import dask
 
     from mcdask.commands import _finish, connect, show_events_on_stderr
+    from mcdask.planning.batching import batch_size_for
     from mcdask.runtime.deploy import worker_names
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
@@ -196,7 +180,8 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
                 plan = resolve(plan_opt).validate(w)
             else:
                 plan = book.plan_for(tuple(names))
-            k, choice = choose_k(w, plan, book, k)
+            choice = batch_size_for(w, plan, book.profile(plan.devices), k)
+            k = choice.k
             feeder = Feeder(w)
             items = (feeder.item(i, r) for i, r in enumerate(itertools.islice(raw, frames)) if i >= start)
             summary = run_job(client, plan, items, k, wsrc, out, start, total, depth=depth,
@@ -204,7 +189,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
     summary = {"workload": workload, "devices": len(plan.devices), "source": source, "out": str(Path(out)),
-               "prediction": choice, **summary, "plan": plan.to_dict()}
+               "prediction": choice.to_dict(), **summary, "plan": plan.to_dict()}
     held = start + summary["frames"]
     _finish(summary, as_json, [f"plan {plan.id} for {len(plan.devices)} devices, {k} frames per task: "
                                f"{summary['classified']} frames classified in {summary['wall_s']:.2f} s, "

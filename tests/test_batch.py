@@ -4,16 +4,19 @@ model frame by frame, in order, bad frames in their place; the cost model's batc
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
 import time
 
+import dask.array as da
 import numpy as np
 import pytest
 from helpers import items_for, random_plan
 from stock import BIN, StockCluster
 
+import mcdask
 import workloads
 from mcdask.errors import FrameError, McdaskError, PlanError
 from mcdask.model.kinds import device_names
@@ -25,6 +28,7 @@ from mcdask.streaming.batch import Unbatcher, batched, refuse_windowed, resume_p
 from mcdask.streaming.controller import plan_book
 from mcdask.streaming.records import Item, Record, validate
 from mcdask.streaming.reference import reference_outputs
+from mcdask.streaming.sources import open_source
 from mcdask.streaming.stream import Stream
 
 ALEXNET = workloads.get("alexnet")
@@ -137,7 +141,7 @@ def test_auto_picks_a_size_that_fits_and_refuses_when_nothing_does():
 
 @pytest.mark.slow
 def test_a_batch_job_killed_half_way_resumes_without_losing_or_repeating_a_frame(tmp_path):
-    frames = 96
+    frames = 48
     cluster = StockCluster(tmp_path, env={"DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1"})
     out = tmp_path / "r.jsonl"
     cmd = [str(BIN / "mcdask"), "batch", "-s", cluster.address, "-w", "alexnet", "--source", "synthetic",
@@ -162,6 +166,9 @@ def test_a_batch_job_killed_half_way_resumes_without_losing_or_repeating_a_frame
         assert again.returncode == 0, again.stderr
         summary = json.loads(again.stdout.strip().splitlines()[-1])
         assert summary["resumed_from"] == held and summary["classified"] == frames - held
+        with cluster.client() as client:   # the Python API, on a dask.array of frames in chunks of 4
+            raw = np.stack(list(itertools.islice(open_source("synthetic", ALEXNET), 10)))
+            api = list(mcdask.classify(client, "alexnet", da.from_array(raw, chunks=(4, -1, -1, -1)), batch_size=3))
     finally:
         assert cluster.close() == []
     lines = [json.loads(x) for x in out.read_text().splitlines()]
@@ -170,3 +177,5 @@ def test_a_batch_job_killed_half_way_resumes_without_losing_or_repeating_a_frame
     for d in lines:
         want = np.argsort(-ref[d["frame"]].reshape(-1), kind="stable")[:5].tolist()
         assert d["status"] == "ok" and [c["class"] for c in d["top5"]] == want, d["frame"]
+    assert [(r.frame, r.status) for r in api] == [(i, "ok") for i in range(10)]
+    assert all(np.abs(r.output - ref[r.frame]).max() <= 1e-5 * np.abs(ref[r.frame]).max() for r in api)

@@ -127,3 +127,16 @@ def choose_batch_size(workload, plan: Plan, profile: Profile, max_k: int | None 
         raise PlanError(f"plan {plan.id} does not fit its devices even one frame per task: {too_big[1]}")
     best = max(ips.values())
     return BatchChoice(min(k for k, v in ips.items() if v >= (1 - within) * best), ips, too_big)
+
+
+def batch_size_for(workload, plan: Plan, profile: Profile, asked: int | None = None) -> BatchChoice:
+    """``asked`` frames per task, checked against every device's memory (PlanError naming the
+    device when they do not fit), or with None the cost model's choice (``choose_batch_size``)."""
+    if asked is None:
+        return choose_batch_size(workload, plan, profile)
+    cost = batch_cost(workload, plan, profile, asked)
+    if not cost.fits:
+        device, (need, have) = sorted(cost.over_memory.items())[0]
+        raise PlanError(f"batch size {asked}: {device} would need {need / 1e6:.0f} MB of its {have / 1e6:.0f} MB; "
+                        "try a smaller batch, or auto")
+    return BatchChoice(asked, {asked: cost.ips}, {})
