@@ -26,10 +26,10 @@ def _alexnet_times(client, addresses: list[str], batches: int, repeats: int) -> 
 
     out: dict[str, list[float]] = {a: [] for a in addresses}
     for _ in range(batches):
-        futs = {a: client.submit(calibrate.measure, "alexnet", repeats, 1, workers=[a], pure=False,
+        futs = {a: client.submit(calibrate.measure, "alexnet", repeats, workers=[a], pure=False,
                                  allow_other_workers=False) for a in addresses}
         for a, f in futs.items():
-            out[a].append(calibrate.summary(f.result())["mean_s"])
+            out[a].append(f.result()["mean_s"])
     return {a: {"batch_means_s": m, "median_s": statistics.median(m)} for a, m in out.items()}
 
 

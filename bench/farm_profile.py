@@ -181,18 +181,14 @@ def build_piece(workload_name: str, index: int, units: int | None, warmup: int =
 
 
 def time_piece(repeats: int, min_wall_s: float, budget_s: float) -> dict:
-    """On a device: seconds per call of the piece ``build_piece`` made, as the mean over
-    back-to-back calls lasting at least ``min_wall_s`` (and ``repeats`` calls): under a CFS
-    quota a call shorter than the quota's burst may finish at once or wait a period, so single
-    calls (and their median) jump between modes while the sustained rate is stable."""
-    _PIECE["call"]()
-    runs, t0 = 0, time.perf_counter()
-    while True:
-        _PIECE["call"]()
-        runs += 1
-        wall = time.perf_counter() - t0
-        if (runs >= repeats and wall >= min_wall_s) or (wall >= budget_s and runs >= 2):
-            return {"mean_s": wall / runs, "runs": runs}
+    """On a device: seconds per call of the piece ``build_piece`` made, as the sustained mean
+    over back-to-back calls lasting at least ``min_wall_s`` (and ``repeats`` calls; at most
+    ``budget_s`` once two are done): ``mcdask.runtime.timing.sustained_mean``, as the farm
+    calibrates and ``mcdask profile`` measures."""
+    from mcdask.runtime.timing import sustained_mean
+
+    r = sustained_mean(_PIECE["call"], min_calls=repeats, min_s=min_wall_s, max_s=budget_s, warmup=1)
+    return {"mean_s": r["mean_s"], "runs": r["calls"]}
 
 
 def drop_piece() -> None:

@@ -2,14 +2,15 @@
 
 The host measurement runs ``python -m mcdask.runtime.timing --workload alexnet --json`` in a fresh
 process (the runtime's timing tool: median single-thread whole-model inference) and reads
-``median_s`` from its last stdout line. Inside a device the same model is built with the
-runtime's slices and timed with ``mcdask.runtime.timing.time_call``: ``prepare`` builds it (call it
-before the CPU quota is applied), ``measure`` times it, ``release`` frees it.
+``median_s`` from its last stdout line (no quota here: single calls are what they are). Inside
+a device the same model is built with the runtime's slices and timed with
+``mcdask.runtime.timing.sustained_mean``, the mean of back-to-back calls under the device's
+quotas: ``prepare`` builds it (call it before the CPU quota is applied), ``measure`` times it,
+``release`` frees it. ``cluster.closed_loop`` corrects each device's quota on ``measure``.
 """
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -20,11 +21,13 @@ from .system import run_json
 _PREPARED: dict[str, Callable[[], None]] = {}
 
 
-def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300) -> dict:
-    """Median single-thread whole-model time in a fresh process on this host."""
+def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300,
+                cgroup: str | None = None) -> dict:
+    """Median single-thread whole-model time in a fresh process on this host (in the cgroup
+    directory ``cgroup`` if given)."""
     cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
     t0 = time.perf_counter()
-    result = run_json(cmd, timeout_s=timeout_s)
+    result = run_json(cmd, timeout_s=timeout_s, cgroup=cgroup)
     try:
         median = float(result["median_s"])
     except (KeyError, TypeError, ValueError):
@@ -51,13 +54,14 @@ def prepare(workload: str = "alexnet", warmup: int = 2) -> float:
     return time.perf_counter() - t0
 
 
-def measure(workload: str = "alexnet", repeats: int = 5, warmup: int = 1) -> list[float]:
-    """Seconds per whole-model inference in this process (``prepare`` first, or it builds)."""
-    from mcdask.runtime.timing import time_call
+def measure(workload: str = "alexnet", min_calls: int = 5, min_s: float = 0.0, warmup: int = 1) -> dict:
+    """Sustained seconds per whole-model inference in this process (``mean_s`` of
+    ``mcdask.runtime.timing.sustained_mean``); ``prepare`` first, or it builds."""
+    from mcdask.runtime.timing import sustained_mean
 
     if workload not in _PREPARED:
         prepare(workload, warmup=0)
-    return time_call(_PREPARED[workload], repeats=repeats, warmup=warmup)
+    return sustained_mean(_PREPARED[workload], min_calls=min_calls, min_s=min_s, warmup=warmup)
 
 
 def release(workload: str | None = None) -> None:
@@ -67,11 +71,3 @@ def release(workload: str | None = None) -> None:
     for k in [workload] if workload else list(_PREPARED):
         _PREPARED.pop(k, None)
     release_memory()
-
-
-def summary(times: list[float]) -> dict:
-    """``mean_s`` is the statistic the farm calibrates on: a CFS quota fixes the sustained
-    rate, so the mean over back-to-back runs is stable, while single runs fall into modes
-    a quota period apart and their median jumps between them."""
-    return {"mean_s": statistics.mean(times), "median_s": statistics.median(times), "min_s": min(times),
-            "max_s": max(times), "n": len(times)}

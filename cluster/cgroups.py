@@ -15,6 +15,10 @@ from .errors import FarmError
 CGROUP_DIR_NAME = "mcdask-farm"
 #: the child cgroup of a device that holds its model threads
 COMPUTE_CGROUP = "compute"
+#: the cgroup (under the farm's CPU weight) where ``farm up`` times this host before any device exists
+HOST_TIMING_CGROUP = "host-timing"
+#: the largest CPU weight per cgroup version (v1 ``cpu.shares``, v2 ``cpu.weight``)
+MAX_CPU_WEIGHT = {1: 262144, 2: 10000}
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,29 @@ class Cgroups:
             _write(Path(self.dirs(device)[0]) / "cgroup.subtree_control", "+cpu")
         self.set_memory(device, memory_bytes)
         self.set_cpu(device, None, None)
+        self.prioritise()
         return self.dirs(device)
+
+    def host_timing_dir(self) -> str:
+        """A cgroup at the farm's CPU weight (``prioritise``) for timing this host before any
+        device exists, so a busy host's other programs slow that timing as little as they slow
+        the devices. Remove it with ``remove_cgroup_tree``."""
+        base = Path(self.bases[0])
+        base.mkdir(exist_ok=True)
+        if self.version == 2:
+            _write(base / "cgroup.subtree_control", "+cpu +memory")
+        self.prioritise()
+        d = base / HOST_TIMING_CGROUP
+        d.mkdir(exist_ok=True)
+        return str(d)
+
+    def prioritise(self) -> None:
+        """Give the farm the highest CPU weight against this host's other programs: a device's
+        quota caps its CPU time but does not guarantee it, and on a busy host the devices would
+        run slower than their calibrated kind. Up to their quotas they now come first."""
+        base = Path(self.bases[0])
+        _write(base / ("cpu.shares" if self.version == 1 else "cpu.weight"),
+               str(MAX_CPU_WEIGHT[self.version]))
 
     def set_memory(self, device: str, memory_bytes: int) -> None:
         if self.version == 1:

@@ -4,7 +4,8 @@
 ``dask worker`` per device, each in its own network namespace and cgroup (see
 ``cluster.network`` and ``cluster.cgroups``). Order matters:
 
-1. measure this host's whole-AlexNet time (``cluster.calibrate.host_time_s``) while idle;
+1. measure this host's whole-AlexNet time (``cluster.calibrate.host_time_s``) at the farm's
+   CPU weight (``Cgroups.prioritise``: the devices come first on a busy host, up to their quotas);
 2. build the bridge, namespaces, TAP links with the delay line ``cluster.linkd`` and ``tc``
    rate limits, and the cgroups (memory limit
    from the start, no CPU limit yet);
@@ -13,10 +14,8 @@
 4. when every worker has registered, apply the CPU quotas: each device's TensorFlow threads
    (placed by ``cluster.preload``) run in its ``compute`` cgroup at the calibrated share; the
    whole device (compute plus every Python thread) gets that plus the kind's ``runtime_share``.
-   With ``verify`` (default) the first device of each kind builds AlexNet (caps lifted) and
-   times it under the quotas from its task thread, and while it is more than 10 % off the
-   target the kind's compute share is scaled by the measured ratio and timed again (at most
-   three rounds; the closest stays; see ``_verify``).
+   With ``verify`` (default) every device's compute quota is corrected in a closed loop on its
+   own sustained AlexNet time until it is within 5 % of its target (``cluster.closed_loop``).
 
 The per-device steps (record, network, cgroups, worker, registration) live in
 ``cluster.provision``, shared with ``farm add`` (``cluster.membership``); faults on a running
@@ -42,7 +41,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from . import cgroups, network, processes, system, tls
+from . import cgroups, closed_loop, network, processes, system, tls
 from . import provision as pv
 from .cgroups import Cgroups
 from .devices import CALIBRATION_WORKLOAD, FarmSpec
@@ -52,10 +51,6 @@ from .status import status
 
 __all__ = ["State", "down", "leftovers", "measure_link", "set_caps", "state_dir", "status", "up"]
 
-#: a device kind whose in-device AlexNet time is off its target by more than this is corrected
-VERIFY_TOLERANCE = 0.10
-VERIFY_BATCHES = 5
-VERIFY_ROUNDS = 3
 Log = Callable[[str], None]
 
 
@@ -132,11 +127,11 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         state.data["workers_ready_after_s"] = pv.wait_registered(state, state.data["devices"],
                                                                  timeout_s=start_timeout_s, log=log)
         if mode == "netns":
+            set_caps(True, state=state)
             if verify:
-                log("verifying each kind's AlexNet time under its CPU quotas, on its first device...")
-                _verify(state, start_timeout_s, log)
-            else:
-                set_caps(True, state=state)
+                log(f"calibrating every device: its sustained AlexNet time under its CPU quotas, within "
+                    f"{closed_loop.TOLERANCE:.0%} of its target...")
+                closed_loop.calibrate_devices(state, state.data["devices"], start_timeout_s, log)
         state.data["phase"] = "up"
         state.save()
     except BaseException as e:
@@ -159,9 +154,14 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
 
 
 def host_time_s_measure() -> dict:
+    """This host's whole-model time, measured at the farm's CPU weight (``Cgroups.prioritise``)."""
     from .calibrate import host_time_s
 
-    return host_time_s(CALIBRATION_WORKLOAD)
+    timing = Cgroups.detect().host_timing_dir()
+    try:
+        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing)
+    finally:
+        cgroups.remove_cgroup_tree(timing)
 
 
 def _build_network(state: State, log: Log) -> None:
@@ -194,63 +194,6 @@ def _start_scheduler(state: State, host: str, port: int, dashboard_port: int, en
         if time.monotonic() > deadline:
             raise FarmError(f"the scheduler did not listen on {host}:{port} within 60 s: {pv.tail(state, 'scheduler')}")
         time.sleep(0.2)
-
-
-def _verify(state: State, timeout_s: float, log: Log) -> None:
-    """Closed loop per kind, on the kind's first device, as slices run there: AlexNet is built
-    with the caps lifted and called from the worker's task thread. Its time under the quotas
-    is the median of ``VERIFY_BATCHES`` batch means (a batch now and then runs 20-35 % off on
-    this shared host); while that is more than ``VERIFY_TOLERANCE`` off the target the kind's
-    compute share is scaled by the measured ratio, up to ``VERIFY_ROUNDS`` times; the
-    closest round's share stays. The device then frees the model."""
-    import statistics
-
-    from . import calibrate
-
-    devices = state.data["devices"]
-    first: dict[str, dict] = {}
-    for d in devices:
-        first.setdefault(d["kind"], d)
-    with tls.client(state, "60s") as client:
-        for kind, r in first.items():
-            on = {"workers": [r["address"]], "pure": False, "allow_other_workers": False}
-            set_caps(False, state=state)
-            try:
-                client.submit(calibrate.prepare, CALIBRATION_WORKLOAD, **on).result(timeout=timeout_s)
-            finally:
-                set_caps(True, state=state)
-            target = r["target_alexnet_s"]
-            repeats = max(5, min(15, int(3 / target)))
-            rounds = []
-            while True:
-                means = []
-                for _ in range(VERIFY_BATCHES):
-                    times = client.submit(calibrate.measure, CALIBRATION_WORKLOAD, repeats, 1,
-                                          **on).result(timeout=timeout_s)
-                    means.append(calibrate.summary(times)["mean_s"])
-                t = statistics.median(means)
-                rounds.append({"share": r["cpu_share"], "measured_s": t, "batch_means_s": means})
-                if abs(t / target - 1) <= VERIFY_TOLERANCE or len(rounds) == VERIFY_ROUNDS:
-                    break
-                factor = min(2.0, max(0.5, t / target))
-                for d in devices:
-                    if d["kind"] == kind:
-                        d.update(pv.cpu_fields(min(1.0, d["cpu_share"] * factor), d["runtime_share"]))
-                set_caps(True, state=state)
-            client.submit(calibrate.release, **on).result(timeout=timeout_s)
-            best = min(rounds, key=lambda x: abs(x["measured_s"] / target - 1))
-            for d in devices:
-                if d["kind"] == kind:
-                    d.update(pv.cpu_fields(best["share"], d["runtime_share"]))
-                    d["verified_alexnet_s"] = best["measured_s"]
-            set_caps(True, state=state)
-            state.data.setdefault("verification", {})[kind] = {
-                "device": r["name"], "target_s": target, "measured_s": best["measured_s"], "share": best["share"],
-                "repeats": repeats, "rounds": rounds,
-                "statistic": f"median of {VERIFY_BATCHES} means of {repeats} back-to-back inferences"}
-            log(f"  {kind} ({r['name']}): AlexNet {best['measured_s']:.3f} s under its quotas (target "
-                f"{target:.3f} s; {len(rounds)} round(s), compute share {best['share']:.4f} of a core)")
-    state.save()
 
 
 # --------------------------------------------------------------------------------------- caps

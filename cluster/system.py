@@ -38,14 +38,16 @@ def sh(*args: str, check: bool = True, netns: str | None = None, timeout: float 
     return p
 
 
-def run_json(cmd: list[str], *, timeout_s: float = 600, env: dict[str, str] | None = None) -> dict:
-    """Run ``cmd`` (a Python tool that ends with one JSON line) and return that object; raise
-    ``FarmError`` with its stderr if it fails, times out or prints none. TensorFlow in it is
-    quiet and CPU-only."""
+def run_json(cmd: list[str], *, timeout_s: float = 600, env: dict[str, str] | None = None,
+             cgroup: str | None = None) -> dict:
+    """Run ``cmd`` (a Python tool that ends with one JSON line; in the cgroup directory
+    ``cgroup`` if given) and return that object; raise ``FarmError`` with its stderr if it
+    fails, times out or prints none. TensorFlow in it is quiet and CPU-only."""
     shown = " ".join(["python", *cmd[1:]] if cmd and cmd[0] == sys.executable else cmd)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env)
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s, env=env,
+                           preexec_fn=_join_cgroup(cgroup) if cgroup else None)
     except subprocess.TimeoutExpired:
         raise FarmError(f"`{shown}` took over {timeout_s:.0f} s") from None
     lines = [line for line in p.stdout.splitlines() if line.strip()]
@@ -59,6 +61,13 @@ def run_json(cmd: list[str], *, timeout_s: float = 600, env: dict[str, str] | No
         raise FarmError(f"`{shown}` printed no JSON line (exit {p.returncode}); stderr: "
                         f"{p.stderr.strip()[-800:]}") from None
     return out
+
+
+def _join_cgroup(cgroup: str):
+    def preexec() -> None:  # runs in the child between fork and exec
+        with open(os.path.join(cgroup, "cgroup.procs"), "w") as f:
+            f.write(str(os.getpid()))
+    return preexec
 
 
 def wait_until(done, timeout_s: float, what: str, poll_s: float = 0.02) -> float:

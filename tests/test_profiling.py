@@ -30,6 +30,52 @@ def test_fit_link_recovers_a_line_and_clamps_latency():
         fit_link([(1_000, 0.001), (1_000, 0.002)])
 
 
+class Quota:
+    """A thread under a CFS quota, on a clock of its own: each call needs ``cpu_s`` of CPU; each
+    period of ``period_s`` gives ``quota_s`` of it, and a thread out of quota waits for the next."""
+
+    def __init__(self, cpu_s, quota_s, period_s):
+        self.cpu_s, self.quota_s, self.period_s = cpu_s, quota_s, period_s
+        self.now, self.left = 0.0, quota_s
+
+    def clock(self):
+        return self.now
+
+    def call(self):
+        need = self.cpu_s
+        while need > 1e-12:
+            if self.left <= 1e-12:  # wait for the next period's quota
+                self.now = (int(self.now / self.period_s + 1e-9) + 1) * self.period_s
+                self.left = self.quota_s
+            run = min(need, self.left)
+            self.now, self.left, need = self.now + run, self.left - run, need - run
+
+
+def test_sustained_mean_sees_the_rate_a_quota_allows_where_single_calls_do_not():
+    """1 ms of CPU per call under 4 ms per 40 ms: four calls in a row run at once, the fifth waits
+    out the period. Single calls read 1 ms (their median), the sustained rate is 10 ms a call."""
+    import statistics
+
+    from mcdask.runtime.timing import sustained_mean
+
+    q = Quota(cpu_s=0.001, quota_s=0.004, period_s=0.040)
+    singles = []
+    for _ in range(21):
+        t0 = q.clock()
+        q.call()
+        singles.append(q.clock() - t0)
+    assert statistics.median(singles) == pytest.approx(0.001)
+    r = sustained_mean(q.call, min_calls=3, min_s=1.0, clock=q.clock)
+    assert r["mean_s"] == pytest.approx(0.010, rel=0.05) and r["elapsed_s"] >= 1.0 and r["calls"] >= 97
+    assert r["fastest_s"] == pytest.approx(0.001) and r["slowest_s"] == pytest.approx(0.037)
+    r = sustained_mean(q.call, min_calls=50, min_s=0, clock=q.clock)    # the calls bind, not the span
+    assert r["calls"] == 50
+    r = sustained_mean(q.call, min_calls=10**6, min_s=0, max_s=0.2, clock=q.clock)  # the budget stops it
+    assert 0.2 <= r["elapsed_s"] < 0.25
+    with pytest.raises(ValueError, match="min_calls >= 1"):
+        sustained_mean(q.call, min_calls=0)
+
+
 def test_shard_sizes_are_those_the_planner_can_use():
     fc1 = ALEX.layer("fc1")
     assert planner_shard_sizes(fc1, 1) == []
@@ -46,7 +92,7 @@ def cluster(tmp_path_factory):
     with dask.config.set(CONFIG), \
             LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as lc, \
             Client(lc) as client:
-        prof = cached_profile(client, ["alexnet"], cache, repeats=3, budget_s=0.5)
+        prof = cached_profile(client, ["alexnet"], cache, repeats=3, span_s=0.2, budget_s=0.5)
         yield client, prof, cache, lc.scheduler_address
 
 
@@ -68,6 +114,8 @@ def test_every_layer_and_shard_is_timed(cluster):
         assert 100e6 < k.baseline_bytes < k.memory_bytes
         assert k.task_overhead_s > 0
         assert k.measured["intra_op_threads"] >= 1 and k.measured["co_located_workers"] == 2
+        assert (k.measured["repeats"], k.measured["span_s"], k.measured["budget_s"]) == (3, 0.2, 0.5)
+        assert k.sources["layer_time_s"].startswith("sustained mean of back-to-back calls")
     (host,) = prof.host_cores
     assert prof.host_cores[host] >= 1 and {d.host for d in prof.devices} == {host}
 
@@ -136,7 +184,7 @@ def test_profile_command_writes_a_profile(cluster, tmp_path):
     out = tmp_path / "measured.json"
     with dask.config.set(CONFIG):
         result = CliRunner().invoke(profile, ["--scheduler", address, "-w", "alexnet", "--repeats", "1",
-                                              "--budget-s", "0.1", "-o", str(out), "--json"])
+                                              "--span-s", "0.05", "--budget-s", "0.1", "-o", str(out), "--json"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["output"] == str(out) and len(summary["devices"]) == 2

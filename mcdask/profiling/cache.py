@@ -19,6 +19,9 @@ from mcdask.planning.planner import Strategy
 from mcdask.profiling import Progress
 from mcdask.profiling.assemble import profile_cluster, workers_by_name
 
+#: how pieces are timed (``mcdask.profiling.assemble``): part of the cache key
+TIMING_METHOD = "sustained-mean/1"
+
 
 def cache_dir_default() -> Path:
     return Path(os.path.expanduser(dask.config.get("mcdask.profile.cache-dir", None) or "~/.cache/mcdask"))
@@ -26,13 +29,14 @@ def cache_dir_default() -> Path:
 
 def cache_key(client) -> str:
     """Key of the cluster's devices: sorted worker names, their memory limits and thread
-    counts, the TensorFlow threads the client's config asks for, and the mcdask version."""
+    counts, the TensorFlow threads the client's config asks for, the mcdask version and the
+    profiler's timing method (a profile timed another way is not reused)."""
     from mcdask import __version__
 
     devices = [{"name": n, "memory_limit": w.get("memory_limit"), "nthreads": w.get("nthreads")}
                for n, w in sorted(workers_by_name(client).items())]
     doc = {"devices": devices, "intra_op_threads": dask.config.get("mcdask.worker.intra-op-threads", None),
-           "mcdask": __version__}
+           "mcdask": __version__, "timing": TIMING_METHOD}
     return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 

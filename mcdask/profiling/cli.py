@@ -32,12 +32,14 @@ from mcdask.security.tls import tls_options
               help="workload to profile (repeatable) [default: all]")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default="profile.json", show_default=True,
               help="where to write the profile")
-@click.option("--repeats", type=click.IntRange(1), default=7, show_default=True,
-              help="timed calls per layer (the median is kept)")
-@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=2.0, show_default=True,
-              help="stop timing a layer after this many seconds (at least 3 calls)")
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True,
+              help="at least this many back-to-back timed calls per piece (their sustained mean is kept)")
+@click.option("--span-s", type=click.FloatRange(min=0), default=1.5, show_default=True,
+              help="time each piece back to back for at least this many seconds (many CPU-quota periods)")
+@click.option("--budget-s", type=click.FloatRange(min=0, min_open=True), default=6.0, show_default=True,
+              help="stop timing a piece after this many seconds (once two calls are done)")
 @click.option("--json", "as_json", is_flag=True, help="print a summary as JSON on the last stdout line")
-def profile(scheduler, names, output, repeats, budget_s, as_json):
+def profile(scheduler, names, output, repeats, span_s, budget_s, as_json):
     """Measure every worker's layers, memory and task overhead, and the links between them."""
     import dask
     from distributed import Client
@@ -53,7 +55,8 @@ def profile(scheduler, names, output, repeats, budget_s, as_json):
     try:
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
                 Client(scheduler, timeout="30s") as client:
-            prof = profile_cluster(client, names, repeats=repeats, budget_s=budget_s, progress=say)
+            prof = profile_cluster(client, names, repeats=repeats, span_s=span_s, budget_s=budget_s,
+                                   progress=say)
         prof.save(output)
     except McdaskError as e:
         raise click.ClickException(str(e)) from e

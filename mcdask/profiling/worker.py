@@ -8,7 +8,6 @@ import functools
 import gc
 import os
 import socket
-import statistics
 from pathlib import Path
 from typing import Any
 
@@ -144,11 +143,13 @@ def call_piece(s, w, feeds):
     return s(assemble(w, feeds, s.stacked))
 
 
-def build_and_time(workload_name: str, index: int, units: int | None, repeats: int, warmup: int,
-                   budget_s: float, usable_bytes: int) -> dict[str, Any]:
-    """Build, time and free one piece; skip it (saying why) if building it would not fit."""
+def build_and_time(workload_name: str, index: int, units: int | None, timing: dict[str, Any],
+                   usable_bytes: int) -> dict[str, Any]:
+    """Build, time and free one piece; skip it (saying why) if building it would not fit.
+    ``timing`` holds ``sustained_mean``'s keywords (``min_calls``, ``min_s``, ``max_s``,
+    ``warmup``): the piece is timed as the runtime calls it, back to back."""
     from mcdask.runtime.slices import Slice, SliceSpec
-    from mcdask.runtime.timing import time_call
+    from mcdask.runtime.timing import sustained_mean
 
     ensure_tf()
     w = workloads.get(workload_name)
@@ -164,23 +165,22 @@ def build_and_time(workload_name: str, index: int, units: int | None, repeats: i
     peak_ok = reset_peak()
     s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
     feeds = piece_feeds(s, w)
-    times = time_call(functools.partial(call_piece, s, w, feeds), repeats, warmup, budget_s)
+    timed = sustained_mean(functools.partial(call_piece, s, w, feeds), **timing)
     after = rss_bytes()
     peak = peak_rss_bytes() if peak_ok else None
     del s, feeds
     gc.collect()
-    return {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times),
-            "memory_bytes": max(after - before, 0), "param_bytes": param,
+    return {**timed, "memory_bytes": max(after - before, 0), "param_bytes": param,
             "peak_build_bytes": None if peak is None else max(peak - before, 0)}
 
 
-async def time_piece(workload_name: str, index: int, units: int | None, repeats: int, warmup: int,
-                     budget_s: float, *, dask_worker) -> dict[str, Any]:
+async def time_piece(workload_name: str, index: int, units: int | None, timing: dict[str, Any], *,
+                     dask_worker) -> dict[str, Any]:
     """``client.run`` target: time layer ``index`` (or its first ``units`` units) here, on the
     worker's task thread, where slices run (on a farm device that thread is under the device's
     compute quota, and Dask's own threads are not)."""
-    run = functools.partial(build_and_time, workload_name, index, units, repeats, warmup, budget_s,
-                            usable_memory(dask_worker)["usable_memory_bytes"])
+    usable = usable_memory(dask_worker)["usable_memory_bytes"]
+    run = functools.partial(build_and_time, workload_name, index, units, timing, usable)
     return await asyncio.get_running_loop().run_in_executor(dask_worker.executors["default"], run)
 
 

@@ -1,8 +1,13 @@
-"""Time whole-model or per-slice inference in this process (median of repeated runs).
+"""Time whole-model or per-slice inference in this process.
+
+``sustained_mean`` is the statistic the farm calibrates on and the profiler records: the mean
+time per call over calls made back to back for a while. Under a CFS quota a single call can
+run inside one period's quota at full speed and read many times too fast; only a run spanning
+many periods shows the rate the quota allows, the rate a stream of frames gets.
 
 ``python -m mcdask.runtime.timing --workload alexnet --json`` prints, as its last stdout line, a JSON
-object with ``median_s``: one whole-model inference on one frame. The farm uses it to
-calibrate CPU quotas; the profiler uses ``time_call`` per layer.
+object with ``median_s``: one whole-model inference on one frame, on this host with no quota
+(the farm's open-loop share comes from it).
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ import click
 
 def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
               budget_s: float | None = None) -> list[float]:
-    """Seconds per call of ``fn`` after ``warmup`` calls; stops early past ``budget_s``."""
+    """Seconds per call of ``fn`` after ``warmup`` calls; stops early past ``budget_s``. For
+    code with no CPU quota (this host): under a quota use ``sustained_mean``."""
     for _ in range(warmup):
         fn()
     out: list[float] = []
@@ -30,6 +36,33 @@ def time_call(fn: Callable[[], object], repeats: int = 10, warmup: int = 2,
         if budget_s is not None and time.perf_counter() - start > budget_s and len(out) >= 3:
             break
     return out
+
+
+def sustained_mean(fn: Callable[[], object], *, min_calls: int = 3, min_s: float = 1.0,
+                   max_s: float | None = None, warmup: int = 1,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Mean seconds per call of ``fn`` called back to back, after ``warmup`` calls (also back
+    to back, so timing starts in the steady state): calls go on until there are at least
+    ``min_calls`` and ``min_s`` seconds have passed, or ``max_s`` seconds and two calls.
+    ``mean_s`` is the elapsed time over the calls (every call's glue included, as a stream
+    runs them); the single calls' extremes are kept to show the spread."""
+    if min_calls < 1 or min_s < 0 or warmup < 0 or (max_s is not None and max_s <= 0):
+        raise ValueError(f"need min_calls >= 1, min_s >= 0, warmup >= 0, max_s > 0 or None; got {min_calls}, "
+                         f"{min_s}, {warmup}, {max_s}")
+    for _ in range(warmup):
+        fn()
+    fastest, slowest, calls = float("inf"), 0.0, 0
+    start = t0 = clock()
+    while calls < min_calls or t0 - start < min_s:
+        if max_s is not None and calls >= 2 and t0 - start >= max_s:
+            break
+        fn()
+        t1 = clock()
+        fastest, slowest, calls = min(fastest, t1 - t0), max(slowest, t1 - t0), calls + 1
+        t0 = t1
+    elapsed = t0 - start
+    return {"mean_s": elapsed / calls, "calls": calls, "elapsed_s": elapsed, "fastest_s": fastest,
+            "slowest_s": slowest}
 
 
 def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:

@@ -1,0 +1,104 @@
+"""Does the farm's per-device calibration hold? Repeated farm-ups, each device timed after.
+
+``python -m bench.calibration_check --farm-ups 10 --devices 6 --time-scale 4`` brings the farm
+up (``mcdask farm up``, calibrating every device: ``cluster.closed_loop``) ``--farm-ups`` times.
+After each, every device times whole AlexNet again ``--checks`` times, all devices at once, as
+the calibration does and as ``tests/test_farm.py`` checks it (model built with the caps lifted,
+then the sustained mean under the quotas). Per farm-up: how long it took, how long the
+calibration took, its rounds, each device's calibrated and re-measured time over its target.
+The last stdout line is one JSON object; ``--out NAME`` also writes it to the results folder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import click
+
+from bench.provenance import provenance, results_dir
+
+
+def _check_all(client, devices: list[dict], checks: int) -> dict[str, list[float]]:
+    """``checks`` times: every device's sustained AlexNet time over its target, all at once."""
+    from cluster import calibrate, closed_loop, farm
+
+    def on_each(fn, *args) -> list:
+        futs = [client.submit(fn, *args, workers=[d["address"]], pure=False, allow_other_workers=False)
+                for d in devices]
+        return [f.result(timeout=600) for f in futs]
+
+    farm.set_caps(False)
+    try:
+        on_each(calibrate.prepare, "alexnet")
+    finally:
+        farm.set_caps(True)
+    out: dict[str, list[float]] = {d["name"]: [] for d in devices}
+    for _ in range(checks):
+        for d, m in zip(devices, on_each(calibrate.measure, "alexnet", closed_loop.MIN_CALLS,
+                                         closed_loop.MIN_SPAN_S)):
+            out[d["name"]].append(round(m["mean_s"] / d["target_alexnet_s"], 4))
+    on_each(calibrate.release)
+    return out
+
+
+def one_farm_up(n: int, time_scale: float, checks: int, log) -> dict:
+    """Bring a farm up, time every device ``checks`` times, take it down."""
+    from distributed import Client
+
+    from cluster import farm
+    from cluster.devices import FarmSpec
+
+    t0 = time.perf_counter()
+    st = farm.up(FarmSpec.uniform(n, "pi3"), time_scale=time_scale, log=log)
+    up_s = time.perf_counter() - t0
+    try:
+        with Client(st["scheduler"], timeout="60s", set_as_default=False) as c:
+            after = _check_all(c, st["devices"], checks)
+    finally:
+        farm.down(log=lambda _m: None)
+    cal = {d["name"]: d["calibration"] for d in st["devices"]}
+    return {"farm_up_s": round(up_s, 1), "host_time_s": st["calibration"]["host_time_s"],
+            "verification": st["verification"],
+            "calibrated": {k: round(v["measured_s"] / v["target_s"], 4) for k, v in cal.items()},
+            "iterations": {k: v["iterations"] for k, v in cal.items()},
+            "share": {k: round(v["share"], 5) for k, v in cal.items()}, "after": after}
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Spread of every re-measured device time over its target, over all farm-ups."""
+    after = [r for run in runs for v in run["after"].values() for r in v]
+    cal = [r for run in runs for r in run["calibrated"].values()]
+    return {"after_min": min(after), "after_max": max(after),
+            "after_within_5pct": sum(abs(r - 1) <= 0.05 for r in after), "after_n": len(after),
+            "calibrated_within_5pct": sum(abs(r - 1) <= 0.05 for r in cal), "calibrated_n": len(cal),
+            "calibration_s": [run["verification"]["seconds"] for run in runs],
+            "farm_up_s": [run["farm_up_s"] for run in runs]}
+
+
+@click.command()
+@click.option("--farm-ups", default=10, show_default=True)
+@click.option("--devices", default=6, show_default=True)
+@click.option("--time-scale", default=4.0, show_default=True)
+@click.option("--checks", default=3, show_default=True, help="timings of every device after each farm-up")
+@click.option("--out", default=None, help="also write OUT.json into the results folder")
+def main(farm_ups, devices, time_scale, checks, out) -> None:
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
+    runs = []
+    for i in range(farm_ups):
+        runs.append(one_farm_up(devices, time_scale, checks, log))
+        log(f"farm-up {i + 1}: up in {runs[-1]['farm_up_s']} s (calibration {runs[-1]['verification']['seconds']} s, "
+            f"{runs[-1]['verification']['rounds']} rounds); after: {runs[-1]['after']}")
+    result = {"command": f"python -m bench.calibration_check --farm-ups {farm_ups} --devices {devices} "
+                         f"--time-scale {time_scale:g} --checks {checks}",
+              "devices": devices, "time_scale": time_scale, "summary": summarise(runs), "runs": runs,
+              "provenance": provenance()}
+    if out:
+        folder = results_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / f"{out}.json").write_text(json.dumps(result, indent=1))
+    click.echo(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

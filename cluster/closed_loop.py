@@ -1,0 +1,113 @@
+"""Calibrate every farm device's compute quota in a closed loop on its own AlexNet time.
+
+Each device builds whole AlexNet with the caps lifted (building under a 2 % share takes
+minutes), then times it under its quotas from its task thread, as slices run: the sustained
+mean of back-to-back inferences (``cluster.calibrate.measure``; a median of single calls under
+a CFS quota can read 10x too fast). All devices are timed at the same time, in every round,
+as a stream loads them. A device more than ``TOLERANCE`` off its target has its compute share
+scaled by measured/target (a one-thread inference's time is inverse to its quota; at most
+``MAX_STEP`` a round, the farm's shares within ``MAX_HOST_FRACTION`` of the host) and the round is repeated,
+up to ``MAX_ROUNDS`` rounds, until every device is within. Each device keeps the share of its
+closest round. Each device's record gets ``calibration`` (target, measured, share, quota,
+rounds) and the farm's ``verification`` says how it went.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+from . import calibrate, tls
+from . import provision as pv
+from .cgroups import Cgroups
+from .devices import CALIBRATION_WORKLOAD
+from .state import State
+
+#: a device is calibrated when its sustained AlexNet time is this close to its target
+TOLERANCE = 0.05
+MAX_ROUNDS = 5
+#: each timing spans at least this many seconds and calls: many CFS periods (20-56 ms here)
+MIN_SPAN_S = 3.0
+MIN_CALLS = 5
+#: at most this factor per correction, so one bad timing cannot throw a share far off
+MAX_STEP = 2.0
+#: the devices' compute shares together stay under this fraction of the host's cores: on a host
+#: that is too busy no quota makes a device faster, and the shares would only grow
+MAX_HOST_FRACTION = 0.8
+Log = Callable[[str], None]
+
+
+def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: Log) -> dict:
+    """Run the loop (module docstring) on ``devices`` (records of ``state``); returns the
+    summary also stored as ``state.data["verification"]``."""
+    t0 = time.perf_counter()
+    cg = Cgroups.from_dict(state.data["cgroups"])
+    with tls.client(state, "60s") as client:
+        def on_each(fn, *args) -> dict[str, dict]:
+            futs = {d["name"]: client.submit(fn, *args, workers=[d["address"]], pure=False,
+                                             allow_other_workers=False) for d in devices}
+            return {name: f.result(timeout=timeout_s) for name, f in futs.items()}
+
+        _set_all(cg, state, False)
+        try:
+            on_each(calibrate.prepare, CALIBRATION_WORKLOAD)
+        finally:
+            _set_all(cg, state, True)
+        rounds: dict[str, list[dict]] = {d["name"]: [] for d in devices}
+        ceiling = MAX_HOST_FRACTION * (os.cpu_count() or 1) / len(state.data["devices"])
+        for n in range(1, MAX_ROUNDS + 1):
+            measured = on_each(calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
+            off = 0
+            for d in devices:
+                m = measured[d["name"]]
+                rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"]})
+                if abs(m["mean_s"] / d["target_alexnet_s"] - 1) > TOLERANCE:
+                    off += 1
+                    if n < MAX_ROUNDS:
+                        _set_share(cg, d, _next_share(rounds[d["name"]][-1], d["target_alexnet_s"], ceiling))
+            log(f"  round {n}: " + ", ".join(f"{d['name']} {measured[d['name']]['mean_s'] / d['target_alexnet_s']:.3f}"
+                                             for d in devices) + " of target")
+            if not off:
+                break
+        on_each(calibrate.release)
+    for d in devices:
+        _keep_closest(cg, d, rounds[d["name"]])
+    summary = {"statistic": f"sustained mean of back-to-back whole-{CALIBRATION_WORKLOAD} inferences (at least "
+                            f"{MIN_CALLS} calls and {MIN_SPAN_S:g} s after one warm-up call), every device at once",
+               "tolerance": TOLERANCE, "rounds": n, "max_rounds": MAX_ROUNDS,
+               "within": sum(d["calibration"]["within_tolerance"] for d in devices), "devices": len(devices),
+               "seconds": round(time.perf_counter() - t0, 1)}
+    state.data["verification"] = summary
+    state.save()
+    return summary
+
+
+def _next_share(last: dict, target_s: float, ceiling: float) -> float:
+    """The share that would have hit the target in round ``last`` (its share x measured/target),
+    at most ``MAX_STEP`` from its share and at most ``ceiling``."""
+    ratio = min(MAX_STEP, max(1 / MAX_STEP, last["measured_s"] / target_s))
+    return min(ceiling, last["share"] * ratio)
+
+
+def _keep_closest(cg: Cgroups, d: dict, rounds: list[dict]) -> None:
+    """Give device ``d`` the share of its round closest to the target and record the loop."""
+    target = d["target_alexnet_s"]
+    best = min(rounds, key=lambda r: abs(r["measured_s"] / target - 1))
+    _set_share(cg, d, best["share"])
+    d["verified_alexnet_s"] = best["measured_s"]
+    d["calibration"] = {"target_s": target, "measured_s": best["measured_s"],
+                        "error": best["measured_s"] / target - 1,
+                        "within_tolerance": abs(best["measured_s"] / target - 1) <= TOLERANCE,
+                        "share": best["share"], "quota_us": d["cpu_quota_us"], "period_us": d["cpu_period_us"],
+                        "iterations": len(rounds), "rounds": rounds}
+
+
+def _set_share(cg: Cgroups, d: dict, share: float) -> None:
+    d.update(pv.cpu_fields(min(1.0, share), d["runtime_share"]))
+    pv.apply_caps(cg, d, True)
+
+
+def _set_all(cg: Cgroups, state: State, on: bool) -> None:
+    for d in state.data["devices"]:
+        pv.apply_caps(cg, d, on)
