@@ -20,7 +20,7 @@ import mcdask
 import workloads
 from mcdask.errors import FrameError, McdaskError, PlanError
 from mcdask.model.kinds import device_names
-from mcdask.planning.batching import batch_cost, choose_batch_size, fit_fixed_fraction
+from mcdask.planning.batching import batch_cost, batch_size_for, choose_batch_size, fit_fixed_fraction
 from mcdask.planning.costmodel import evaluate
 from mcdask.runtime import local
 from mcdask.runtime.local import LocalRunner
@@ -134,6 +134,9 @@ def test_auto_picks_a_size_that_fits_and_refuses_when_nothing_does():
     first_too_big = min(choice.too_big)
     assert choice.k < first_too_big and max(choice.ips) == first_too_big - 1
     assert choice.ips[choice.k] >= 0.95 * max(choice.ips.values())
+    with pytest.raises(PlanError, match=r"batch size 64: pi3-\d+ would need \d+ MB of its 1000 MB"):
+        batch_size_for(vgg, plan, profile, 64)
+    assert batch_size_for(vgg, plan, profile, 2).k == 2
     small = plan_book(vgg, None, 600_000_000)
     with pytest.raises(PlanError):
         choose_batch_size(vgg, plan, small.profile(names))
@@ -179,3 +182,30 @@ def test_a_batch_job_killed_half_way_resumes_without_losing_or_repeating_a_frame
         assert d["status"] == "ok" and [c["class"] for c in d["top5"]] == want, d["frame"]
     assert [(r.frame, r.status) for r in api] == [(i, "ok") for i in range(10)]
     assert all(np.abs(r.output - ref[r.frame]).max() <= 1e-5 * np.abs(ref[r.frame]).max() for r in api)
+
+
+BAD_COMMAND_LINES = {
+    "windowed workload": (["-w", "action", "--source", "synthetic", "--frames", "9"], 1,
+                          "batch mode does not take action: it reads windows of consecutive frames"),
+    "synthetic without --frames": (["-w", "alexnet", "--source", "synthetic"], 2,
+                                   "synthetic frames never end: give --frames N"),
+    "a camera": (["-w", "alexnet", "--source", "camera:0"], 2, "batch mode reads a dataset; a camera is a live source"),
+    "batch size": (["-w", "alexnet", "--source", "synthetic", "--frames", "9", "--batch-size", "0"], 2,
+                   "is neither auto nor a whole number of frames >= 1"),
+    "results already there": (["-w", "alexnet", "--source", "synthetic", "--frames", "9"], 1,
+                              "already holds results: add --resume to finish that job"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_COMMAND_LINES))
+def test_a_bad_batch_command_line_is_one_line_before_anything_connects(case, tmp_path):
+    from click.testing import CliRunner
+
+    from mcdask.cli import main
+
+    args, code, says = BAD_COMMAND_LINES[case]
+    out = tmp_path / "r.jsonl"
+    if case == "results already there":
+        out.write_text('{"frame": 0, "status": "ok"}\n')
+    r = CliRunner().invoke(main, ["batch", "-s", "tcp://127.0.0.1:9", "-o", str(out), *args])
+    assert r.exit_code == code and says in " ".join(r.output.split()), r.output
