@@ -1,0 +1,92 @@
+"""``python -m bench.batching``: batch mode against stream mode on a local stock cluster.
+
+One ``dask scheduler`` and three ``dask worker`` processes on loopback (``bench.soak``'s
+``LocalProcesses``, one TensorFlow thread each) take the same synthetic AlexNet frames through
+``mcdask run`` and through ``mcdask batch --batch-size K`` for each K, the modes interleaved
+within each repeat so drift in the host's load touches them alike. Each figure is the
+command's own IPS (frames classified / wall time of the stream, deployment left out); the
+result is every repeat and the medians, in ``batching.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+
+from bench.provenance import OUT_DIR_HELP, provenance, results_dir
+from bench.soak import MALLOC_ENV, LocalProcesses
+
+ENV = {**MALLOC_ENV, "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def _command(address: str, mode: str, frames: int, out: Path) -> list[str]:
+    mcdask = str(Path(sys.executable).parent / "mcdask")
+    common = ["-s", address, "-w", "alexnet", "--source", "synthetic", "--frames", str(frames), "-o", str(out),
+              "--json"]
+    if mode == "run":
+        return [mcdask, "-q", "run", *common]
+    return [mcdask, "-q", "batch", *common, "--batch-size", mode.removeprefix("batch-")]
+
+
+def measure(address: str, mode: str, frames: int, workdir: Path, env: dict) -> dict:
+    """One run of ``mode`` (``run`` or ``batch-K``): its summary's figures."""
+    out = workdir / f"{mode}.jsonl"
+    out.unlink(missing_ok=True)
+    p = subprocess.run(_command(address, mode, frames, out), env=env, capture_output=True, text=True, timeout=600)
+    if p.returncode != 0:
+        raise click.ClickException(f"{mode} failed (exit {p.returncode}): {p.stderr.strip()[-500:]}")
+    s = json.loads(p.stdout.strip().splitlines()[-1])
+    lines = out.read_text().splitlines()
+    if len(lines) != frames:
+        raise click.ClickException(f"{mode}: {out} holds {len(lines)} lines for {frames} frames")
+    return {"ips": round(s["ips"], 3), "classified": s["classified"], "wall_s": round(s["wall_s"], 3),
+            "latency_p50_s": s.get("latency_p50_s"), "prediction": s.get("prediction")}
+
+
+@click.command()
+@click.option("--frames", type=click.IntRange(10), default=400, show_default=True, help="frames per run")
+@click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="comma separated")
+@click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=OUT_DIR_HELP)
+def main(frames: int, repeats: int, batch_sizes: str, out_dir: Path | None) -> None:
+    """AlexNet IPS of `mcdask batch` at each batch size against `mcdask run`, on 3 local workers."""
+    import os
+
+    from distributed import Client
+
+    modes = ["run", *(f"batch-{int(k)}" for k in batch_sizes.split(","))]
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    with tempfile.TemporaryDirectory(prefix="mcdask-batching-") as tmp:
+        workdir = Path(tmp)
+        cluster = LocalProcesses(workdir, ENV)
+        try:
+            cluster.start()
+            with Client(cluster.address, timeout="60s") as client:
+                cluster.wait_for_workers(client)
+            env = {**os.environ, **ENV}
+            for r in range(repeats):
+                for mode in modes:
+                    runs[mode].append(measure(cluster.address, mode, frames, workdir, env))
+                    click.echo(f"repeat {r + 1}/{repeats} {mode}: {runs[mode][-1]['ips']} IPS", err=True)
+        finally:
+            cluster.close()
+    medians = {m: statistics.median(x["ips"] for x in runs[m]) for m in modes}
+    result = {"workload": "alexnet", "workers": 3, "frames": frames, "repeats": repeats,
+              "median_ips": medians, "vs_run": {m: round(v / medians["run"], 3) for m, v in medians.items()},
+              "runs": runs, **provenance({"frames": frames, "repeats": repeats, "batch_sizes": batch_sizes})}
+    path = results_dir(out_dir) / "batching.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    for m in modes:
+        click.echo(f"{m:9s} median {medians[m]:7.2f} IPS ({result['vs_run'][m]:.2f}x run)")
+    click.echo(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
