@@ -16,6 +16,7 @@ import click
 
 import workloads
 from mcdask import options
+from mcdask.commands import _finish
 from mcdask.errors import EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import tls_options
@@ -147,7 +148,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     the same command with --resume finishes it."""
     import dask
 
-    from mcdask.commands import _finish, connect, show_events_on_stderr
+    from mcdask.commands import connect, show_events_on_stderr
     from mcdask.planning.batching import batch_size_for
     from mcdask.runtime.deploy import worker_names
     from mcdask.runtime.history import client_config
@@ -166,6 +167,10 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
         refuse_windowed(w)
         start = _check_out(out, resume)
         total = min(filter(None, (frames, frame_count(source))), default=None)
+        if total is not None and start >= total:
+            _finish({"workload": workload, "source": source, "out": str(Path(out)), "frames": 0, "classified": 0,
+                     "resumed_from": start}, as_json, [f"{out} already holds all {total} frames: nothing to do"])
+            return
         wsrc = WeightsSource(seed, weights).check()
         book = plan_book(w, profile)
         raw = opened(open_source(source, w, seed))

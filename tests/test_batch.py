@@ -209,3 +209,16 @@ def test_a_bad_batch_command_line_is_one_line_before_anything_connects(case, tmp
         out.write_text('{"frame": 0, "status": "ok"}\n')
     r = CliRunner().invoke(main, ["batch", "-s", "tcp://127.0.0.1:9", "-o", str(out), *args])
     assert r.exit_code == code and says in " ".join(r.output.split()), r.output
+
+
+def test_resuming_a_finished_job_does_nothing_and_connects_nowhere(tmp_path):
+    from click.testing import CliRunner
+
+    from mcdask.cli import main
+
+    out = tmp_path / "r.jsonl"
+    out.write_text("".join(json.dumps({"frame": i, "status": "ok"}) + "\n" for i in range(9)))
+    r = CliRunner().invoke(main, ["batch", "-s", "tcp://127.0.0.1:9", "-o", str(out), "-w", "alexnet",
+                                  "--source", "synthetic", "--frames", "9", "--resume", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output.strip().splitlines()[-1])["resumed_from"] == 9
