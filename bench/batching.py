@@ -5,7 +5,9 @@ One ``dask scheduler`` and three ``dask worker`` processes on loopback (``bench.
 ``mcdask run`` and through ``mcdask batch --batch-size K`` for each K, the modes interleaved
 within each repeat so drift in the host's load touches them alike. Each figure is the
 command's own IPS (frames classified / wall time of the stream, deployment left out); the
-result is every repeat and the medians, in ``batching.json``.
+result is every repeat and the medians, in ``batching.json``, with each layer kind's fixed
+share of a task measured here first (``fixed_fractions``: what ``mcdask.batch.fixed-fraction``
+holds).
 """
 
 from __future__ import annotations
@@ -23,6 +25,31 @@ from bench.provenance import OUT_DIR_HELP, provenance, results_dir
 from bench.soak import MALLOC_ENV, LocalProcesses
 
 ENV = {**MALLOC_ENV, "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+
+
+def fixed_fractions(k: int = 8, reps: int = 5) -> dict[str, float]:
+    """Per layer kind of AlexNet, the share of its one-frame time paid once per task
+    (``mcdask.planning.batching.fit_fixed_fraction``), from each layer's time at 1 and ``k``
+    frames here, one TensorFlow thread (as the workers run)."""
+    import time
+
+    import workloads
+    from mcdask.planning.batching import fit_fixed_fraction
+    from mcdask.runtime.slices import Slice, SliceSpec, ensure_tf
+
+    ensure_tf(1)
+    w = workloads.get("alexnet")
+    totals: dict[str, list[float]] = {}
+    for i, layer in enumerate(w.layers):
+        piece = Slice(SliceSpec("alexnet", i, i + 1))
+        for col, batch in enumerate((1, k)):
+            feeds = piece.example_feeds(batch)
+            piece(feeds)
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                piece(feeds)
+            totals.setdefault(layer.kind, [0.0, 0.0])[col] += (time.perf_counter() - t0) / reps
+    return {kind: round(fit_fixed_fraction(t1, tk, k), 3) for kind, (t1, tk) in sorted(totals.items())}
 
 
 def _command(address: str, mode: str, frames: int, out: Path) -> list[str]:
@@ -53,12 +80,18 @@ def measure(address: str, mode: str, frames: int, workdir: Path, env: dict) -> d
 @click.option("--frames", type=click.IntRange(10), default=400, show_default=True, help="frames per run")
 @click.option("--repeats", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--batch-sizes", default="1,2,4,8", show_default=True, help="comma separated")
+@click.option("--fractions/--no-fractions", default=True, show_default=True,
+              help="first measure each layer kind's fixed share of a task here (mcdask.batch.fixed-fraction)")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=OUT_DIR_HELP)
-def main(frames: int, repeats: int, batch_sizes: str, out_dir: Path | None) -> None:
+def main(frames: int, repeats: int, batch_sizes: str, fractions: bool, out_dir: Path | None) -> None:
     """AlexNet IPS of `mcdask batch` at each batch size against `mcdask run`, on 3 local workers."""
     import os
 
     from distributed import Client
+
+    measured = fixed_fractions() if fractions else None
+    if measured:
+        click.echo(f"fixed share of a task per layer kind, here: {measured}", err=True)
 
     modes = ["run", *(f"batch-{int(k)}" for k in batch_sizes.split(","))]
     runs: dict[str, list[dict]] = {m: [] for m in modes}
@@ -78,7 +111,8 @@ def main(frames: int, repeats: int, batch_sizes: str, out_dir: Path | None) -> N
             cluster.close()
     medians = {m: statistics.median(x["ips"] for x in runs[m]) for m in modes}
     result = {"workload": "alexnet", "workers": 3, "frames": frames, "repeats": repeats,
-              "median_ips": medians, "vs_run": {m: round(v / medians["run"], 3) for m, v in medians.items()},
+              "median_ips": medians, "fixed_fraction_here": measured,
+              "vs_run": {m: round(v / medians["run"], 3) for m, v in medians.items()},
               "runs": runs, **provenance({"frames": frames, "repeats": repeats, "batch_sizes": batch_sizes})}
     path = results_dir(out_dir) / "batching.json"
     path.parent.mkdir(parents=True, exist_ok=True)
