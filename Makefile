@@ -27,7 +27,7 @@ check: lint
 	$(BIN)/python -m pytest -q -m "not slow and not root"
 
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -34,8 +34,9 @@ SAMPLE_S = 1.0            # RSS sampling period
 STRUCTURES_S = 10.0       # scheduler histories sampling period
 GROWTH_LIMIT = 0.05       # growth between 25 % and 100 % of the frames that counts as flat
 START_TIMEOUT_S = 120.0   # for the scheduler to listen and the workers to register
-# glibc gives freed memory back to the OS above 64 KiB, as Dask's nanny sets it for the workers
-# it starts (distributed.nanny.pre-spawn-environ); a stock `dask scheduler` has no nanny
+# what Dask's nanny gives the workers it starts (distributed.nanny.pre-spawn-environ); the soak
+# passes nothing: mcdask's history plugins set the same threshold in the stock scheduler and
+# workers, and the mcdask command in the client (mcdask.runtime.malloc)
 MALLOC_ENV = {"MALLOC_TRIM_THRESHOLD_": "65536"}
 
 
@@ -208,6 +209,7 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
     from mcdask.commands import plan_book, stream_through
     from mcdask.runtime.deploy import worker_names
     from mcdask.runtime.history import client_config
+    from mcdask.runtime.malloc import trim_freed_memory
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.sources import Feeder, open_source
 
@@ -221,7 +223,8 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="mcdask-soak-") as tmp:
         work = Path(tmp)
-        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1", **MALLOC_ENV}
+        env = {"TF_CPP_MIN_LOG_LEVEL": "2", "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1"}
+        trimmed = trim_freed_memory()   # as the mcdask command does (here too when called as a library)
         cluster = LocalProcesses(work, env)
         try:
             cluster.start()
@@ -242,8 +245,9 @@ def soak(frames: int, log: Callable[[str], None] = print) -> dict:
         finally:
             cluster.close()
     result = {"frames": frames, "workers": WORKERS, "plan_id": plan.id, "sample_s": SAMPLE_S,
-              "environment": {"dask processes": MALLOC_ENV,
-                              "client": {k: os.environ.get(k) for k in MALLOC_ENV}},
+              "environment": {k: os.environ.get(k) for k in MALLOC_ENV},
+              "malloc_trim": "set in every process by mcdask (mcdask.runtime.malloc)" if trimmed
+              else "left to the environment",
               "growth_limit": GROWTH_LIMIT, "growth": growth(sampler.samples, frames, "anon"),
               "growth_rss": growth(sampler.samples, frames, "rss"),
               "out_file": out_problem or "every frame once, in order",

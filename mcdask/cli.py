@@ -95,8 +95,10 @@ def main(debug, verbose, quiet_):
     Exit status: 0 done; 1 an error (bad input, a plan that cannot be deployed, anything
     unexpected: one line on stderr); 2 a wrong command line; 3 a stream stopped early."""
     from mcdask.runtime import quiet
+    from mcdask.runtime.malloc import trim_freed_memory
 
     quiet.let_through() if verbose else quiet.quiet()
+    trim_freed_memory()   # a long stream's client gives freed frames back to the OS
     if quiet_:
         os.environ["MCDASK_QUIET"] = "1"
 

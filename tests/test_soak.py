@@ -16,7 +16,7 @@ from stock import StockCluster
 import workloads
 from bench.soak import check_out_file, growth
 from mcdask.commands import plan_book, stream_through
-from mcdask.runtime.history import client_config
+from mcdask.runtime.history import client_config, trim_spans
 from mcdask.runtime.weights import WeightsSource
 
 W = workloads.get("alexnet")
@@ -37,6 +37,15 @@ def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
                 "stimulus_log": dask_worker.state.stimulus_log.maxlen,
                 "messages": dask_worker.batched_stream.recent_message_log.maxlen}
 
+    def span_entries(dask_scheduler) -> tuple[int, int, int]:
+        """Longest span metadata before and after ``trim_spans``, and what it dropped."""
+        def longest() -> int:
+            return max(len((sp._metadata or {}).get("collections", ()))
+                       for sp in dask_scheduler.extensions["spans"].spans.values())
+        before = longest()
+        dropped = trim_spans(dask_scheduler, dask.config.get("mcdask.history-length"))
+        return before, longest(), dropped
+
     cluster = StockCluster(tmp_path)
     cluster.start_scheduler()
     try:
@@ -51,6 +60,7 @@ def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
             records, summary = stream_through(client, plans.plan_for(("w1", "w2", "w3")), feed, WeightsSource(),
                                               None, str(out), False, FRAMES, plans=plans)
             sched, workers = client.run_on_scheduler(scheduler_logs), client.run(worker_logs)
+            spans = client.run_on_scheduler(span_entries)   # the stream's span, trimmed by now or not
             messages = client.scheduler_comm.recent_message_log.maxlen
     finally:
         assert not cluster.close(), "processes left behind"
@@ -61,6 +71,10 @@ def test_a_long_stream_keeps_no_outputs_and_bounded_histories(tmp_path):
     assert [json.loads(line)["frame"] for line in out.read_text().splitlines()] == list(range(FRAMES))
     assert check_out_file(out, FRAMES) is None
     assert messages == n
+    # Dask adds an entry to the span per task submitted; the trim keeps the last n (it also runs
+    # every 5 s with the key cache's, so the stream's span may already be down to n)
+    before, after, dropped = spans
+    assert before >= n and after == n and before - dropped == n, spans
     assert sched == {"key_cache": True, "transition_log": n, "messages": n, "events": n}
     assert all(w == {"profile_history": n, "stimulus_log": n, "messages": n} for w in workers.values()), workers
 
@@ -108,3 +122,34 @@ def test_an_answered_frame_keeps_no_input_when_no_window_needs_it():
     records = list(stream.run(items(12)))
     assert [r.status for r in records] == ["ok"] * 12
     assert stream._recent and all(fr.inputs == {} for fr in stream._recent)
+
+
+HEAP_PROBE = """
+import sys, numpy as np, psutil
+from mcdask.runtime.malloc import trim_freed_memory
+print(trim_freed_memory() if sys.argv[1] == "trim" else None)
+p = psutil.Process()
+a = np.ones(30 * 2**20, np.uint8); del a   # freeing a large block raises glibc's own threshold
+base = p.memory_info().rss
+xs = [bytes(1000) + bytes([i % 256]) for i in range(40_000)]   # 40 MB of heap, then freed
+del xs
+print((p.memory_info().rss - base) / 2**20)
+"""
+
+
+@pytest.mark.parametrize("mode", ["trim", "untouched"])
+def test_freed_heap_goes_back_to_the_os_once_the_trim_threshold_is_set(mode):
+    """``trim_freed_memory`` (called by the mcdask command and the history plugins) makes a
+    process give 40 MB of freed heap back; glibc on its own keeps it (the control)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "MALLOC_TRIM_THRESHOLD_"}
+    out = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], capture_output=True, text=True,
+                         env=env, timeout=60, check=True).stdout.split()
+    kept_mb = float(out[1])
+    if mode == "trim":
+        assert out[0] == "True" and kept_mb < 5, out
+    else:
+        assert out[0] == "None" and kept_mb > 30, out

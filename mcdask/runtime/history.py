@@ -6,7 +6,8 @@ message that submits a frame's first stage carries the frame (145 KB for AlexNet
 them held about 120 MB in a streaming client and 250 MB in the scheduler (``mcdask bench
 --soak``). ``HistoryBound``, registered on the scheduler at deploy, brings the scheduler's
 logs down to ``mcdask.history-length`` (and keeps Dask's ``key_split`` memo from holding every
-finished key: ``trim_key_cache``), ``WorkerHistoryBound`` each device's (the same
+finished key: ``trim_key_cache``, and each span's metadata from holding one entry per task
+submitted: ``trim_spans``), ``WorkerHistoryBound`` each device's (the same
 setting also bounds a worker's profile history: one call tree a second, 1000 s of them by
 default, which grew each worker by 50 KB a second), and ``client_config`` does it for a client
 created under it. Null leaves Dask's own length.
@@ -21,6 +22,7 @@ import dask.config
 from distributed.diagnostics.plugin import SchedulerPlugin, WorkerPlugin
 
 from mcdask.errors import McdaskError
+from mcdask.runtime.malloc import trim_freed_memory
 
 DASK_KEY = "distributed.admin.low-level-log-length"
 
@@ -67,12 +69,33 @@ def trim_key_cache(limit: int = KEY_CACHE_MAX) -> bool:
     return False
 
 
-def _trim_periodically(server, name: str) -> None:
-    """Start a periodic ``trim_key_cache`` on a running scheduler or worker (once)."""
+def trim_spans(scheduler, n: int) -> int:
+    """Keep the last ``n`` entries of each span's ``collections`` metadata; returns how many
+    were dropped. ``Client.submit`` adds ``{"type": "Future"}`` to its span's metadata for
+    every task (dask/distributed#8612), so a stream's span gained one dict per task: 0.17 KB a
+    frame of the scheduler's remaining growth over a soak (tracemalloc). The entries only say
+    what kind of collection a span computed; the last ``n`` say it as well as all of them."""
+    ext = scheduler.extensions.get("spans")
+    dropped = 0
+    for sp in getattr(ext, "spans", {}).values():
+        collections = (getattr(sp, "_metadata", None) or {}).get("collections")
+        if isinstance(collections, list) and len(collections) > n:
+            dropped += len(collections) - n
+            del collections[:-n]
+    return dropped
+
+
+def _trim_periodically(server, name: str, also=None) -> None:
+    """Start a periodic ``trim_key_cache`` (and ``also()``) on a running scheduler or worker (once)."""
     from tornado.ioloop import PeriodicCallback
 
+    def trim() -> None:
+        trim_key_cache()
+        if also is not None:
+            also()
+
     if name not in server.periodic_callbacks:
-        pc = PeriodicCallback(lambda: None if trim_key_cache() else None, KEY_CACHE_CHECK_MS)
+        pc = PeriodicCallback(trim, KEY_CACHE_CHECK_MS)
         server.periodic_callbacks[name] = pc
         pc.start()
 
@@ -90,7 +113,8 @@ class HistoryBound(SchedulerPlugin):
     async def start(self, scheduler) -> None:
         n = self.length
         dask.config.set({DASK_KEY: n})
-        _trim_periodically(scheduler, "mcdask-key-cache")
+        trim_freed_memory()   # a stock scheduler has no nanny to set it
+        _trim_periodically(scheduler, "mcdask-key-cache", partial(trim_spans, scheduler, n))
         scheduler.transition_log = bounded(scheduler.transition_log, n)
         for comm in [*scheduler.stream_comms.values(), *scheduler.client_comms.values()]:
             if hasattr(comm, "recent_message_log"):
@@ -117,6 +141,7 @@ class WorkerHistoryBound(WorkerPlugin):
     def setup(self, worker) -> None:
         n = self.length
         dask.config.set({DASK_KEY: n})
+        trim_freed_memory()   # as Dask's nanny does for the workers it starts
         _trim_periodically(worker, "mcdask-key-cache")
         for owner, attrs in ((worker, ("profile_history", "profile_keys_history", "transfer_incoming_log",
                                        "transfer_outgoing_log")),
