@@ -47,8 +47,8 @@ def farm():
 @click.option("--port", type=int, default=8786, show_default=True, help="Scheduler port.")
 @click.option("--dashboard-port", type=int, default=8787, show_default=True)
 @click.option("--verify/--no-verify", default=True, show_default=True,
-              help="Time AlexNet on the first device of each kind under its quotas and correct the "
-                   "compute share (up to three rounds).")
+              help="Calibrate every device: time AlexNet on it under its quotas and correct its compute "
+                   "share until it is within 5% of its kind's time (up to five rounds).")
 @click.option("--host-time-s", type=float,
               help="Use this host AlexNet time instead of measuring it (for repeat runs).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE",

@@ -5,16 +5,19 @@ minutes), then times it under its quotas from its task thread, as slices run: th
 mean of back-to-back inferences (``cluster.calibrate.measure``; a median of single calls under
 a CFS quota can read 10x too fast). All devices are timed at the same time, in every round,
 as a stream loads them. A device more than ``TOLERANCE`` off its target has its compute share
-scaled by measured/target (a one-thread inference's time is inverse to its quota; at most
-``MAX_STEP`` a round, the farm's shares within ``MAX_HOST_FRACTION`` of the host) and the round is repeated,
-up to ``MAX_ROUNDS`` rounds, until every device is within. Each device keeps the share of its
-closest round. Each device's record gets ``calibration`` (target, measured, share, quota,
-rounds) and the farm's ``verification`` says how it went.
+set to the median of what its rounds so far say would hit the target (share x measured/target:
+a one-thread inference's time is inverse to its quota; the median, because a passing load on
+this host moves a round's timing by 10-30 %), at most ``MAX_STEP`` a round and the farm's
+shares within ``MAX_HOST_FRACTION`` of the host, and the round is repeated, up to
+``MAX_ROUNDS`` rounds, until every device is within. A device off in the last round gets that
+median too. Each device's record gets ``calibration`` (target, last measured time, share,
+quota, rounds) and the farm's ``verification`` says how it went.
 """
 
 from __future__ import annotations
 
 import os
+import statistics
 import time
 from collections.abc import Callable
 
@@ -58,21 +61,19 @@ def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: 
         ceiling = MAX_HOST_FRACTION * (os.cpu_count() or 1) / len(state.data["devices"])
         for n in range(1, MAX_ROUNDS + 1):
             measured = on_each(calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
-            off = 0
             for d in devices:
                 m = measured[d["name"]]
                 rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"]})
-                if abs(m["mean_s"] / d["target_alexnet_s"] - 1) > TOLERANCE:
-                    off += 1
-                    if n < MAX_ROUNDS:
-                        _set_share(cg, d, _next_share(rounds[d["name"]][-1], d["target_alexnet_s"], ceiling))
             log(f"  round {n}: " + ", ".join(f"{d['name']} {measured[d['name']]['mean_s'] / d['target_alexnet_s']:.3f}"
                                              for d in devices) + " of target")
-            if not off:
+            off = [d for d in devices if not _within(rounds[d["name"]][-1], d["target_alexnet_s"])]
+            if not off or n == MAX_ROUNDS:
                 break
+            for d in off:
+                _set_share(cg, d, _next_share(rounds[d["name"]], d["target_alexnet_s"], ceiling))
         on_each(calibrate.release)
     for d in devices:
-        _keep_closest(cg, d, rounds[d["name"]])
+        _record(cg, d, rounds[d["name"]], ceiling)
     summary = {"statistic": f"sustained mean of back-to-back whole-{CALIBRATION_WORKLOAD} inferences (at least "
                             f"{MIN_CALLS} calls and {MIN_SPAN_S:g} s after one warm-up call), every device at once",
                "tolerance": TOLERANCE, "rounds": n, "max_rounds": MAX_ROUNDS,
@@ -83,23 +84,33 @@ def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: 
     return summary
 
 
-def _next_share(last: dict, target_s: float, ceiling: float) -> float:
-    """The share that would have hit the target in round ``last`` (its share x measured/target),
-    at most ``MAX_STEP`` from its share and at most ``ceiling``."""
-    ratio = min(MAX_STEP, max(1 / MAX_STEP, last["measured_s"] / target_s))
-    return min(ceiling, last["share"] * ratio)
+def _within(r: dict, target_s: float) -> bool:
+    return abs(r["measured_s"] / target_s - 1) <= TOLERANCE
 
 
-def _keep_closest(cg: Cgroups, d: dict, rounds: list[dict]) -> None:
-    """Give device ``d`` the share of its round closest to the target and record the loop."""
-    target = d["target_alexnet_s"]
-    best = min(rounds, key=lambda r: abs(r["measured_s"] / target - 1))
-    _set_share(cg, d, best["share"])
-    d["verified_alexnet_s"] = best["measured_s"]
-    d["calibration"] = {"target_s": target, "measured_s": best["measured_s"],
-                        "error": best["measured_s"] / target - 1,
-                        "within_tolerance": abs(best["measured_s"] / target - 1) <= TOLERANCE,
-                        "share": best["share"], "quota_us": d["cpu_quota_us"], "period_us": d["cpu_period_us"],
+def _next_share(rounds: list[dict], target_s: float, ceiling: float) -> float:
+    """The median of the shares the rounds say would hit the target (each its share x
+    measured/target; rounds more than ``MAX_STEP`` off are left out): a passing load on the
+    host moves one round, not the median. At most ``MAX_STEP`` from the last round's share
+    and at most ``ceiling``."""
+    last = rounds[-1]["share"]
+    usable = [r for r in rounds if 1 / MAX_STEP <= r["measured_s"] / target_s <= MAX_STEP] or rounds[-1:]
+    share = statistics.median(r["share"] * r["measured_s"] / target_s for r in usable)
+    return min(ceiling, last * MAX_STEP, max(last / MAX_STEP, share))
+
+
+def _record(cg: Cgroups, d: dict, rounds: list[dict], ceiling: float) -> None:
+    """Device ``d`` keeps its share if its last round was within the tolerance, else it gets
+    ``_next_share`` (not timed again); its record says which, and every round."""
+    target, last = d["target_alexnet_s"], rounds[-1]
+    within = _within(last, target)
+    if not within:
+        _set_share(cg, d, _next_share(rounds, target, ceiling))
+    d["verified_alexnet_s"] = last["measured_s"]
+    d["calibration"] = {"target_s": target, "measured_s": last["measured_s"], "error": last["measured_s"] / target - 1,
+                        "within_tolerance": within, "share": d["cpu_share"],
+                        "share_from": "its last round" if within else "the median of its rounds' estimates",
+                        "quota_us": d["cpu_quota_us"], "period_us": d["cpu_period_us"],
                         "iterations": len(rounds), "rounds": rounds}
 
 

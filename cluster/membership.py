@@ -5,8 +5,9 @@
     delay line process for the new devices, recorded so ``farm down`` ends it), cgroups with
     the kind's memory limit, and the same stock ``dask worker`` command as ``farm up``. Once
     they registered, their CPU quotas are applied (if the farm's are on). A kind the farm
-    already has keeps its calibrated share (no new host calibration); a kind new to the farm
-    gets the share ``farm up`` computes from the farm's host AlexNet time (not verified).
+    already has gets the median of its devices' calibrated shares (no new calibration); a
+    kind new to the farm gets the share ``farm up`` computes from the farm's host AlexNet
+    time (not verified).
     Names and addresses continue the farm's numbering and are never reused (``pi3-06``).
 ``remove(name)``
     A clean leave: the scheduler retires the worker (``Client.retire_workers``: its data
@@ -20,6 +21,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import statistics
 from collections.abc import Callable
 
 from . import processes, system, tls
@@ -90,15 +92,15 @@ def _new_records(state: State, kind: DeviceKind, k: int) -> list[dict]:
 
 
 def _calibrated_cpu(state: State, kind: str, rec: dict) -> dict:
-    """The CPU fields of a new device of ``kind``: those of the farm's devices of that kind
-    (their share as calibrated and verified by ``farm up``), else the open-loop share."""
-    peer = next((r for r in state.data["devices"] + state.data.get("removed", [])
-                 if r["kind"] == kind and r.get("cpu_share") and r["name"] != rec["name"]), None)
-    if peer is None:
+    """The CPU fields of a new device of ``kind``: the median share of the farm's devices of
+    that kind (each calibrated by ``farm up``'s closed loop), else the open-loop share."""
+    peers = [r for r in state.data["devices"] + state.data.get("removed", [])
+             if r["kind"] == kind and r.get("cpu_share") and r["name"] != rec["name"]]
+    if not peers:
         return {"cpu_share_from": "open loop: host AlexNet time / the kind's (kind new to the farm; not verified)"}
-    return {**pv.cpu_fields(peer["cpu_share"], peer["runtime_share"]), "target_alexnet_s": peer["target_alexnet_s"],
-            **({"verified_alexnet_s": peer["verified_alexnet_s"]} if peer.get("verified_alexnet_s") else {}),
-            "cpu_share_from": f"{peer['name']} (the farm's calibrated share of {kind})"}
+    share = statistics.median(r["cpu_share"] for r in peers)
+    return {**pv.cpu_fields(share, peers[0]["runtime_share"]), "target_alexnet_s": peers[0]["target_alexnet_s"],
+            "cpu_share_from": f"the median share of the farm's {len(peers)} {kind} devices (calibrated)"}
 
 
 def _join(state: State, spec: FarmSpec, new: list[dict], timeout_s: float, log: Log) -> None:
