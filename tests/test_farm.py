@@ -141,11 +141,12 @@ def test_status_shows_each_device_calibration(farm3):
     assert st["verification"]["rounds"] == max(len(d["calibration"]["rounds"]) for d in st["devices"])
 
 
-#: measured/target of every device, the median of 3 timings, must be within this. Measured
-#: with `python -m bench.calibration_check` on this 2-core host while other work ran on it
-#: (load average 14-21): 0.90-1.21 over 60 devices in 10 farm-ups at 4x (5 % held for 22 of
-#: them, 10 % for 46); the host's load moves every device together, by up to 20 % a minute.
-BAR = 0.25
+#: measured/target of every device, the median of 3 timings, must be within this. Measured with
+#: `python -m bench.calibration_check --farm-ups 10 --devices 6 --time-scale 4|1` on this 2-core
+#: host while other work ran on it (load average 13-21): 0.866-1.117 at 4x, 0.853-1.176 at 1x
+#: (120 devices; 5 % held for 63 of them, 10 % for 104, 15 % for 119). The host's load moves
+#: all devices together from minute to minute; the loop cannot hold what it does not control.
+BAR = 0.20
 
 
 def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
