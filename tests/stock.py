@@ -111,20 +111,23 @@ class StockCluster:
         (should be none)."""
         pids = [p.pid for p in self.procs.values()]
         family = [c for pid in pids if psutil.pid_exists(pid) for c in psutil.Process(pid).children(recursive=True)]
-        order = [n for n in self.procs if n != "scheduler"] + [n for n in self.procs if n == "scheduler"]
-        for name in order:
-            p = self.procs[name]
-            if p.poll() is None:
+        workers = [p for n, p in self.procs.items() if n != "scheduler"]
+        scheduler = [p for n, p in self.procs.items() if n == "scheduler"]
+        for group in (workers, scheduler):   # all workers at once, then the scheduler
+            for p in group:
+                if p.poll() is None:
+                    try:
+                        os.killpg(p.pid, signal.SIGCONT)
+                        os.killpg(p.pid, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+            deadline = time.monotonic() + 15
+            for p in group:
                 try:
-                    os.killpg(p.pid, signal.SIGCONT)
-                    os.killpg(p.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(timeout=10)
+                    p.wait(timeout=max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(timeout=10)
         psutil.wait_procs(family, timeout=30)
         return [pid for pid in pids + [c.pid for c in family] if psutil.pid_exists(pid)
                 and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]

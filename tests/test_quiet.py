@@ -40,13 +40,3 @@ def test_tensorflow_is_quiet_unless_verbose(verbose):
         assert "triggered tf.function retracing" in run.stderr
     else:
         assert not CHATTER.search(run.stderr), run.stderr
-
-
-@pytest.mark.slow
-def test_demo_prints_no_library_chatter():
-    run = subprocess.run([sys.executable, "-m", "mcdask.cli", "demo", "--frames", "10"], capture_output=True,
-                         text=True, env=_env(), timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    assert "10 of 10 frames classified" in run.stdout
-    for line in (run.stdout + run.stderr).splitlines():
-        assert not CHATTER.search(line), line
