@@ -21,24 +21,14 @@ from bench.provenance import provenance, results_dir
 
 def _check_all(client, devices: list[dict], checks: int) -> dict[str, list[float]]:
     """``checks`` times: every device's sustained AlexNet time over its target, all at once."""
-    from cluster import calibrate, closed_loop, farm
+    from cluster import closed_loop, farm
 
-    def on_each(fn, *args) -> list:
-        futs = [client.submit(fn, *args, workers=[d["address"]], pure=False, allow_other_workers=False)
-                for d in devices]
-        return [f.result(timeout=600) for f in futs]
-
-    farm.set_caps(False)
-    try:
-        on_each(calibrate.prepare, "alexnet")
-    finally:
-        farm.set_caps(True)
     out: dict[str, list[float]] = {d["name"]: [] for d in devices}
-    for _ in range(checks):
-        for d, m in zip(devices, on_each(calibrate.measure, "alexnet", closed_loop.MIN_CALLS,
-                                         closed_loop.MIN_SPAN_S)):
-            out[d["name"]].append(round(m["mean_s"] / d["target_alexnet_s"], 4))
-    on_each(calibrate.release)
+    with closed_loop.reference_built(client, devices, 600, farm.set_caps):
+        for _ in range(checks):
+            measured = closed_loop.time_devices(client, devices, 600)
+            for d in devices:
+                out[d["name"]].append(round(measured[d["name"]]["mean_s"] / d["target_alexnet_s"], 4))
     return out
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 from . import calibrate, tls
 from . import provision as pv
@@ -41,26 +43,45 @@ MAX_HOST_FRACTION = 0.8
 Log = Callable[[str], None]
 
 
+def on_each(client, devices: list[dict], timeout_s: float, fn, *args) -> dict[str, Any]:
+    """``fn(*args)`` on every device's own worker at the same time; device name -> result."""
+    futs = {d["name"]: client.submit(fn, *args, workers=[d["address"]], pure=False, allow_other_workers=False)
+            for d in devices}
+    return {name: f.result(timeout=timeout_s) for name, f in futs.items()}
+
+
+@contextmanager
+def reference_built(client, devices: list[dict], timeout_s: float, set_caps: Callable[[bool], Any]) -> Iterator:
+    """Every device holds the reference model (built with the caps lifted: ``set_caps(False)``,
+    then ``set_caps(True)``) while the block runs, and lets it go after."""
+    set_caps(False)
+    try:
+        on_each(client, devices, timeout_s, calibrate.prepare, CALIBRATION_WORKLOAD)
+    finally:
+        set_caps(True)
+    try:
+        yield
+    finally:
+        on_each(client, devices, timeout_s, calibrate.release)
+
+
+def time_devices(client, devices: list[dict], timeout_s: float) -> dict[str, dict]:
+    """One timing of every device at once under its quotas (``calibrate.measure``: the sustained
+    mean of at least ``MIN_CALLS`` calls and ``MIN_SPAN_S``); inside ``reference_built``."""
+    return on_each(client, devices, timeout_s, calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
+
+
 def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: Log) -> dict:
     """Run the loop (module docstring) on ``devices`` (records of ``state``); returns the
     summary also stored as ``state.data["verification"]``."""
     t0 = time.perf_counter()
     cg = Cgroups.from_dict(state.data["cgroups"])
-    with tls.client(state, "60s") as client:
-        def on_each(fn, *args) -> dict[str, dict]:
-            futs = {d["name"]: client.submit(fn, *args, workers=[d["address"]], pure=False,
-                                             allow_other_workers=False) for d in devices}
-            return {name: f.result(timeout=timeout_s) for name, f in futs.items()}
-
-        _set_all(cg, state, False)
-        try:
-            on_each(calibrate.prepare, CALIBRATION_WORKLOAD)
-        finally:
-            _set_all(cg, state, True)
-        rounds: dict[str, list[dict]] = {d["name"]: [] for d in devices}
-        ceiling = MAX_HOST_FRACTION * (os.cpu_count() or 1) / len(state.data["devices"])
+    rounds: dict[str, list[dict]] = {d["name"]: [] for d in devices}
+    ceiling = MAX_HOST_FRACTION * (os.cpu_count() or 1) / len(state.data["devices"])
+    with tls.client(state, "60s") as client, \
+            reference_built(client, devices, timeout_s, lambda on: _set_all(cg, state, on)):
         for n in range(1, MAX_ROUNDS + 1):
-            measured = on_each(calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
+            measured = time_devices(client, devices, timeout_s)
             for d in devices:
                 m = measured[d["name"]]
                 rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"]})
@@ -71,7 +92,6 @@ def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: 
                 break
             for d in off:
                 _set_share(cg, d, _next_share(rounds[d["name"]], d["target_alexnet_s"], ceiling))
-        on_each(calibrate.release)
     for d in devices:
         _record(cg, d, rounds[d["name"]], ceiling)
     summary = {"statistic": f"sustained mean of back-to-back whole-{CALIBRATION_WORKLOAD} inferences (at least "

@@ -158,23 +158,12 @@ def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
 
     from distributed import Client
 
-    from cluster import calibrate, closed_loop, farm
+    from cluster import closed_loop, farm
 
     devices = farm3["devices"]
-    with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c:
-        def on_each(fn, *args):
-            futs = [c.submit(fn, *args, workers=[d["address"]], pure=False, allow_other_workers=False)
-                    for d in devices]
-            return [f.result(timeout=300) for f in futs]
-
-        farm.set_caps(False)
-        try:
-            on_each(calibrate.prepare, "alexnet")
-        finally:
-            farm.set_caps(True)
-        timings = [on_each(calibrate.measure, "alexnet", closed_loop.MIN_CALLS, closed_loop.MIN_SPAN_S)
-                   for _ in range(3)]
-        on_each(calibrate.release)
-    ratios = {d["name"]: statistics.median(t[i]["mean_s"] for t in timings) / (0.52 / SCALE)
-              for i, d in enumerate(devices)}
+    with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c, \
+            closed_loop.reference_built(c, devices, 300, farm.set_caps):
+        timings = [closed_loop.time_devices(c, devices, 300) for _ in range(3)]
+    ratios = {d["name"]: statistics.median(t[d["name"]]["mean_s"] for t in timings) / (0.52 / SCALE)
+              for d in devices}
     assert all(abs(r - 1) <= BAR for r in ratios.values()), (ratios, [d["calibration"] for d in devices])
