@@ -141,12 +141,16 @@ def test_status_shows_each_device_calibration(farm3):
     assert st["verification"]["rounds"] == max(len(d["calibration"]["rounds"]) for d in st["devices"])
 
 
-#: measured/target of every device, the median of 3 timings, must be within this. Measured with
-#: `python -m bench.calibration_check --farm-ups 10 --devices 6 --time-scale 4|1` on this 2-core
-#: host while other work ran on it (load average 13-21): 0.866-1.117 at 4x, 0.853-1.176 at 1x
-#: (120 devices; 5 % held for 63 of them, 10 % for 104, 15 % for 119). The host's load moves
-#: all devices together from minute to minute; the loop cannot hold what it does not control.
-BAR = 0.20
+#: How far a device may be from its farm's median (the median of 3 timings each), and how far
+#: the farm's median may be from the target. Measured with `python -m bench.calibration_check
+#: --farm-ups 10 --devices 6 --time-scale 4|1` on this 2-core VM (bench/results/calibration-*.json,
+#: 60 timings of 6 devices per file): devices sit within 0.89-1.08 of their farm's median at 4x
+#: (0.91-1.20 at 1x under load), while the farm's median moves 0.82-1.20 of the target from one
+#: timing to the next with the host, all devices together; a CI run read 0.79. The loop sets
+#: quotas at farm up and cannot hold what it does not control, so the device bar is the tight one.
+#: A missing quota reads about 10x too fast, a share off by the time scale 4x: both fail here.
+DEVICE_BAR = 0.15
+FARM_BAR = 0.30
 
 
 def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
@@ -166,4 +170,7 @@ def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
         timings = [closed_loop.time_devices(c, devices, 300) for _ in range(3)]
     ratios = {d["name"]: statistics.median(t[d["name"]]["mean_s"] for t in timings) / (0.52 / SCALE)
               for d in devices}
-    assert all(abs(r - 1) <= BAR for r in ratios.values()), (ratios, [d["calibration"] for d in devices])
+    farm_ratio = statistics.median(ratios.values())
+    why = (ratios, [d["calibration"] for d in devices])
+    assert all(abs(r / farm_ratio - 1) <= DEVICE_BAR for r in ratios.values()), why
+    assert abs(farm_ratio - 1) <= FARM_BAR, why
