@@ -330,9 +330,10 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     answered before that in --out and in the summary."""
     import dask
 
-    from mcdask.runtime.deploy import worker_names
+    from mcdask.runtime.deploy import bind, worker_names
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
+    from mcdask.streaming.fit import check_fits, live_memory
     from mcdask.streaming.sources import Feeder, latest, open_source, opened, paced
 
     show_events_on_stderr()
@@ -354,6 +355,8 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
+            memory = live_memory(client)   # plan for the smallest device's memory; refuse a plan that does not fit
+            plans = plan_book(w, profile, min(memory.values()))
             if plan_opt and plan_opt != "auto":
                 from mcdask.plans import resolve
 
@@ -363,6 +366,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
                 plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
             else:
                 plan = plans.plan_for(tuple(names))
+            check_fits(w, plan, plans.profile(plan.devices), bind(plan, names), memory)
             items: list = []
             if fps:
                 raw = paced(raw, fps)

@@ -176,7 +176,7 @@ def test_cli_json_and_evaluate(tmp_path):
 
     runner = CliRunner()
     out = tmp_path / "p.json"
-    r = runner.invoke(plan_cmd, ["-w", "vgg16", "-n", "3", "--json", "-o", str(out)])
+    r = runner.invoke(plan_cmd, ["-w", "vgg16", "-n", "3", "--backend", "tf1.5", "--json", "-o", str(out)])
     assert r.exit_code == 0, r.output
     doc = json.loads(r.output.strip().splitlines()[-1])
     assert doc["workload"] == "vgg16" and [p["feasible"] for p in doc["plans"]] == [False, True, True]
@@ -190,3 +190,27 @@ def test_cli_json_and_evaluate(tmp_path):
     assert ev["predicted_over_measured"] == pytest.approx(ev["predicted_ips"] / 5.71)
     r = runner.invoke(plan_cmd, ["-w", "alexnet", "-n", "2", "--profile", "nope"])
     assert r.exit_code != 0 and "neither a built-in kind" in r.output
+
+
+def test_the_runtime_sets_what_fits(tmp_path):
+    """The same 1 GB pi3 holds all of AlexNet under LiteRT, not under TensorFlow 2 (its 588 MB
+    baseline and 3x build peak), and the paper's TensorFlow 1.5 figures fit it too."""
+    from click.testing import CliRunner
+
+    from mcdask.model import runtimes
+    from mcdask.planning.cli import plan as plan_cmd
+
+    def feasible(backend: str) -> list[bool]:
+        r = CliRunner().invoke(plan_cmd, ["-w", "alexnet", "-n", "2", "--backend", backend, "--json"])
+        assert r.exit_code == 0, r.output
+        doc = json.loads(r.output.strip().splitlines()[-1])
+        return [p["feasible"] for p in doc["plans"]]
+
+    assert feasible("tensorflow") == [False, True]
+    assert feasible("litert") == [True, True]
+    assert feasible("tf1.5") == [True, True]
+    r = CliRunner().invoke(plan_cmd, ["-w", "alexnet", "-n", "2", "--backend", "onnx"])
+    assert r.exit_code == 2 and "'onnx' is not one of" in r.output
+    for rt in runtimes.RUNTIMES.values():
+        assert rt.source and rt.baseline_bytes > 0 and rt.weight_memory_factor >= 1
+    assert runtimes.get("tf1.5").baseline_bytes == devices.get("pi3").baseline_bytes

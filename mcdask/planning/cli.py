@@ -8,7 +8,7 @@ Examples::
     mcdask plan -w alexnet -n 6 -o 'plan-{n}.json'             # write every feasible n
     mcdask plan --evaluate alexnet-6dev                        # a packaged paper plan (or a file)
 
-No TensorFlow and no Dask are imported.
+No TensorFlow and no Dask distributed are imported (dask.config gives the default backend).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import workloads
 from mcdask import plans as paper_plans
 from mcdask.errors import McdaskError, PlanError
 from mcdask.model import kinds as builtin_devices
+from mcdask.model import runtimes
 from mcdask.model.files import read_object
 from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan
@@ -31,10 +32,13 @@ from mcdask.planning.planner import STRATEGIES, plan_all
 from mcdask.planning.result import PlanResult
 
 
-def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: int | None) -> Profile:
-    """A built-in kind (n devices, or the given names) or a profile file."""
+def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: int | None,
+             runtime: str | None = None) -> Profile:
+    """A built-in kind (n devices, or the given names) running ``runtime``, or a profile file
+    (whose memory figures were measured on its devices)."""
     if spec in builtin_devices.KINDS:
-        return homogeneous(spec, None if names else n, names=names, baseline_bytes=baseline)
+        return homogeneous(spec, None if names else n, names=names, baseline_bytes=baseline,
+                           runtime=runtime or default_runtime())
     path = Path(spec)
     if not path.exists():
         raise click.BadParameter(f"{spec!r} is neither a built-in kind ({', '.join(builtin_devices.KINDS)}) "
@@ -50,6 +54,16 @@ def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: 
         (kind,) = prof.kinds.values()
         return homogeneous(kind, names=names, link=prof.default_link)
     return prof
+
+
+def default_runtime() -> str:
+    """The runtime devices run unless told otherwise: ``mcdask.worker.backend``."""
+    import dask.config
+
+    from mcdask.config import register_defaults
+
+    register_defaults()
+    return dask.config.get("mcdask.worker.backend", None) or runtimes.DEFAULT
 
 
 def _mb(x: int) -> str:
@@ -77,7 +91,7 @@ def _print_result(console, workload, r: PlanResult) -> None:
     console.print(table)
 
 
-def _evaluate(spec: str, profile_spec: str, baseline: int | None, as_json: bool) -> None:
+def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str | None, as_json: bool) -> None:
     if spec in paper_plans.names():
         raw, source = paper_plans.raw(spec), f"packaged plan {spec}"
     elif not Path(spec).exists():
@@ -91,7 +105,7 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, as_json: bool)
         plan.validate(workload)
     except ValueError as e:   # PlanError, or a workload mcdask does not know
         raise PlanError(f"{source}: {e}") from None
-    prof = _profile(profile_spec, None, plan.devices, baseline)
+    prof = _profile(profile_spec, None, plan.devices, baseline, runtime)
     cost: Cost = evaluate(workload, plan, prof)
     paper = raw.get("paper")
     measured = paper.get("measured_ips") if isinstance(paper, dict) else None
@@ -127,21 +141,24 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, as_json: bool)
 @click.option("--strategy", type=click.Choice(STRATEGIES), default="optimal", show_default=True)
 @click.option("--baseline-bytes", type=click.IntRange(min=0), default=None,
               help="Override a built-in kind's runtime baseline memory (TensorFlow + worker), in bytes.")
+@click.option("--backend", type=click.Choice(runtimes.NAMES), default=None,
+              help="The runtime whose memory a built-in kind counts (tf1.5: the paper's Pis) "
+                   "[default: mcdask.worker.backend, else tensorflow].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the last stdout line).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the plan for n = N here; a path containing {n} writes every feasible n.")
 @click.option("--evaluate", "evaluate_spec", metavar="PLAN",
               help="Predict this plan file (or packaged paper plan name) on the profile instead of planning.")
-def plan(workload, devices, profile_spec, strategy, baseline_bytes, as_json, output, evaluate_spec):
+def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_json, output, evaluate_spec):
     """Choose a task assignment for every device count 1..N."""
     try:
         if evaluate_spec:
-            _evaluate(evaluate_spec, profile_spec, baseline_bytes, as_json)
+            _evaluate(evaluate_spec, profile_spec, baseline_bytes, backend, as_json)
             return
         if not workload or not devices:
             raise click.UsageError("give --workload and --devices (or --evaluate PLAN)")
         w = workloads.get(workload)
-        prof = _profile(profile_spec, devices, None, baseline_bytes)
+        prof = _profile(profile_spec, devices, None, baseline_bytes, backend)
         results = plan_all(w, prof, devices, strategy)
     except McdaskError as e:
         raise click.ClickException(str(e)) from e

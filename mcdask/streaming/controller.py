@@ -125,14 +125,14 @@ class Membership:
 
 # ---------------------------------------------------------------------------------- plans
 
-def profile_for(spec: str | Profile) -> ProfileFor:
+def profile_for(spec: str | Profile, runtime: str | None = None) -> ProfileFor:
     """Device names -> the profile to plan them with. ``spec`` is a built-in kind (every
-    device of that kind) or a profile: its own devices where they are named in it, else, for a
-    profile of one kind, devices of that kind."""
+    device of that kind, running ``runtime``: ``mcdask.model.runtimes``) or a profile: its own
+    devices where they are named in it, else, for a profile of one kind, devices of that kind."""
     from mcdask.model.kinds import homogeneous
 
     if isinstance(spec, str):
-        return lambda names: homogeneous(spec, names=names)
+        return lambda names: homogeneous(spec, names=names, runtime=runtime)
     prof = spec
 
     def of(names: tuple[str, ...]) -> Profile:
@@ -146,23 +146,31 @@ def profile_for(spec: str | Profile) -> ProfileFor:
     return of
 
 
-def plan_book(workload, profile: str | None, memory_bytes: int | None = None) -> PlanBook:
+def plan_book(workload, profile: str | None, memory_bytes: int | None = None,
+              runtime: str | None = None) -> PlanBook:
     """The plans a stream may move between: the planner's, on built-in kind ``profile``
-    (default pi3) or on a profile file; a user's model gets estimated layer times
-    (``mcdask.model.kinds.covering``) where the profile has none. ``memory_bytes`` plans for
-    devices with that much memory."""
+    (default pi3) running ``runtime`` (default: ``mcdask.worker.backend``), or on a profile
+    file; a user's model gets estimated layer times (``mcdask.model.kinds.covering``) where the
+    profile has none. ``memory_bytes`` plans for devices with that much memory."""
     from dataclasses import replace
 
     from mcdask.model.kinds import covering
 
     spec = profile or "pi3"
-    base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec)
+    base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec, runtime or configured_runtime())
 
     def of(names: tuple[str, ...]) -> Profile:
         p = base(names)
         return replace(p, kinds={k: covering(replace(v, memory_bytes=memory_bytes) if memory_bytes else v, workload)
                                  for k, v in p.kinds.items()})
     return PlanBook(workload, of)
+
+
+def configured_runtime() -> str:
+    """The runtime devices run unless a deployment says otherwise: ``mcdask.worker.backend``."""
+    from mcdask.model.runtimes import DEFAULT
+
+    return dask.config.get("mcdask.worker.backend", None) or DEFAULT
 
 
 class PlanBook:

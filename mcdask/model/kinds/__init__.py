@@ -49,11 +49,12 @@ def device_names(kind: str, n: int, prefix: str | None = None) -> tuple[str, ...
 
 def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable[str] | None = None,
                 link: LinkModel | None = None, baseline_bytes: int | None = None,
-                memory_bytes: int | None = None) -> Profile:
+                memory_bytes: int | None = None, runtime: str | None = None) -> Profile:
     """A profile of ``n`` identical devices of ``kind`` (a DeviceKind or a built-in kind name).
 
     ``names`` overrides the device names (then ``n`` may be omitted). ``link`` defaults to the
-    built-in kind's link model. ``baseline_bytes`` / ``memory_bytes`` override the kind's.
+    built-in kind's link model. ``runtime`` (``mcdask.model.runtimes``) gives the kind that
+    runtime's baseline and weight memory; ``baseline_bytes`` / ``memory_bytes`` override the kind's.
     """
     if isinstance(kind, str):
         spec = get(kind)
@@ -62,6 +63,10 @@ def homogeneous(kind: DeviceKind | str, n: int | None = None, *, names: Iterable
         spec = kind
         if link is None:
             raise ProfileError(f"homogeneous({kind.kind!r}): give link= for a kind that is not built in")
+    if runtime is not None:
+        from mcdask.model.runtimes import on
+
+        spec = on(spec, runtime)
     if baseline_bytes is not None:
         spec = replace(spec, baseline_bytes=baseline_bytes)
     if memory_bytes is not None:

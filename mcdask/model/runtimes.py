@@ -1,0 +1,79 @@
+"""The software a device runs, as the planner counts its memory. Plain data; no TensorFlow, no Dask.
+
+A device kind (``mcdask.model.kinds``) says what the hardware is: its compute times, memory and
+link. A *runtime* says what the software on it takes: the resident memory of a device process
+before any slice is loaded (``baseline_bytes``), and the bytes a piece costs per byte of its
+weights at the worst moment of building or loading it (``weight_memory_factor``: the plan's
+memory counts every piece at that peak, so no moment of a deployment exceeds what the plan
+says). ``on(kind, runtime)`` gives a kind those figures.
+
+* ``tensorflow``: TensorFlow 2.21 + Keras 3 + Dask, the ``--backend tensorflow`` device.
+* ``litert``: ``ai-edge-litert`` + Dask without TensorFlow, the ``--backend litert`` device, with
+  XNNPACK (``litert-builtin``: with the built-in kernels, which keep no second copy of the weights).
+* ``tf1.5``: the paper's TensorFlow 1.5 / Keras 2.1 Pis (RA-L Fig. 10, ``mcdask.model.kinds.pi3``);
+  for planning what the paper planned. No device of ours runs it.
+
+Each figure's source is in its ``source``; ``python -m bench.backends`` measures the deployable
+ones again on this machine (``bench/results/backends.json``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from mcdask.errors import ProfileError
+from mcdask.model.kinds import pi3 as _pi3
+from mcdask.model.profile import DeviceKind
+
+#: the runtime a device runs unless a deployment says otherwise (``mcdask.worker.backend``)
+DEFAULT = "tensorflow"
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    baseline_bytes: int
+    weight_memory_factor: float
+    #: whether ``mcdask run --backend`` can put it on devices
+    deployable: bool
+    source: str
+
+
+RUNTIMES = {
+    "tensorflow": Runtime(
+        "tensorflow", 591_500_000, 3.0, True,
+        "measured here (2 x86-64 cores, Python 3.11, TensorFlow 2.21, Dask 2026.8; python -m bench.backends): "
+        "a Dask worker process after importing TensorFlow and calling a tiny tf.function, 591.3-591.5 MB "
+        "resident (an idle worker: 66 MB); building a slice peaks at 1.8x (all of AlexNet) to 3.0x (half "
+        "of VGG16 fc1, 25088 x 2048) its weight bytes, and holds 1.0-1.14x after"),
+    "litert": Runtime(
+        "litert", 80_600_000, 2.0, True,
+        "measured here (ai-edge-litert 2.3, Dask 2026.8; python -m bench.backends): a Dask worker process "
+        "with a tiny flatbuffer loaded in the LiteRT interpreter and no TensorFlow, 80.6 MB resident; a "
+        "slice loaded from its file holds 2.0x its weight bytes with XNNPACK (which repacks them: half "
+        "of VGG16 fc1, 205 MB) and 1.0x with the built-in kernels (mcdask.worker.litert-kernels: builtin)"),
+    "litert-builtin": Runtime(
+        "litert-builtin", 80_600_000, 1.0, True,
+        "as litert, with the built-in kernels (mcdask.worker.litert-kernels: builtin): 1.0x its weight bytes"),
+    "tf1.5": Runtime(
+        "tf1.5", _pi3.BASELINE_BYTES, _pi3.WEIGHT_MEMORY_FACTOR, False,
+        "the paper's Pis (TensorFlow 1.5, Keras 2.1): least squares over RA-L Fig. 10 task memory "
+        "(mcdask.model.kinds.pi3)"),
+}
+NAMES = tuple(RUNTIMES)
+DEPLOYABLE = tuple(n for n, r in RUNTIMES.items() if r.deployable)
+
+
+def get(name: str) -> Runtime:
+    try:
+        return RUNTIMES[name]
+    except KeyError:
+        raise ProfileError(f"unknown runtime {name!r}; known: {', '.join(NAMES)}") from None
+
+
+def on(kind: DeviceKind, runtime: str) -> DeviceKind:
+    """``kind`` running ``runtime``: its baseline and weight factor (with their source)."""
+    r = get(runtime)
+    return replace(kind, baseline_bytes=r.baseline_bytes, weight_memory_factor=r.weight_memory_factor,
+                   layer_memory_bytes={}, sources={**kind.sources, "runtime": f"{r.name}: {r.source}"},
+                   measured={**kind.measured, "runtime": r.name})

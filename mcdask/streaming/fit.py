@@ -1,0 +1,73 @@
+"""Whether a plan fits the memory of the devices it is about to run on, before it is deployed.
+
+The live cluster says what each device has: the smallest of its Dask memory limit times Dask's
+pause fraction, its cgroup limit and its RAM (``mcdask.profiling.worker.usable_memory``, run on
+every worker). The cost model says what each plan device needs: its runtime's baseline, every
+piece at its build peak, and one frame of activations (``mcdask.planning.costmodel``). A plan
+that needs more than a device has is refused, naming the device and both numbers, before any
+slice is sent: a device that runs out of memory is killed, and with it every frame it held.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mcdask.errors import DeploymentError, PlanError
+from mcdask.model.plan import Plan
+from mcdask.profiling.worker import usable_memory
+
+#: seconds every worker gets to say how much memory it has
+ASK_TIMEOUT_S = 30.0
+
+
+def live_memory(client, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, int]:
+    """Worker name -> the bytes it may use (module docstring)."""
+    from mcdask.runtime.deploy import worker_addresses
+
+    names = {a: n for n, a in worker_addresses(client).items()}
+    if not names:
+        return {}
+
+    async def ask():
+        return await asyncio.wait_for(client._run(_usable, workers=list(names), on_error="return"), timeout_s)
+
+    try:
+        got = client.sync(ask)
+    except TimeoutError:
+        raise DeploymentError(f"workers {sorted(names.values())} did not all say how much memory they have "
+                              f"within {timeout_s:.0f} s") from None
+    bad = sorted(names[a] for a, v in got.items() if not isinstance(v, int))
+    if bad:
+        raise DeploymentError(f"workers {bad} did not say how much memory they have: "
+                              + "; ".join(f"{names[a]}: {v!r}" for a, v in got.items() if not isinstance(v, int)))
+    return {names[a]: v for a, v in got.items()}
+
+
+def _usable(dask_worker) -> int:
+    return int(usable_memory(dask_worker)["usable_memory_bytes"])
+
+
+def shortfalls(workload, plan: Plan, profile, binding: dict[str, str], memory: dict[str, int]) -> list[str]:
+    """One line per plan device whose predicted need exceeds what its worker has."""
+    from mcdask.planning.costmodel import evaluate
+
+    need = evaluate(workload, plan, profile).memory_bytes
+    out = []
+    for device, worker in binding.items():
+        have = memory.get(worker)
+        if have is not None and need.get(device, 0) > have:
+            kind = profile.kind_of(device)
+            on = device if device == worker else f"{device} (worker {worker})"
+            out.append(f"{on} needs {need[device] / 1e6:,.0f} MB ({kind.baseline_bytes / 1e6:,.0f} MB runtime "
+                       f"baseline + {(need[device] - kind.baseline_bytes) / 1e6:,.0f} MB of slices at their build "
+                       f"peak) and has {have / 1e6:,.0f} MB")
+    return out
+
+
+def check_fits(workload, plan: Plan, profile, binding: dict[str, str], memory: dict[str, int]) -> None:
+    """Raise PlanError naming every device ``plan`` would run out of memory on."""
+    short = shortfalls(workload, plan, profile, binding, memory)
+    if short:
+        raise PlanError(f"plan {plan.id} does not fit the devices' memory: {'; '.join(short)}. Plan for the "
+                        "workers there are (leave out --plan), use more devices, or measure them with "
+                        "`mcdask profile` (README: Device memory)")
