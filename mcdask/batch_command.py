@@ -106,7 +106,8 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
     summary.update({"batch_size": k, "depth": depth, "resumed_from": start, "deploy_s": round(session.deploy_s, 3),
                     "plan_id": plan.id, "final_plan_id": session.stream.plan.id,
                     "switches": session.controller.switches if session.controller else 0,
-                    "events": session.events.to_list(), "weights": session.deployment.weights.describe()})
+                    "events": session.events.to_list(), "weights": session.deployment.weights.describe(),
+                    "backend": session.deployment.backend})
     if stopped:
         summary["stopped"] = stopped
     if interrupted:
@@ -138,9 +139,10 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
 @click.option("--seed", default=0, show_default=True, help="seed of the default weights")
 @click.option("--depth", type=click.IntRange(1), default=None,
               help="batches in flight [default: one per device: a killed job redoes at most that many]")
+@options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
 def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile, adapt, weights, seed, depth,
-          as_json):
+          backend, as_json):
     """Classify SOURCE in batches of frames on the workers of a running scheduler.
 
     Exit status: 0 done; 1 bad input or the plan could not be deployed; 3 the job stopped
@@ -175,7 +177,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
         book = plan_book(w, profile)
         raw = opened(open_source(source, w, seed))
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression"),
-                              **client_config()}), connect(scheduler) as client:
+                              **client_config()}), options.using_backend(backend), connect(scheduler) as client:
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")

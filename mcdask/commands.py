@@ -93,6 +93,7 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
             wall = time.perf_counter() - t0
     summary = tally.summary(wall)
     summary["weights"] = session.deployment.weights.describe()
+    summary["backend"] = session.deployment.backend
     if last is not None:
         summary["last"] = {"frame": last.frame, **last.to_dict(labels)["top5"][0]}
     summary.update({"deploy_s": round(session.deploy_s, 3), "depth": session.stream.depth, "plan_id": plan.id,
@@ -184,9 +185,10 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
                    "its outputs are also checked against Keras's own predict")
 @click.option("--device-memory", default=None,
               help="plan for devices with this much memory (e.g. 400MB) [default: the pi3's 1 GB]")
+@options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
 def demo(workload: str, devices: int, frames: int | None, plan_file: str | None, source: str,
-         model_file: str | None, device_memory: str | None, as_json: bool) -> None:
+         model_file: str | None, device_memory: str | None, backend: str | None, as_json: bool) -> None:
     """Start a local cluster of DEVICES one-thread workers, deploy a plan, stream SOURCE
     (synthetic frames by default), and check every output against the unsplit model."""
     show_events_on_stderr()
@@ -210,7 +212,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         plan = resolve(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
         items = list(Feeder(w).items(open_source(source, w), frames))
         weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
-        with local_cluster(len(plan.devices)) as client:
+        with options.using_backend(backend), local_cluster(len(plan.devices)) as client:
             _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
                  f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask", *why_this_plan(plan, w, memory))
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
@@ -320,9 +322,10 @@ def _keeping(feed, into: list):
 @click.option("--depth", type=click.IntRange(1), default=None, help="frames in flight")
 @click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output "
               "(keeps every frame and answer until the end: not for endless streams)")
+@options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
 def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frames, overload, fps, out, weights, seed,
-        depth, check, as_json):
+        depth, check, backend, as_json):
     """Stream SOURCE through WORKLOAD split across the workers of a running scheduler.
 
     Exit status: 0 done; 1 bad input or the plan could not be deployed; 3 the stream
@@ -351,7 +354,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
         plans = plan_book(w, profile)
         raw = opened(open_source(source, w, seed))   # it opens and decodes a frame before anything connects
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression"),
-                              **client_config()}), connect(scheduler) as client:
+                              **client_config()}), options.using_backend(backend), connect(scheduler) as client:
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")

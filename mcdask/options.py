@@ -36,3 +36,19 @@ def devices(default: int | None, help: str):
     """``-n/--devices N``."""
     return click.option("-n", "--devices", type=click.IntRange(1, 64), default=default,
                         show_default=default is not None, help=help)
+
+
+def backend(f):
+    """``--backend tensorflow|litert``: how the devices run their slices, for this command
+    [default: ``mcdask.worker.backend``]."""
+    return click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default=None,
+                        help="how the devices run their slices: TensorFlow, or LiteRT flatbuffers the client "
+                             "converts and sends (no TensorFlow on the devices) [default: mcdask.worker.backend]")(f)
+
+
+def using_backend(backend: str | None):
+    """A ``dask.config.set`` context in which ``--backend`` (when given) is
+    ``mcdask.worker.backend``: every deployment of the command, its controller's too, uses it."""
+    import dask.config
+
+    return dask.config.set({"mcdask.worker.backend": backend} if backend else {})

@@ -4,8 +4,11 @@
 deployment in the scheduler's metadata, registers the ``SliceHost`` plugin (idempotent) and
 brings every worker in line (on a ``tls://`` scheduler, only workers whose certificate
 names them: ``mcdask.security.gate``); calling it again with another plan switches plans without
-restarting the client or the workers. ``DaskRunner`` submits one task per piece, restricted by
-the piece's resource tag, prioritised by frame, with a key naming stage and frame.
+restarting the client or the workers. The deployment names its backend (``tensorflow``, or
+``litert``: the client converts the slices and ships each device the flatbuffers its disk cache
+lacks before the devices load them, ``mcdask.runtime.convert``). ``DaskRunner`` submits one task
+per piece, restricted by the piece's resource tag, prioritised by frame, with a key naming
+stage and frame.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import json
 import logging
 import re
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import dask.config
 import dask.utils
@@ -25,6 +28,7 @@ import workloads
 from mcdask.errors import DeploymentError
 from mcdask.model.plan import Plan, stage_label
 from mcdask.runtime import history
+from mcdask.runtime.pieces import BACKENDS, KERNELS
 from mcdask.runtime.plugin import (
     METADATA_KEY,
     ResourceNudge,
@@ -35,7 +39,7 @@ from mcdask.runtime.plugin import (
     slice_id,
     sync_worker,
 )
-from mcdask.runtime.weights import WeightsSource
+from mcdask.runtime.weights import WeightsSource, preprocessing
 from mcdask.security.gate import guard
 
 
@@ -45,6 +49,22 @@ class Deployment:
     binding: dict[str, str]          # plan device -> worker name
     weights: WeightsSource
     id: str
+    backend: str = "tensorflow"
+    #: flatbuffer bytes the client sent to devices for this deployment (litert; 0: all were cached)
+    shipped_bytes: int = 0
+
+
+def backend_of(backend: str | None = None) -> tuple[str, str]:
+    """(backend, litert kernels): ``backend`` or ``mcdask.worker.backend``, and
+    ``mcdask.worker.litert-kernels``, checked."""
+    backend = backend or dask.config.get("mcdask.worker.backend", "tensorflow")
+    kernels = dask.config.get("mcdask.worker.litert-kernels", "xnnpack")
+    if backend not in BACKENDS:
+        raise DeploymentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)} (mcdask.worker.backend)")
+    if kernels not in KERNELS:
+        raise DeploymentError(f"litert kernels {kernels!r}: choose one of {', '.join(KERNELS)} "
+                              "(mcdask.worker.litert-kernels)")
+    return backend, kernels
 
 
 def natural_key(name: str) -> list:
@@ -74,28 +94,32 @@ def bind(plan: Plan, names: list[str]) -> dict[str, str]:
 
 def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
            binding: dict[str, str] | None = None, *, sync: list[str] | None = None,
-           timeout_s: float | None = None) -> Deployment:
+           timeout_s: float | None = None, backend: str | None = None) -> Deployment:
     """Make the cluster hold ``plan``'s slices; returns when every bound worker is ready.
 
     The workers named in ``sync`` (default: every registered one) are brought in line: the
     bound ones build their pieces, the others let go of what they held. A controller leaves a
     frozen device out of ``sync``, since it cannot answer. Workers get ``timeout_s``
-    (``mcdask.controller.deploy-timeout``) to build."""
+    (``mcdask.controller.deploy-timeout``) to build. ``backend``: ``tensorflow`` or ``litert``,
+    default ``mcdask.worker.backend`` (read now: a controller's switches keep the command's)."""
     w = workloads.get(plan.workload)
+    backend, kernels = backend_of(backend)
     plan.validate(w)
     weights = weights.check()   # an absolute path, checked here once
     guard(client)   # on a TLS scheduler: only workers whose certificate names them (mcdask.security.gate)
     addresses = worker_addresses(client)
     binding = binding or bind(plan, sorted(addresses, key=natural_key))
-    digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding], sort_keys=True).encode())
+    runtime = [backend, kernels] if backend != "tensorflow" else []
+    digest = hashlib.sha1(json.dumps([plan.id, weights.to_dict(), binding, *runtime], sort_keys=True).encode())
     dep_id = digest.hexdigest()[:12]
     doc = {"id": dep_id, "plan_id": plan.id, "plan": plan.to_dict(), "binding": binding,
-           "weights": weights.to_dict()}
+           "weights": weights.to_dict(), "backend": backend, "kernels": kernels}
     if not workloads.builtin(w.name):   # a user's model: the devices learn it from the deployment
         doc["workload"] = w.to_dict()
     gone = sorted(n for n in binding.values() if n not in addresses)
     if gone:
         raise DeploymentError(f"deployment failed: workers {gone} are not registered")
+    shipped = _ship_flatbuffers(client, doc, w, weights, addresses) if backend == "litert" else 0
     client.set_metadata(METADATA_KEY, doc)
     client.register_plugin(ResourceNudge())
     client.register_plugin(SliceHost())
@@ -120,7 +144,18 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
             problems.append(f"{device} on {name}: {st.get('error') or 'holds ' + str(st.get('slices'))}")
     if problems:
         raise DeploymentError("deployment failed: " + "; ".join(problems))
-    return Deployment(plan, binding, weights, dep_id)
+    return Deployment(plan, binding, weights, dep_id, backend, shipped)
+
+
+def _ship_flatbuffers(client, doc: dict, workload, weights: WeightsSource, addresses: dict[str, str]) -> int:
+    """litert: fix the preprocessing in the deployment (a device needs no weights file), name
+    each slice's flatbuffer, and put the ones a device lacks in its cache; returns bytes sent."""
+    from mcdask.runtime.convert import keys_of, ship
+
+    doc["weights"] = replace(weights, preprocess=preprocessing(workload, weights)).to_dict()
+    wanted = {name: list(pieces_for(doc, name).values()) for name in doc["binding"].values()}
+    doc["flatbuffers"] = keys_of(s for specs in wanted.values() for s in specs)
+    return ship(client, wanted, addresses)
 
 
 def _show_on_dashboard(client) -> None:

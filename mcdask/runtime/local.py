@@ -5,6 +5,8 @@ slices, merges and window assembly the workers use; only Dask is absent. Each de
 holds its own copy of the pieces ``Plan.tasks_of`` gives it (what the worker plugin builds), and
 the replicas of a piece take frames in turn, so every replica's copy answers some frames. With
 the single-device plan it is the whole model on one machine: ``mcdask.streaming.reference``.
+With ``backend="litert"`` each piece is the flatbuffer a litert device would load
+(``mcdask.runtime.convert``), run by LiteRT here.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ from concurrent.futures import Future
 
 import workloads
 from mcdask.model.plan import Plan
+from mcdask.runtime.pieces import SliceShape
 from mcdask.runtime.slices import Slice, SliceSpec, assemble
 from mcdask.runtime.weights import WeightsSource
 
 #: "device/slice key" -> Slice: built pieces, kept across runners of one plan (tests clear it)
-_CACHE: dict[str, Slice] = {}
+_CACHE: dict[str, SliceShape] = {}
 
 
 def _resolve(value):
@@ -29,19 +32,21 @@ def _resolve(value):
 
 
 class LocalRunner:
-    def __init__(self, plan: Plan, weights: WeightsSource = WeightsSource(), cache: bool = True):
+    def __init__(self, plan: Plan, weights: WeightsSource = WeightsSource(), cache: bool = True,
+                 backend: str = "tensorflow", kernels: str = "xnnpack"):
         self.plan = plan
         self.workload = workloads.get(plan.workload)
         #: (stage, shard) -> one built copy per device that holds it, in the plan's device order
-        self.copies: dict[tuple[int, int], list[Slice]] = {}
+        self.copies: dict[tuple[int, int], list[SliceShape]] = {}
         for device in plan.devices:
             for si, hi in plan.tasks_of(device):
                 st = plan.stages[si]
-                spec = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights)
+                spec = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights,
+                                 backend, kernels)  # type: ignore[arg-type]
                 key = f"{device}/{spec.key}"
                 s = _CACHE.get(key) if cache else None
                 if s is None:
-                    s = Slice(spec)
+                    s = _build(spec)
                     if cache:
                         _CACHE[key] = s
                 self.copies.setdefault((si, hi), []).append(s)
@@ -63,3 +68,12 @@ class LocalRunner:
 
     def cancel(self, futures: list) -> None:
         """Nothing runs in the background here."""
+
+
+def _build(spec: SliceSpec) -> SliceShape:
+    if spec.backend == "litert":
+        from mcdask.runtime.convert import flatbuffer
+        from mcdask.runtime.litert import LiteSlice
+
+        return LiteSlice(spec, content=flatbuffer(spec))
+    return Slice(spec)

@@ -6,6 +6,10 @@ device binding, weights source) lives in the scheduler's metadata under
 task) and in ``sync`` (when the client switches plans) the plugin reads it, builds the
 slices this worker's device holds, drops the ones it no longer needs, and declares one
 resource tag per piece it holds. Tasks find slices by id through ``slice_for``.
+
+The deployment names its backend: ``tensorflow`` builds each slice here from its weights
+(``slices``); ``litert`` loads the flatbuffer the client put in this device's disk cache
+(``litert``, ``flatcache``) and never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from mcdask.errors import SliceNotLoadedError
 from mcdask.runtime.quiet import quiet
 
 if TYPE_CHECKING:
-    from mcdask.runtime.slices import SliceSpec
+    from mcdask.runtime.pieces import SliceSpec
 
 PLUGIN_NAME = "mcdask-slices"
 METADATA_KEY = ["mcdask", "deployment"]
@@ -46,7 +50,7 @@ def slice_id(plan_id: str, stage: int, shard: int) -> str:
 def pieces_for(deployment: dict, worker_name: str) -> dict[str, SliceSpec]:
     """slice id -> SliceSpec of every piece the device bound to ``worker_name`` holds."""
     from mcdask.model.plan import Plan
-    from mcdask.runtime.slices import SliceSpec
+    from mcdask.runtime.pieces import SliceSpec
     from mcdask.runtime.weights import WeightsSource
 
     plan = Plan.from_dict(deployment["plan"])
@@ -54,10 +58,12 @@ def pieces_for(deployment: dict, worker_name: str) -> dict[str, SliceSpec]:
     if device is None:
         return {}
     weights = WeightsSource.from_dict(deployment.get("weights"))
+    runtime = {"backend": deployment.get("backend", "tensorflow"), "kernels": deployment.get("kernels", "xnnpack")}
     out = {}
     for si, hi in plan.tasks_of(device):
         st = plan.stages[si]
-        out[slice_id(plan.id, si, hi)] = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights)
+        out[slice_id(plan.id, si, hi)] = SliceSpec(plan.workload, st.start, st.end, st.shards[hi].units, weights,
+                                                   **runtime)
     return out
 
 
@@ -93,7 +99,7 @@ class SliceHost(WorkerPlugin):
         assert self._lock is not None, "setup() makes the lock on the worker's event loop"
         async with self._lock:
             deployment = await worker.scheduler.get_metadata(keys=METADATA_KEY, default=None)
-            if not deployment or deployment.get("id") == self.deployment_id:
+            if not deployment or (deployment.get("id") == self.deployment_id and not self.error):
                 self.ready.set()
                 return self.status()
             self.ready.clear()
@@ -106,7 +112,8 @@ class SliceHost(WorkerPlugin):
             self.slices = {}  # let go of the old plan's slices before building the new ones
             try:
                 t0 = time.perf_counter()
-                self.slices = await asyncio.to_thread(_build_all, wanted)
+                self.slices = await asyncio.to_thread(_build_all, wanted, deployment.get("flatbuffers", {}),
+                                                      worker)
                 self.error = None
                 logger.info("mcdask: %s holds %d slices (%.1f s to build)", worker.name, len(self.slices),
                             time.perf_counter() - t0)
@@ -130,8 +137,12 @@ class SliceHost(WorkerPlugin):
             return self.status()
 
     def status(self) -> dict:
+        from mcdask.runtime.flatcache import _OPEN
+
         return {"deployment": self.deployment_id, "slices": sorted(self.slices), "error": self.error,
-                "param_bytes": sum(getattr(s, "param_bytes", 0) for s in self.slices.values())}
+                "param_bytes": sum(getattr(s, "param_bytes", 0) for s in self.slices.values()),
+                "backends": sorted({s.spec.backend for s in self.slices.values()}),   # type: ignore[attr-defined]
+                "cache": [c.status() for c in _OPEN.values()]}
 
     def teardown(self, worker):
         self.slices = {}
@@ -211,11 +222,10 @@ def resident_param_bytes() -> int:
     return sum(getattr(s, "param_bytes", 0) for s in _BUILT.values())
 
 
-def _build_all(wanted: dict) -> dict:
-    quiet()  # this worker's first TensorFlow import comes next
-    from mcdask.runtime.slices import Slice, ensure_tf
-
-    ensure_tf()
+def _build_all(wanted: dict, flatbuffers: dict[str, str] | None = None, worker=None) -> dict:
+    """slice id -> built slice of each spec ``wanted``, reusing what this process holds. A
+    litert slice loads the flatbuffer whose content key ``flatbuffers`` gives for its slice key
+    from ``worker``'s disk cache; TensorFlow is imported only for a tensorflow slice."""
     keep = {spec.key for spec in wanted.values()}
     dropped = [k for k in _BUILT if k not in keep]
     for key in dropped:
@@ -225,11 +235,31 @@ def _build_all(wanted: dict) -> dict:
     out = {}
     for sid, spec in wanted.items():
         if spec.key not in _BUILT:
-            s = Slice(spec)
+            s = _build(spec, (flatbuffers or {}).get(spec.key), worker)
             s.warm_up()
             _BUILT[spec.key] = s
         out[sid] = _BUILT[spec.key]
     return out
+
+
+def _build(spec: SliceSpec, content_key: str | None, worker):
+    if spec.backend == "litert":
+        from mcdask.runtime.flatcache import for_worker
+        from mcdask.runtime.litert import LiteSlice
+
+        if content_key is None:
+            raise SliceNotLoadedError(f"the deployment names no flatbuffer for {spec.key}; deploy it again")
+        try:
+            path = for_worker(worker).load(content_key)
+        except KeyError:
+            raise SliceNotLoadedError(f"flatbuffer {content_key} of {spec.key} is not in this device's cache "
+                                      f"({for_worker(worker).folder}); deploy again to send it") from None
+        return LiteSlice(spec, path)
+    quiet()  # this worker's first TensorFlow import may come next
+    from mcdask.runtime.slices import Slice, ensure_tf
+
+    ensure_tf()
+    return Slice(spec)
 
 
 async def sync_worker(dask_worker) -> dict:
@@ -259,7 +289,7 @@ def slice_for(sid: str):
 
 def run_piece(sid: str, feeds: dict) -> dict:
     """The task: assemble the feeds (merge shards, stack windows) and run the slice."""
-    from mcdask.runtime.slices import assemble
+    from mcdask.runtime.pieces import assemble
 
     s = slice_for(sid)
     return s(assemble(s.workload, feeds, s.stacked, s.preprocess))

@@ -1,42 +1,34 @@
-"""Build a slice of a workload as a compiled TensorFlow function, and merge shard outputs.
+"""Build a slice of a workload as a compiled TensorFlow function (the tensorflow backend).
 
-A slice is the layers ``[start, end)`` of a workload, with the last (dense) layer optionally
-restricted to output units ``[a, b)``. It reads the stage's external inputs (windowed ones as
+A slice (``mcdask.runtime.pieces``: its spec, geometry, and the NumPy that merges shards and
+assembles feeds, re-exported here) reads the stage's external inputs (windowed ones as
 ``(batch, window, features)``) and returns the stage's exports. Weights come from
 ``mcdask.runtime.weights``, layer by layer, so building a slice only ever holds that slice.
 
-This is the only module of the runtime that imports TensorFlow.
+This is the only module of the runtime that imports TensorFlow (``convert`` reaches it through
+here).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import numpy as np
 
 import workloads
+from mcdask.runtime.pieces import (  # noqa: F401  (re-exported: the NumPy half of a slice)
+    CAFFE_MEAN_BGR,
+    SliceShape,
+    SliceSpec,
+    assemble,
+    merge,
+    prepare_input,
+    softmax,
+)
 from mcdask.runtime.quiet import quiet
-from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights, preprocessing
+from mcdask.runtime.weights import WeightsSource, keras_names, layer_weights
 
 quiet()  # before anything here imports TensorFlow
-
-
-@dataclass(frozen=True)
-class SliceSpec:
-    """What to build: plain data, the same on every device."""
-
-    workload: str
-    start: int
-    end: int
-    units: tuple[int, int] | None = None
-    weights: WeightsSource = WeightsSource()
-
-    @property
-    def key(self) -> str:
-        """Content key: two plans that need the same slice share one built copy."""
-        u = f"[{self.units[0]}:{self.units[1]}]" if self.units else ""
-        return f"{self.workload}/{self.start}:{self.end}{u}@{self.weights.id}"
 
 
 _TF_READY = False
@@ -147,27 +139,14 @@ def build_model(workload, start: int = 0, end: int | None = None, units: tuple[i
     return keras.Model(inputs, outputs, name=f"{workload.name}_{start}_{end}")
 
 
-class Slice:
+class Slice(SliceShape):
     """A built slice: ``slice(feeds)`` maps input name -> array to export name -> array."""
 
     def __init__(self, spec: SliceSpec):
         import tensorflow as tf
 
-        self.spec = spec
-        self.workload = workloads.get(spec.workload)
-        w = self.workload
-        self.inputs = w.stage_inputs(spec.start, spec.end)
-        self.outputs = w.stage_outputs(spec.start, spec.end)
-        first = w.layers[spec.start]
-        self.windows = {x: (w.window_of(first.name, x) if x in first.inputs else 1) for x in self.inputs}
-        self.stacked = frozenset(self.inputs) if first.window else frozenset()
-        #: how this slice's image inputs are fed to its weights (``assemble``)
-        self.preprocess = preprocessing(w, spec.weights) if w.input_with("image") in self.inputs else w.preprocess
-        self.param_bytes = sum(
-            l.shard_param_bytes(spec.units[1] - spec.units[0]) if (i == spec.end - 1 and spec.units)
-            else l.param_bytes
-            for i, l in enumerate(w.layers[spec.start:spec.end], spec.start))
-        model = build_model(w, spec.start, spec.end, spec.units, spec.weights)
+        super().__init__(spec)
+        model = build_model(self.workload, spec.start, spec.end, spec.units, spec.weights)
         self._model = model
         signature = [tf.TensorSpec((None,) + tuple(t.shape[1:]), tf.float32, name=x)
                      for x, t in zip(self.inputs, model.inputs)]
@@ -179,70 +158,6 @@ class Slice:
 
         self._fn = fn
 
-    def input_shape(self, name: str) -> tuple[int, ...]:
-        shape = self.workload.shape_of(name)
-        w = self.windows[name]
-        return ((w,) + shape) if self.workload.layers[self.spec.start].window else shape
-
-    def example_feeds(self, batch: int = 1) -> dict[str, np.ndarray]:
-        return {x: np.zeros((batch,) + self.input_shape(x), np.float32) for x in self.inputs}
-
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         outs = self._fn(*[np.asarray(feeds[x], np.float32) for x in self.inputs])
         return {name: o.numpy() for name, o in zip(self.outputs, outs)}
-
-    def warm_up(self) -> None:
-        self(self.example_feeds())
-
-
-# ---- merging shard outputs and assembling a slice's feeds (pure NumPy) ----------------------
-
-def softmax(x: np.ndarray) -> np.ndarray:
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
-
-
-def merge(layer, parts: list[np.ndarray]) -> np.ndarray:
-    """Join the shards of ``layer``'s output in unit order; a split layer's non-elementwise
-    activation (softmax) runs here, on every unit."""
-    if len(parts) == 1:
-        return parts[0]
-    x = np.concatenate(parts, axis=-1)
-    return softmax(x) if layer.activation not in workloads.spec.ELEMENTWISE else x
-
-
-#: ImageNet's mean pixel in BGR order, as caffe (and Keras-applications' "caffe" mode) subtracts it
-CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], np.float32)
-
-
-def prepare_input(x: np.ndarray, preprocess: str = "scale") -> np.ndarray:
-    """Frames travel as uint8 (4x fewer bytes); the model reads float32, preprocessed as its
-    weights expect: "scale" x/255 in [0, 1]; "caffe" RGB -> BGR, minus ``CAFFE_MEAN_BGR``, not
-    scaled. Float inputs (optical flow, or frames given as float) are taken as they are."""
-    if x.dtype != np.uint8:
-        return x.astype(np.float32, copy=False)
-    if preprocess == "caffe":
-        return x[..., ::-1].astype(np.float32) - CAFFE_MEAN_BGR
-    if preprocess == "scale":
-        return x.astype(np.float32) * np.float32(1 / 255)
-    raise ValueError(f"unknown preprocessing {preprocess!r}")
-
-
-def assemble(workload, feeds: dict, stacked: frozenset = frozenset(),
-             preprocess: str = "scale") -> dict[str, np.ndarray]:
-    """Turn what a task receives into a slice's feeds.
-
-    ``feeds[name]`` is an array for a workload input (the image input is preprocessed with
-    ``preprocess``, other uint8 inputs scaled), else a list over frames (length = window) of
-    lists over the producer's shards of export dicts. Names in ``stacked`` (the inputs of a
-    windowed layer) become ``(batch, window, ...)``.
-    """
-    out = {}
-    for name, value in feeds.items():
-        if isinstance(value, np.ndarray):
-            out[name] = prepare_input(value, preprocess if workload.roles.get(name) == "image" else "scale")
-            continue
-        layer = workload.layer(name)
-        frames = [merge(layer, [part[name] for part in shards]) for shards in value]
-        out[name] = np.stack(frames, axis=1) if name in stacked else frames[0]
-    return out

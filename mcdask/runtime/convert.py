@@ -1,0 +1,136 @@
+"""The client's half of the litert backend: convert slices to LiteRT flatbuffers and ship each
+device the ones it lacks.
+
+A slice is converted from the very Keras layers and weights the tensorflow backend builds
+(``mcdask.runtime.slices``, the same ``WeightsSource``): its Keras model is exported as a
+SavedModel whose one signature takes the slice's inputs and returns its exports by name, batch
+dimension left free, and TensorFlow's LiteRT converter turns that into a flatbuffer (about
+20 MB of weights a second here; freezing the function into a GraphDef first took twice as
+long). Each flatbuffer has a content key (``content_key``: the workload's facts, the layer
+range, the units, the weights and, for a file, its size and time). ``ship`` asks every device which
+keys its disk cache holds intact (``mcdask.runtime.flatcache``), converts only what some device
+lacks, and sends each device its missing ones straight from the client to the worker
+(``Client.scatter(direct=True)``: not through the scheduler), where they are written to disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import tempfile
+from pathlib import Path
+
+import workloads
+from mcdask.runtime.pieces import SliceSpec
+
+#: bumped when the conversion changes what a flatbuffer holds
+FORMAT = 1
+#: the flatbuffer's one signature (``mcdask.runtime.litert`` finds inputs and exports by name in it)
+SIGNATURE = "serving_default"
+#: flatbuffers kept in this process across deployments (a plan switch back converts nothing)
+MEMO_BYTES = 1 << 30
+_MEMO: dict[str, bytes] = {}
+logger = logging.getLogger("mcdask.runtime.convert")
+
+
+def content_key(spec: SliceSpec) -> str:
+    """What a flatbuffer is, as 40 hex digits: the same for the same layers, units and weights,
+    whatever plan, device or kernels use it."""
+    w = workloads.get(spec.workload)
+    weights = spec.weights
+    stamp = None
+    if weights.path:
+        st = Path(weights.path).stat()
+        stamp = [st.st_size, st.st_mtime_ns]
+    doc = {"format": FORMAT, "workload": w.to_dict(), "start": spec.start, "end": spec.end,
+           "units": list(spec.units) if spec.units else None, "weights": weights.id, "file": stamp}
+    return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()
+
+
+def to_flatbuffer(spec: SliceSpec) -> bytes:
+    """The LiteRT flatbuffer of ``spec``'s slice, from the tensorflow backend's own build: one
+    signature, ``serving_default``, its inputs and outputs named as the slice's."""
+    from mcdask.runtime.slices import build_model, ensure_tf
+
+    ensure_tf()
+    import keras
+    import tensorflow as tf
+
+    w = workloads.get(spec.workload)
+    model = build_model(w, spec.start, spec.end, spec.units, spec.weights)
+    inputs, outputs = w.stage_inputs(spec.start, spec.end), w.stage_outputs(spec.start, spec.end)
+    signature = [tf.TensorSpec((None,) + tuple(t.shape[1:]), tf.float32, name=x) for x, t in zip(inputs, model.inputs)]
+
+    def serve(*xs):
+        out = model(list(xs), training=False)
+        return dict(zip(outputs, out if isinstance(out, (list, tuple)) else [out]))
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(SIGNATURE, serve, signature)
+    with tempfile.TemporaryDirectory(prefix="mcdask-convert-") as folder:
+        archive.write_out(folder, verbose=False)
+        return bytes(tf.lite.TFLiteConverter.from_saved_model(folder).convert())
+
+
+def flatbuffer(spec: SliceSpec) -> bytes:
+    """``to_flatbuffer``, kept in this process up to ``MEMO_BYTES`` (oldest dropped first)."""
+    key = content_key(spec)
+    data = _MEMO.get(key)
+    if data is None:
+        data = to_flatbuffer(spec)
+        while _MEMO and sum(map(len, _MEMO.values())) + len(data) > MEMO_BYTES:
+            _MEMO.pop(next(iter(_MEMO)))
+        _MEMO[key] = data
+    return data
+
+
+def keys_of(specs) -> dict[str, str]:
+    """slice key -> content key of each spec (what a litert deployment tells its devices)."""
+    return {s.key: content_key(s) for s in specs}
+
+
+def _missing(dask_worker, keys: list[str]) -> list[str]:
+    """``client.run`` target: the keys this device's cache holds no intact entry of."""
+    from mcdask.runtime.flatcache import for_worker
+
+    return for_worker(dask_worker).missing(keys)
+
+
+def _store(dask_worker, data_keys: dict[str, str]) -> int:
+    """``client.run`` target: write each scattered flatbuffer (content key -> its Dask data
+    key on this worker) to the disk cache; returns the bytes written."""
+    from mcdask.runtime.flatcache import for_worker
+
+    cache, total = for_worker(dask_worker), 0
+    for key, data_key in data_keys.items():
+        data = dask_worker.data[data_key]
+        cache.put(key, data)
+        total += len(data)
+    return total
+
+
+def ship(client, wanted: dict[str, list[SliceSpec]], addresses: dict[str, str]) -> int:
+    """Make the disk cache of every worker (name -> the specs it will load) hold their
+    flatbuffers; returns the bytes sent. ``addresses``: worker name -> address."""
+    needs = {addresses[n]: keys_of(specs) for n, specs in wanted.items() if specs}
+    if not needs:
+        return 0
+    spec_of = {s.key: s for specs in wanted.values() for s in specs}
+    lacking = {}
+    for addr, keys in needs.items():
+        missing = client.run(_missing, keys=sorted(set(keys.values())), workers=[addr])[addr]
+        if missing:
+            lacking[addr] = {ck: spec_of[sk] for sk, ck in keys.items() if ck in missing}
+    sent = 0
+    for addr, specs in lacking.items():
+        data = {f"mcdask-flatbuffer-{ck}-{addr}": flatbuffer(spec) for ck, spec in specs.items()}
+        futures = client.scatter(data, workers=[addr], direct=True, hash=False)
+        try:
+            data_keys = {ck: f"mcdask-flatbuffer-{ck}-{addr}" for ck in specs}
+            sent += client.run(_store, data_keys=data_keys, workers=[addr])[addr]
+        finally:
+            client.cancel(list(futures.values()) if isinstance(futures, dict) else futures)
+        logger.info("mcdask: sent %d flatbuffers (%d bytes) to %s", len(specs), sent, addr)
+    return sent

@@ -1,0 +1,62 @@
+"""The litert backend: a slice as a LiteRT interpreter over a flatbuffer on the device's disk.
+
+The client converts each slice from the same Keras layers and weights the tensorflow backend
+builds (``mcdask.runtime.convert``) and ships the flatbuffer; the device keeps it in its disk
+cache (``mcdask.runtime.flatcache``) and runs it here with ``ai_edge_litert``, one thread, with
+XNNPACK's kernels or LiteRT's built-in ones (``SliceSpec.kernels``: the built-in ones read the
+weights where they lie, XNNPACK repacks them into a second copy). The flatbuffer is opened by
+path, so its weights are file pages the system can drop, not a copy on the heap.
+
+Imports neither TensorFlow nor ``mcdask.runtime.slices``: a device that runs only litert
+slices never loads TensorFlow.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from mcdask.runtime.pieces import SliceShape, SliceSpec
+
+
+def interpreter(spec_kernels: str, *, model_path: str | None = None, model_content: bytes | None = None):
+    """A one-thread LiteRT interpreter of a flatbuffer, with ``xnnpack`` or ``builtin`` kernels."""
+    from ai_edge_litert import interpreter as lite
+
+    resolver = (lite.OpResolverType.AUTO if spec_kernels == "xnnpack"
+                else lite.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    return lite.Interpreter(model_path=model_path, model_content=model_content, num_threads=1,
+                            experimental_op_resolver_type=resolver)
+
+
+class LiteSlice(SliceShape):
+    """A built slice on LiteRT: ``slice(feeds)`` maps input name -> array to export name -> array.
+    Inputs and exports are found by name in the flatbuffer's signature. A new batch size (or
+    window) resizes the inputs and re-plans the tensors once."""
+
+    def __init__(self, spec: SliceSpec, path: Path | None = None, content: bytes | None = None):
+        super().__init__(spec)
+        self.path = path
+        self._it = interpreter(spec.kernels, model_path=str(path) if path else None, model_content=content)
+        runner = self._it.get_signature_runner()
+        ins, outs = runner.get_input_details(), runner.get_output_details()
+        if set(ins) != set(self.inputs) or set(outs) != set(self.outputs):
+            raise ValueError(f"flatbuffer of {spec.key} takes {sorted(ins)} and gives {sorted(outs)}; "
+                             f"the slice takes {self.inputs} and exports {self.outputs}")
+        self._in = [ins[x]["index"] for x in self.inputs]
+        self._out = [outs[x]["index"] for x in self.outputs]
+        self._shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        xs = [np.ascontiguousarray(feeds[x], np.float32) for x in self.inputs]
+        shapes = [x.shape for x in xs]
+        if shapes != self._shapes:
+            for index, shape in zip(self._in, shapes):
+                self._it.resize_tensor_input(index, list(shape), strict=True)
+            self._it.allocate_tensors()
+            self._shapes = shapes
+        for index, x in zip(self._in, xs):
+            self._it.set_tensor(index, x)
+        self._it.invoke()
+        return {name: self._it.get_tensor(index) for name, index in zip(self.outputs, self._out)}

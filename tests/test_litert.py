@@ -1,0 +1,204 @@
+"""The litert backend: slices converted on the client, loaded from the device's disk cache by
+LiteRT, and run without TensorFlow.
+
+In-process: random plans of AlexNet and the action model on LiteRT equal the unsplit
+TensorFlow model; batches resize the interpreter; the disk cache checks what it holds. On
+stock `dask worker` processes: a litert deployment streams equal answers with no TensorFlow in
+the workers, a second deployment loads from the devices' disks and sends nothing, and a corrupt
+entry is found and replaced.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import items_for, random_plan
+from stock import StockCluster
+
+import workloads
+from mcdask.model.plan import Plan, Shard, Stage
+from mcdask.runtime import local
+from mcdask.runtime.flatcache import FlatCache
+from mcdask.runtime.pieces import SliceSpec
+from mcdask.streaming.reference import reference_outputs
+from mcdask.streaming.stream import Stream
+
+CASES = {"alexnet": (2, 3), "action": (1, 36)}   # plans, frames
+
+
+@pytest.fixture(autouse=True)
+def _free_slices():
+    yield
+    local._CACHE.clear()
+
+
+def _records(plan: Plan, items, **runtime):
+    runner = local.LocalRunner(plan, backend="litert", **runtime)
+    return list(Stream(runner, plan, runner.workload, depth=1).run(items))
+
+
+def _assert_equal(records, ref, what):
+    ok = [r for r in records if r.status == "ok"]
+    assert [r.frame for r in ok] == sorted(ref), what
+    for r in ok:
+        scale = np.abs(ref[r.frame]).max()
+        diff = np.abs(r.output - ref[r.frame]).max()
+        assert diff <= 1e-5 * scale, f"frame {r.frame}: max diff {diff} > 1e-5 x {scale} for {what}"
+
+
+@pytest.mark.parametrize("name", ["alexnet", "action"])
+def test_random_plans_on_litert_equal_unsplit_model(name):
+    w = workloads.get(name)
+    n_plans, frames = CASES[name]
+    items = items_for(w, frames)
+    ref = reference_outputs(name, items)
+    assert ref, "reference produced no classification"
+    rng = np.random.default_rng(sum(map(ord, name)) + 12)
+    for i in range(n_plans):
+        plan = random_plan(w, rng, max_stages=4).validate(w)
+        local._CACHE.clear()
+        kernels = "builtin" if i % 2 else "xnnpack"
+        _assert_equal(_records(plan, items, kernels=kernels), ref, f"{kernels} {plan.to_json()}")
+
+
+def test_a_batch_resizes_the_interpreter():
+    """K frames per task: the interpreter's inputs are resized, and back again."""
+    from mcdask.runtime.convert import flatbuffer
+    from mcdask.runtime.litert import LiteSlice
+    from mcdask.runtime.slices import Slice
+
+    spec = SliceSpec("alexnet", 0, 4)
+    tf_slice = Slice(spec)
+    lite = LiteSlice(replace(spec, backend="litert"), content=flatbuffer(spec))
+    for batch in (1, 4, 1):
+        feeds = {k: np.random.default_rng(batch).random(v.shape, np.float32)
+                 for k, v in lite.example_feeds(batch).items()}
+        got, want = lite(feeds), tf_slice(feeds)
+        for k in want:
+            assert got[k].shape == want[k].shape
+            assert np.abs(got[k] - want[k]).max() <= 1e-5 * np.abs(want[k]).max()
+
+
+def test_the_cache_keeps_checked_entries(tmp_path):
+    cache = FlatCache(tmp_path, limit_bytes=250)
+    a, b = "a" * 40, "b" * 40
+    path = cache.put(a, b"x" * 100)
+    assert cache.missing([a, b]) == [b]
+    assert cache.load(a) == path and cache.hits == 1
+    raw = bytearray(path.read_bytes())
+    raw[7] ^= 1
+    path.write_bytes(bytes(raw))
+    assert cache.missing([a]) == [a] and cache.corrupt == 1 and not path.exists()
+    cache.put(a, b"x" * 100)
+    cache.put(b, b"y" * 100)
+    cache.put("c" * 40, b"z" * 100)       # over 250 bytes: the least recently used goes
+    assert cache.evicted == 1 and cache.missing([a, b, "c" * 40]) == [a]
+    assert not list(tmp_path.glob("*.part"))
+    with pytest.raises(ValueError, match="content key"):
+        cache.put("../etc", b"")
+
+
+SPLIT = Plan("alexnet", ("a", "b"), (
+    Stage(0, 9, (Shard(None, ("a",)),)),
+    Stage(9, 10, (Shard((0, 2048), ("a",)), Shard((2048, 4096), ("b",)))),
+    Stage(10, 12, (Shard(None, ("b",)),)),
+))
+
+
+@pytest.mark.slow
+def test_a_litert_deployment_on_stock_workers(tmp_path):
+    from mcdask.commands import check_against_reference, stream_through
+    from mcdask.runtime.deploy import deploy, worker_addresses
+    from mcdask.runtime.weights import WeightsSource
+
+    w = workloads.get("alexnet")
+    items = items_for(w, 4)
+    # defined here, so Dask sends them by value (a worker cannot import this test module)
+    _tensorflow_loaded = lambda: sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras"))
+    _status = lambda dask_worker: dask_worker.plugins["mcdask-slices"].status()
+    cluster = StockCluster(tmp_path)
+    try:
+        cluster.start_scheduler()
+        for name in ("d0", "d1"):
+            cluster.start_worker(name, "--local-directory", str(tmp_path / name))
+        cluster.wait_for({"d0", "d1"})
+        with cluster.client() as client:
+            addr = worker_addresses(client)
+            home, swapped = {"a": "d0", "b": "d1"}, {"a": "d1", "b": "d0"}
+
+            def stream_and_check(dep):
+                records, _ = stream_through(client, SPLIT, items, WeightsSource(), None, None, False,
+                                            deployment=dep, keep="outputs")
+                check = check_against_reference(w, items, records, WeightsSource())
+                assert check["equal"] and check["checked"] == len(items), check
+
+            first = deploy(client, SPLIT, binding=home, backend="litert")
+            assert first.backend == "litert" and first.shipped_bytes > 0.9 * w.param_bytes
+            stream_and_check(first)
+            assert client.run(_tensorflow_loaded) == {addr["d0"]: [], addr["d1"]: []}
+
+            moved = deploy(client, SPLIT, binding=swapped, backend="litert")   # each needs the other's pieces
+            assert 0 < moved.shipped_bytes < 1.1 * w.param_bytes
+            again = deploy(client, SPLIT, binding=home, backend="litert")      # both on disk now
+            assert again.shipped_bytes == 0
+            stream_and_check(again)
+            st = client.run(_status)[addr["d0"]]
+            (cache,) = st["cache"]
+            assert st["backends"] == ["litert"] and cache["hits"] >= 2 and cache["corrupt"] == 0
+
+            # spoil the entry of a piece d0 loads under the swapped binding (fc2..fc3, b's last piece)
+            entries = sorted(Path(cache["dir"]).glob("*.tflite"), key=lambda p: p.stat().st_size)
+            spoilt = [p for p in entries if p.stat().st_size > 60e6][-1]
+            raw = bytearray(spoilt.read_bytes())
+            raw[len(raw) // 2] ^= 0xFF
+            spoilt.write_bytes(bytes(raw))
+            fixed = deploy(client, SPLIT, binding=swapped, backend="litert")
+            assert fixed.shipped_bytes == len(raw)
+            st = client.run(_status)[addr["d0"]]
+            assert st["cache"][0]["corrupt"] == 1 and spoilt.exists() and spoilt.read_bytes() != bytes(raw)
+            stream_and_check(fixed)
+            assert client.run(_tensorflow_loaded) == {addr["d0"]: [], addr["d1"]: []}
+    finally:
+        assert not cluster.close(), "processes left behind"
+
+
+@pytest.mark.parametrize("command", ["run", "demo", "batch"])
+def test_a_backend_mcdask_does_not_have_is_one_clear_line(command):
+    from click.testing import CliRunner
+
+    from mcdask.cli import main
+
+    args = {"run": ["-s", "tcp://127.0.0.1:9", "-w", "alexnet"], "demo": [],
+            "batch": ["-s", "tcp://127.0.0.1:9", "-w", "alexnet", "--source", "synthetic", "-o", "x.jsonl"]}[command]
+    result = CliRunner().invoke(main, [command, *args, "--backend", "foo"])
+    assert result.exit_code == 2
+    assert "Invalid value for '--backend': 'foo' is not one of 'tensorflow', 'litert'." in result.output
+
+
+def test_a_backend_in_the_config_is_checked_at_deploy():
+    import dask
+
+    from mcdask.errors import DeploymentError
+    from mcdask.runtime.deploy import backend_of
+
+    assert backend_of("litert") == ("litert", "xnnpack")
+    with dask.config.set({"mcdask.worker.backend": "tflite"}), pytest.raises(DeploymentError) as e:
+        backend_of()
+    assert str(e.value) == "backend 'tflite': choose one of tensorflow, litert (mcdask.worker.backend)"
+    with dask.config.set({"mcdask.worker.litert-kernels": "gpu"}), pytest.raises(DeploymentError) as e:
+        backend_of("litert")
+    assert str(e.value) == "litert kernels 'gpu': choose one of xnnpack, builtin (mcdask.worker.litert-kernels)"
+
+
+def test_a_litert_device_installs_no_tensorflow():
+    from test_packaging import required
+
+    litert = required("mcdask", frozenset({"litert"}))
+    assert "ai-edge-litert" in litert
+    assert litert & {"tensorflow", "tensorflow-cpu", "keras"} == set()
+    test = required("mcdask", frozenset({"test"}))
+    assert "ai-edge-litert" in test and test & {"tensorflow", "tensorflow-cpu"}
