@@ -10,7 +10,9 @@ entry is found and replaced.
 
 from __future__ import annotations
 
+import signal
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -162,6 +164,20 @@ def test_a_litert_deployment_on_stock_workers(tmp_path):
             assert st["cache"][0]["corrupt"] == 1 and spoilt.exists() and spoilt.read_bytes() != bytes(raw)
             stream_and_check(fixed)
             assert client.run(_tensorflow_loaded) == {addr["d0"]: [], addr["d1"]: []}
+
+            # a restarted device loads its pieces from its disk before it takes a task, with no client
+            cluster.signal("d0", signal.SIGTERM)
+            cluster.procs["d0"].wait(timeout=30)
+            cluster.start_worker("d0", "--local-directory", str(tmp_path / "d0"))
+            cluster.wait_for({"d0", "d1"})
+            d0 = worker_addresses(client)["d0"]
+            deadline = time.monotonic() + 60
+            while (st := client.run(_status, workers=[d0])[d0])["deployment"] != fixed.id:
+                assert time.monotonic() < deadline, f"the restarted device did not take up the deployment: {st}"
+                time.sleep(0.5)
+            assert not st["error"] and len(st["slices"]) == 2
+            assert st["cache"][0]["hits"] == 2 and st["cache"][0]["stored"] == 0
+            stream_and_check(fixed)
     finally:
         assert not cluster.close(), "processes left behind"
 
