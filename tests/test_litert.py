@@ -29,7 +29,9 @@ from mcdask.runtime.pieces import SliceSpec
 from mcdask.streaming.reference import reference_outputs
 from mcdask.streaming.stream import Stream
 
-CASES = {"alexnet": (2, 3), "action": (1, 36)}   # plans, frames
+#: one random plan each (seeds whose plan splits a dense layer), frames, kernels: a conversion
+#: costs about 30 MB of weights a second here, so each plan converts its model once
+CASES = {"alexnet": (20, 3, "xnnpack"), "action": (12, 36, "builtin")}
 
 
 @pytest.fixture(autouse=True)
@@ -52,19 +54,18 @@ def _assert_equal(records, ref, what):
         assert diff <= 1e-5 * scale, f"frame {r.frame}: max diff {diff} > 1e-5 x {scale} for {what}"
 
 
-@pytest.mark.parametrize("name", ["alexnet", "action"])
-def test_random_plans_on_litert_equal_unsplit_model(name):
+@pytest.mark.parametrize("name", ["alexnet", pytest.param("action", marks=pytest.mark.slow)])
+def test_a_random_plan_on_litert_equals_unsplit_model(name):
+    """The fast tier (make check) runs AlexNet; make test also the action model (windows of
+    (batch, window, features), 549 MB of weights to convert)."""
     w = workloads.get(name)
-    n_plans, frames = CASES[name]
+    seed, frames, kernels = CASES[name]
     items = items_for(w, frames)
     ref = reference_outputs(name, items)
     assert ref, "reference produced no classification"
-    rng = np.random.default_rng(sum(map(ord, name)) + 12)
-    for i in range(n_plans):
-        plan = random_plan(w, rng, max_stages=4).validate(w)
-        local._CACHE.clear()
-        kernels = "builtin" if i % 2 else "xnnpack"
-        _assert_equal(_records(plan, items, kernels=kernels), ref, f"{kernels} {plan.to_json()}")
+    plan = random_plan(w, np.random.default_rng(sum(map(ord, name)) + seed), max_stages=4).validate(w)
+    assert any(st.split for st in plan.stages) and any(len(sh.devices) > 1 for st in plan.stages for sh in st.shards)
+    _assert_equal(_records(plan, items, kernels=kernels), ref, f"{kernels} {plan.to_json()}")
 
 
 def test_a_batch_resizes_the_interpreter():
