@@ -150,33 +150,27 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     return row
 
 
-#: building a slice peaks at about 3.2x its weight bytes in this runtime (AlexNet fc1 3.17x,
-#: VGG16 fc1 3.06x: peak RSS growth while building one dense layer, mcdask.runtime.slices, measured here)
-BUILD_PEAK_FACTOR = 3.2
-
-
 PROFILES = ("device", "farm", "pi3")
 
 
 def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=print, *, client=None,
                  caps=lambda on: None, time_scale: float = 1.0):
-    """The profile the bench plans with, for devices ``names``. All have the pi3's 1 GB running
-    TensorFlow 2.21 + a Dask worker (baseline measured here), building each slice with a
-    transient peak of ``BUILD_PEAK_FACTOR`` x its weights. Layer times: ``pi3``: the published
+    """The profile the bench plans with, for devices ``names``. All have the pi3's memory and
+    link, running the configured backend (``mcdask.model.runtimes``: its measured baseline and
+    build peak). Layer times: ``pi3``: the published
     Pi 3 ones; ``farm``: those rebalanced to this host's conv/dense split; ``device``: measured
     layer by layer on the farm's first device under its quotas, as ``mcdask profile`` measures
     real devices (the farm's devices are alike). See ``bench.farm_profile``."""
-    from dataclasses import replace
 
     from cluster.devices import KINDS
     from mcdask.model import kinds as devices
+    from mcdask.model import runtimes
     from mcdask.model.kinds import homogeneous
-    from mcdask.model.kinds.pi3 import MEASURED_HERE_BASELINE_BYTES
+    from mcdask.streaming.controller import configured_runtime
 
     if profile not in PROFILES:
         raise ValueError(f"unknown bench profile {profile!r}; choose from {', '.join(PROFILES)}")
-    k = replace(devices.get("pi3"), baseline_bytes=MEASURED_HERE_BASELINE_BYTES,
-                weight_memory_factor=BUILD_PEAK_FACTOR)
+    k = runtimes.on(devices.get("pi3"), configured_runtime())
     if profile == "farm":
         from .farm_profile import farm_kind, host_split
 

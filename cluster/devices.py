@@ -32,7 +32,8 @@ both shares, K times the bandwidth, 1/K the delay.
 each device's link adds ``rtt_ms / 4`` in each direction, so device <-> device is ``rtt_ms``
 and host (scheduler, client) <-> device is ``rtt_ms / 2``.
 
-This module imports neither TensorFlow nor Dask.
+The memory and link of the built-in kinds come from the planner's kinds (``mcdask.model.kinds``):
+one device model for planner, farm and bench. This module imports neither TensorFlow nor Dask.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ import math
 import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from mcdask.model.kinds import pi3 as _pi3
+from mcdask.model.kinds import tx2 as _tx2
 
 from .errors import FarmSpecError
 
@@ -202,21 +206,24 @@ def shaped_link(kind: DeviceKind, time_scale: float = 1.0) -> Link:
     return Link(kind.link_mbit * time_scale, max(0.0, rtt / 4 - DELAY_LINE_OVERHEAD_MS), rtt)
 
 
-#: the paper's WiFi (RA-L section VI): 62.24 Mbit/s, 8.83 ms client-to-client
-WIFI_MBIT = 62.24
-WIFI_RTT_MS = 8.83
+#: the paper's WiFi (RA-L section VI): 62.24 Mbit/s, 8.83 ms client-to-client; the planner's pi3
+#: link (``mcdask.model.kinds.pi3.WIFI``) is the same figures
+WIFI_MBIT = _pi3.WIFI_MBIT
+WIFI_RTT_MS = _pi3.WIFI_RTT_MS
 
 KINDS: dict[str, DeviceKind] = {
-    "pi3": DeviceKind("pi3", 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.52,
-                      source="Raspberry Pi 3 B: AlexNet 0.52 s (CK/ReQuEST 0.519-0.532 s), 1 GB, paper WiFi"),
+    "pi3": DeviceKind("pi3", _pi3.MEMORY_BYTES, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.52,
+                      source="Raspberry Pi 3 B: AlexNet 0.52 s (CK/ReQuEST 0.519-0.532 s); memory and link: "
+                             "mcdask.model.kinds.pi3 (1 GiB minus the 64 MiB GPU split; paper WiFi)"),
     "pi4": DeviceKind("pi4", 4 * 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.26,
                       runtime_share=2 * RUNTIME_SHARE_PI3,
                       source="Raspberry Pi 4 B 4 GB: derived 0.52 s / 2 (Allan 2019, full TensorFlow "
                              "about 2x Pi 3; runtime: a 1.5 GHz Cortex-A72 core, about 2x a Pi 3 "
                              "core), paper WiFi"),
-    "tx2-cpu": DeviceKind("tx2-cpu", 8 * 2**30, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.20,
+    "tx2-cpu": DeviceKind("tx2-cpu", _tx2.MEMORY_BYTES, WIFI_MBIT, WIFI_RTT_MS, alexnet_s=0.20,
                           runtime_share=2 * RUNTIME_SHARE_PI3,
-                          source="Jetson TX2 CPU only: AlexNet 0.20 s (CK/ReQuEST 0.2007-0.2015 s), 8 GB; "
+                          source="Jetson TX2 CPU only: AlexNet 0.20 s (CK/ReQuEST 0.2007-0.2015 s); memory: "
+                                 "mcdask.model.kinds.tx2 (8 GB less 1 GB for the OS); "
                                  "runtime: a 2 GHz Cortex-A57 core, about 2x a Pi 3 core"),
 }
 

@@ -144,7 +144,8 @@ def test_demo_splits_your_model_and_equals_keras_predict(tmp_path):
     assert summary["classified"] == 8 and summary["equal"] is True
     assert summary["keras"]["checked"] == 8 and summary["keras"]["equal"] is True
     split = [st for st in summary["plan"]["stages"] if len(st["shards"]) > 1]
-    assert split, summary["plan"]          # the 75 MB dense layer does not fit an 800 MB device whole (591 MB baseline + 3x)
+    # the 75 MB dense layer does not fit an 800 MB device whole (597 MB baseline + 3.2x at its build)
+    assert split, summary["plan"]
     assert summary["workload"] == "smallcnn"
     # unsupported models get one line, no traceback
     bad = tmp_path / "bad.keras"

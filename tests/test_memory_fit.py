@@ -33,8 +33,8 @@ def test_run_refuses_what_does_not_fit_and_plans_for_what_does(tmp_path):
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         lines = [x for x in r.stderr.splitlines() if "does not fit" in x]
         assert len(lines) == 1, r.stderr
-        assert "pi3-00 (worker dev0) needs 1,0" in lines[0] and "and has 960 MB" in lines[0]
-        assert "588 MB runtime baseline" in lines[0] and "pi3-01 (worker dev1)" in lines[0]
+        assert "pi3-00 (worker dev0) needs 1,1" in lines[0] and "and has 960 MB" in lines[0]
+        assert "597 MB runtime baseline" in lines[0] and "pi3-01 (worker dev1)" in lines[0]
 
         with cluster.client() as c:
             assert c.get_metadata(METADATA_KEY, None) is None, "a refused plan was deployed"
@@ -45,6 +45,6 @@ def test_run_refuses_what_does_not_fit_and_plans_for_what_does(tmp_path):
         summary = json.loads(r.stdout.strip().splitlines()[-1])
         assert summary["classified"] == 6 and summary["errors"] == 0
         need = summary["plan"]["predicted"]["memory_bytes"]
-        assert len(need) == 2 and all(588e6 < m <= 960e6 for m in need.values()), need
+        assert len(need) == 2 and all(597e6 < m <= 960e6 for m in need.values()), need
     finally:
         assert not cluster.close(), "processes left behind"

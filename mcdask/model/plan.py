@@ -108,7 +108,7 @@ class Plan:
         if not isinstance(d, dict):
             raise PlanError(f"a plan is a JSON object, got a {type(d).__name__}")
         if d.get("schema") != SCHEMA:
-            raise PlanError(f"not a plan of schema {SCHEMA!r}: got schema {d.get('schema')!r}")
+            raise PlanError(f"not a plan of schema {SCHEMA!r}: got schema {shown(d.get('schema'))}")
         try:
             return cls(name(d["workload"], "workload"),
                        tuple(name(x, "a device name") for x in listing(d["devices"], "the plan's devices")),

@@ -63,7 +63,8 @@ def default_runtime() -> str:
     from mcdask.config import register_defaults
 
     register_defaults()
-    return dask.config.get("mcdask.worker.backend", None) or runtimes.DEFAULT
+    return runtimes.for_backend(dask.config.get("mcdask.worker.backend", None),
+                                dask.config.get("mcdask.worker.litert-kernels", None))
 
 
 def _mb(x: int) -> str:

@@ -166,11 +166,13 @@ def plan_book(workload, profile: str | None, memory_bytes: int | None = None,
     return PlanBook(workload, of)
 
 
-def configured_runtime() -> str:
-    """The runtime devices run unless a deployment says otherwise: ``mcdask.worker.backend``."""
-    from mcdask.model.runtimes import DEFAULT
+def configured_runtime(backend: str | None = None) -> str:
+    """The runtime devices run: ``backend`` (a command's ``--backend``) or else
+    ``mcdask.worker.backend``, with ``mcdask.worker.litert-kernels`` for litert."""
+    from mcdask.model.runtimes import for_backend
 
-    return dask.config.get("mcdask.worker.backend", None) or DEFAULT
+    return for_backend(backend or dask.config.get("mcdask.worker.backend", None),
+                       dask.config.get("mcdask.worker.litert-kernels", None))
 
 
 class PlanBook:

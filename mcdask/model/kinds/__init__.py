@@ -36,7 +36,7 @@ def get(kind: str) -> DeviceKind:
 def link_for(kind: str) -> LinkModel:
     """The link model of the network the kind was measured on (all built-ins: the paper's Wi-Fi)."""
     get(kind)
-    return _pi3.WIFI_2018
+    return _pi3.WIFI
 
 
 __all__ = ["KINDS", "get", "link_for"]

@@ -31,16 +31,20 @@ Memory (RA-L Fig. 10, single-Pi memory of whole action tasks, fig-vector reading
 "Dense (1/2)" 0.70 GB for 193.8 MB, full dense 1.54 GB for 521.8 MB. The least-squares line
 through these four points gives ``BASELINE_BYTES`` (intercept: TensorFlow + Keras process) and
 ``WEIGHT_MEMORY_FACTOR`` (slope: framework bytes per float32 weight byte), computed below.
-Usable memory: 1 GB (the Pi 3's 1 GiB minus the 64 MiB default GPU split is 1.007e9; we use 1e9).
+Usable memory: the Pi 3's 1 GiB minus the 64 MiB its firmware gives the GPU by default,
+1,006,632,960 bytes (``MEMORY_BYTES``). The emulated farm caps its pi3 devices at the same figure
+(``cluster.devices``): one number for planner, farm and bench.
 
-Baseline override: TensorFlow 2.21 + a Dask worker measured on this project's x86 machine
-(Python 3.11; RSS after ``import distributed, tensorflow, keras`` and one call of a tiny
-``tf.function`` model, three runs): 593.8 MB = ``MEASURED_HERE_BASELINE_BYTES``. Use it (e.g.
-``homogeneous("pi3", n, baseline_bytes=MEASURED_HERE_BASELINE_BYTES)`` or
-``mcdask plan --baseline-bytes``) when planning for emulated Pis that run this project's stack.
+The baseline and weight factor above are the paper's TensorFlow 1.5 Pis. What this project's
+runtimes take (TensorFlow 2.21, LiteRT), measured, is in ``mcdask.model.runtimes``, which gives
+this kind those figures for planning real deployments (``homogeneous("pi3", n, runtime=...)``).
 
-Network (§1.7): the paper's Wi-Fi fit ``t = 0.0002 s/kB * d + 0.002 s`` (kB = 1000 bytes):
-2 ms per message plus 5e6 bytes/s.
+Network (RA-L §VI): the lab Wi-Fi measured 62.24 Mbit/s between two Pis and 8.83 ms round
+trip (``WIFI_MBIT``, ``WIFI_RTT_MS``). A message costs ``WIFI.latency_s`` (half the round trip)
+plus its bytes at that rate; mcdask's own per-message cost is its runtime's, measured as
+``task_overhead_s`` by ``mcdask profile``. The emulated farm shapes its links to these figures.
+(The paper's own fit, ``t = 0.0002 s/kB * d + 0.002 s`` (§1.7), timed its framework's messages,
+its software included; ``PAPER_MESSAGE_FIT`` keeps it for comparison.)
 """
 
 from __future__ import annotations
@@ -49,7 +53,12 @@ import workloads
 from mcdask.model.fit import line
 from mcdask.model.profile import DeviceKind, LinkModel
 
-WIFI_2018 = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
+#: the lab Wi-Fi between two Pis (RA-L §VI)
+WIFI_MBIT = 62.24
+WIFI_RTT_MS = 8.83
+WIFI = LinkModel(latency_s=WIFI_RTT_MS / 2 / 1e3, bandwidth_Bps=WIFI_MBIT * 1e6 / 8)
+#: the paper's fit to its framework's message times (§1.7): not the network alone
+PAPER_MESSAGE_FIT = LinkModel(latency_s=0.002, bandwidth_Bps=1000 / 0.0002)
 
 #: §3.5 per-layer Raspberry Pi 3 times for VGG16, seconds (kept with the model: workloads/vgg16.py)
 VGG16_PI_S = workloads.published("vgg16")["pi3"]["layers"]
@@ -85,8 +94,7 @@ MEMORY_POINTS = (
 
 WEIGHT_MEMORY_FACTOR, _intercept = line(MEMORY_POINTS)
 BASELINE_BYTES = round(_intercept)
-MEMORY_BYTES = 1_000_000_000
-MEASURED_HERE_BASELINE_BYTES = 593_800_000
+MEMORY_BYTES = 2**30 - 64 * 2**20
 
 
 def _dense_s(layer, per_byte: float = DENSE_S_PER_BYTE, fixed: float = DENSE_FIXED_S) -> float:
@@ -135,8 +143,8 @@ SOURCES = {
     "action layer times": "streams 0.192 / 0.199 s, pyramid 0.0052 s (RA-L Fig. 10c, §3.1): stream dense by the "
                           "dense model, rest by FLOPs; fc1..fc3 by the dense model",
     "memory": "least squares over RA-L Fig. 10 task memory (0.19, 0.19, 0.70, 1.54 GB) vs weight bytes (§3.1)",
-    "memory_bytes": "1 GB LPDDR2 (§4); 1 GiB minus the 64 MiB GPU split ~ 1e9",
-    "link": "t = 0.0002 s/kB * d + 0.002 s over the lab Wi-Fi (RA-L §VI, notes §1.7)",
+    "memory_bytes": "1 GiB LPDDR2 (§4) minus the 64 MiB default GPU split",
+    "link": "62.24 Mbit/s and 8.83 ms round trip between two Pis over the lab Wi-Fi (RA-L §VI)",
 }
 
 

@@ -24,6 +24,10 @@ from mcdask.model.profile import DeviceKind
 WHOLE_S = {name: workloads.published(name)["tx2_cpu_s"] for name in workloads.NAMES}
 
 
+#: 8 GB LPDDR4 (§4) less an assumed 1 GB for the OS; the farm's tx2-cpu devices get the same
+MEMORY_BYTES = 7_000_000_000
+
+
 def _pi3_in_memory(workload: str) -> dict[str, float]:
     """pi3's layer times, with layers whose published Pi time swapped ("swapped") taken from
     the dense model instead: the TX2 holds them in memory."""
@@ -40,7 +44,7 @@ def tx2_cpu() -> DeviceKind:
         scale = whole / sum(ref.values())
         layer_time_s[name] = {l: t * scale for l, t in ref.items()}
     return DeviceKind(
-        kind="tx2-cpu", memory_bytes=7_000_000_000, baseline_bytes=_pi3.BASELINE_BYTES, layer_time_s=layer_time_s,
+        kind="tx2-cpu", memory_bytes=MEMORY_BYTES, baseline_bytes=_pi3.BASELINE_BYTES, layer_time_s=layer_time_s,
         weight_memory_factor=_pi3.WEIGHT_MEMORY_FACTOR, resources={"cpu_cores": 6, "cpu_ghz": 2.0},
         sources={"layer times": "whole-model TX2 CPU times (CK §3.6; RA-L Fig. 12 for action) spread in "
                                 "proportion to pi3 in-memory layer times",
