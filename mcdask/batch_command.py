@@ -152,11 +152,12 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
 
     from mcdask.commands import connect, show_events_on_stderr
     from mcdask.planning.batching import batch_size_for
-    from mcdask.runtime.deploy import worker_names
+    from mcdask.runtime.deploy import bind, worker_names
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.batch import refuse_windowed
-    from mcdask.streaming.controller import plan_book
+    from mcdask.streaming.controller import configured_runtime, plan_book
+    from mcdask.streaming.fit import check_fits, live_memory
     from mcdask.streaming.sources import Feeder, frame_count, open_source, opened
 
     show_events_on_stderr()
@@ -174,19 +175,22 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
                      "resumed_from": start}, as_json, [f"{out} already holds all {total} frames: nothing to do"])
             return
         wsrc = WeightsSource(seed, weights).check()
-        book = plan_book(w, profile)
+        book = plan_book(w, profile, runtime=configured_runtime(backend))
         raw = opened(open_source(source, w, seed))
         with dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression"),
                               **client_config()}), options.using_backend(backend), connect(scheduler) as client:
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
+            memory = live_memory(client)   # plan for the smallest device's memory; refuse a plan that does not fit
+            book = plan_book(w, profile, min(memory.values()), configured_runtime(backend))
             if plan_opt:
                 from mcdask.plans import resolve
 
                 plan = resolve(plan_opt).validate(w)
             else:
                 plan = book.plan_for(tuple(names))
+            check_fits(w, plan, book.profile(plan.devices), bind(plan, names), memory)
             choice = batch_size_for(w, plan, book.profile(plan.devices), k)
             k = choice.k
             feeder = Feeder(w)

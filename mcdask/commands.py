@@ -21,7 +21,7 @@ from mcdask import options
 from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
 from mcdask.security.tls import connect_problem, tls_options
-from mcdask.streaming.controller import plan_book
+from mcdask.streaming.controller import configured_runtime, plan_book
 from mcdask.streaming.reference import check_against_reference
 
 
@@ -49,21 +49,26 @@ def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
 
 def stream_through(client, plan: Plan, items, weights, depth: int | None, out_path: str | None,
                    progress: bool, total: int | None = None, deployment=None, *, plans=None, events=None,
-                   keep: Literal["nothing", "records", "outputs"] = "records"):
+                   keep: Literal["nothing", "records", "outputs"] = "records", batcher=None):
     """Deploy ``plan`` (unless ``deployment`` already holds it), stream ``items`` (any iterable,
     read as it goes), return (records, summary). With ``plans`` (a ``PlanBook``) a controller
     adapts the deployment to devices leaving and joining. ``--out`` lines are written as frames
     complete. A stream that cannot go on ends early with ``summary["stopped"]`` saying why.
     The summary is kept as records come (``Tally``); the records returned are what ``keep``
     says: none (an endless stream's memory stays flat), every record without its output array,
-    or every record with it (to compare with the unsplit model afterwards)."""
+    or every record with it (to compare with the unsplit model afterwards). With ``batcher``
+    (a ``mcdask.streaming.dynamic.DynamicBatcher``) the frames that wait go K to a task."""
     from rich.console import Console
     from rich.progress import Progress
 
+    from mcdask.streaming.dynamic import batch_depth
     from mcdask.streaming.records import Tally
     from mcdask.streaming.session import Session
 
-    session = Session(client, plan, weights, depth=depth, plans=plans, events=events, deployment=deployment)
+    if batcher and depth is None:
+        depth = batch_depth(plan, batcher.max_batch)
+    session = Session(client, plan, weights, depth=depth, plans=plans, events=events, deployment=deployment,
+                      batch=batcher.max_batch if batcher else 1)
     total = total if total is not None else getattr(items, "__len__", lambda: None)()
     records, stopped, tally = [], None, Tally()
     labels, last = workloads.labels(plan.workload), None   # class names; the last frame classified
@@ -72,7 +77,8 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
         task = bar.add_task("frames", total=total)
         t0 = time.perf_counter()
         try:
-            for rec in session.records(items):
+            answered = session.records(batcher.batches(items) if batcher else items)
+            for rec in batcher.records(answered) if batcher else answered:
                 tally.add(rec)
                 last = rec if rec.status == "ok" else last
                 if f:
@@ -100,9 +106,19 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
                     "binding": session.deployment.binding, "final_plan_id": session.stream.plan.id,
                     "switches": session.controller.switches if session.controller else 0,
                     "events": session.events.to_list(), "span": session.span})
+    if batcher:
+        summary.update(batching_summary(batcher))
     if stopped:
         summary["stopped"] = stopped
     return records, summary
+
+
+def batching_summary(batcher) -> dict:
+    """What dynamic batching did: its settings and how many frames each task took."""
+    sizes = batcher.sizes
+    return {"max_batch": batcher.max_batch, "max_wait_ms": round(batcher.max_wait_s * 1e3, 3),
+            "batches": len(sizes), "mean_batch": round(sum(sizes) / len(sizes), 3) if sizes else None,
+            "batch_sizes": {str(k): sizes.count(k) for k in sorted(set(sizes))}}
 
 
 def show_events_on_stderr() -> None:
@@ -153,6 +169,9 @@ def _human(summary: dict, plan: Plan, workload) -> list[str]:
         lines.append(f"adapted: {summary.get('switches', 0)} plan switches, {summary.get('resubmitted', 0)} frames "
                      f"resubmitted, {summary.get('errors', 0)} errors, longest gap between answers "
                      f"{'-' if gap is None else f'{gap:.2f} s'}; now on plan {summary.get('final_plan_id')}")
+    if summary.get("batches"):
+        lines.append(f"dynamic batching: {summary['batches']} tasks of {summary['mean_batch']:.2f} frames on average "
+                     f"(at most {summary['max_batch']}, waiting at most {summary['max_wait_ms']:g} ms for company)")
     if summary.get("stopped"):
         lines.append(f"STOPPED: {summary['stopped']}")
     if "last" in summary:
@@ -208,7 +227,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         w = workloads.get(workload)
         frames = frames or (80 if w.max_window > 1 else 60)
         memory = dask.utils.parse_bytes(device_memory) if device_memory else None
-        book = plan_book(w, None, memory)
+        book = plan_book(w, None, memory, configured_runtime(backend))
         plan = resolve(plan_file).validate(w) if plan_file else book.plan_for(device_names("pi3", devices))
         items = list(Feeder(w).items(open_source(source, w), frames))
         weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
@@ -319,13 +338,18 @@ def _keeping(feed, into: list):
 @click.option("--weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="a .keras / .weights.h5 file present at the same path on every device")
 @click.option("--seed", default=0, show_default=True, help="seed of the default weights")
-@click.option("--depth", type=click.IntRange(1), default=None, help="frames in flight")
+@click.option("--depth", type=click.IntRange(1), default=None, help="frames (or batches) in flight")
+@click.option("--max-batch", type=click.IntRange(1), default=1, show_default=True,
+              help="dynamic batching: frames waiting for the devices go up to this many to a task "
+                   "(1: one frame per task, for the lowest latency)")
+@click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="dynamic batching: how long a frame may wait for others to share its task")
 @click.option("--check", is_flag=True, help="also run the unsplit model here and compare every output "
               "(keeps every frame and answer until the end: not for endless streams)")
 @options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
 def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frames, overload, fps, out, weights, seed,
-        depth, check, backend, as_json):
+        depth, max_batch, max_wait_ms, check, backend, as_json):
     """Stream SOURCE through WORKLOAD split across the workers of a running scheduler.
 
     Exit status: 0 done; 1 bad input or the plan could not be deployed; 3 the stream
@@ -336,6 +360,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     from mcdask.runtime.deploy import bind, worker_names
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
+    from mcdask.streaming.dynamic import DynamicBatcher
     from mcdask.streaming.fit import check_fits, live_memory
     from mcdask.streaming.sources import Feeder, latest, open_source, opened, paced
 
@@ -359,7 +384,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
             memory = live_memory(client)   # plan for the smallest device's memory; refuse a plan that does not fit
-            plans = plan_book(w, profile, min(memory.values()))
+            plans = plan_book(w, profile, min(memory.values()), configured_runtime(backend))
             if plan_opt and plan_opt != "auto":
                 from mcdask.plans import resolve
 
@@ -376,11 +401,12 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             if (overload or ("drop" if source.startswith("camera:") else "block")) == "drop":
                 raw = latest(raw)
             feed = Feeder(w).items(raw, frames)
+            batcher = DynamicBatcher(w, max_batch, max_wait_ms / 1e3) if max_batch > 1 else None
             if check:  # keep the frames to run the unsplit model on them afterwards
                 feed = _keeping(feed, items)
             records, summary = stream_through(client, plan, feed, wsrc, depth, out, not as_json, frames,
                                               plans=plans if adapt else None,
-                                              keep="outputs" if check else "nothing")
+                                              keep="outputs" if check else "nothing", batcher=batcher)
         if check:
             summary.update(check_against_reference(w, items, records, wsrc))
             if keras_model is not None:

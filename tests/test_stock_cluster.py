@@ -106,3 +106,19 @@ def test_run_takes_your_own_keras_model(scheduler, tmp_path):
     assert summary["keras"]["checked"] == 6 and summary["keras"]["equal"] is True
     r = mcdask("run", "--scheduler", address, "--model", str(path), "--workload", "alexnet")
     assert r.returncode == 2 and "give one of --workload" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_dynamic_batching_takes_the_backlog_k_at_a_time_and_equals_the_unsplit_model(scheduler, tmp_path):
+    """A file source replayed as fast as the devices take it is a backlog: tasks fill to K."""
+    addr, _ = scheduler
+    out = tmp_path / "results.jsonl"
+    r = mcdask("run", "--scheduler", addr, "-w", "alexnet", "--frames", "24", "--max-batch", "4", "--check",
+               "--out", str(out), "--json")
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    assert summary["equal"] is True and summary["checked"] == 24 and summary["classified"] == 24
+    assert summary["max_batch"] == 4 and summary["batches"] < 24 and summary["mean_batch"] > 1, summary
+    assert sum(int(k) * n for k, n in summary["batch_sizes"].items()) == 24
+    assert [json.loads(x)["frame"] for x in out.read_text().splitlines()] == list(range(24))
+    r = mcdask("run", "--scheduler", addr, "-w", "action", "--frames", "4", "--max-batch", "4")
+    assert r.returncode == 1 and "dynamic batching does not take action" in r.stderr and "Traceback" not in r.stderr

@@ -30,15 +30,15 @@ from mcdask.errors import FrameError, McdaskError
 from mcdask.streaming.records import Item, Record, top5, validate
 
 
-def refuse_windowed(workload) -> None:
+def refuse_windowed(workload, what: str = "batch mode") -> None:
     """Batch mode computes each frame alone: a workload that reads windows of frames or
     optical flow between them is refused in one line."""
     if workload.max_window > 1 or workload.flow_stack:
-        raise McdaskError(f"batch mode does not take {workload.name}: it reads windows of consecutive frames "
+        raise McdaskError(f"{what} does not take {workload.name}: it reads windows of consecutive frames "
                           "(optical flow, temporal pyramid); stream it with `mcdask run` instead")
 
 
-def _usable(workload, item: Item) -> Item:
+def checked(workload, item: Item) -> Item:
     """``item`` checked as one frame: a frame whose inputs do not pass becomes an error item,
     so one bad frame never sinks its batch."""
     if item.inputs is None or item.error is not None or item.warmup or item.dropped:
@@ -55,19 +55,19 @@ def batched(workload, items: Iterable[Item], k: int, members: dict[int, list[Ite
     index. Bad items after the last good frame make a batch of their own, with no inputs."""
     index, group, good = 0, [], 0
     for raw in items:
-        item = _usable(workload, raw)
+        item = checked(workload, raw)
         group.append(item)
         good += item.inputs is not None
         if good == k:
             members[index] = group
-            yield _stack(index, group)
+            yield stacked(index, group)
             index, group, good = index + 1, [], 0
     if group:
         members[index] = group
-        yield _stack(index, group)
+        yield stacked(index, group)
 
 
-def _stack(index: int, group: list[Item]) -> Item:
+def stacked(index: int, group: list[Item]) -> Item:
     good = [it for it in group if it.inputs is not None]
     if not good:
         return Item(index, error=f"batch {index}: no usable frame")
