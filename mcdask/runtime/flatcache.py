@@ -162,3 +162,8 @@ def for_worker(worker=None) -> FlatCache:
     if folder not in _OPEN:
         _OPEN[folder] = FlatCache(folder, max_bytes())
     return _OPEN[folder]
+
+
+def statuses() -> list[dict]:
+    """``FlatCache.status`` of each cache this process opened (a worker's status reports them)."""
+    return [c.status() for c in _OPEN.values()]

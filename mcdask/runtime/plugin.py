@@ -28,7 +28,7 @@ from mcdask.errors import SliceNotLoadedError
 from mcdask.runtime.quiet import quiet
 
 if TYPE_CHECKING:
-    from mcdask.runtime.pieces import SliceSpec
+    from mcdask.runtime.pieces import SliceShape, SliceSpec
 
 PLUGIN_NAME = "mcdask-slices"
 METADATA_KEY = ["mcdask", "deployment"]
@@ -74,7 +74,7 @@ class SliceHost(WorkerPlugin):
     idempotent = True
 
     def __init__(self):
-        self.slices: dict[str, object] = {}
+        self.slices: dict[str, SliceShape] = {}
         self.tags: dict[str, float] = {}
         self.deployment_id: str | None = None
         self.ready = threading.Event()
@@ -137,12 +137,11 @@ class SliceHost(WorkerPlugin):
             return self.status()
 
     def status(self) -> dict:
-        from mcdask.runtime.flatcache import _OPEN
+        from mcdask.runtime.flatcache import statuses
 
         return {"deployment": self.deployment_id, "slices": sorted(self.slices), "error": self.error,
-                "param_bytes": sum(getattr(s, "param_bytes", 0) for s in self.slices.values()),
-                "backends": sorted({s.spec.backend for s in self.slices.values()}),   # type: ignore[attr-defined]
-                "cache": [c.status() for c in _OPEN.values()]}
+                "param_bytes": sum(s.param_bytes for s in self.slices.values()),
+                "backends": sorted({s.spec.backend for s in self.slices.values()}), "cache": statuses()}
 
     def teardown(self, worker):
         self.slices = {}
