@@ -10,6 +10,7 @@ import click
 
 import workloads
 from bench.provenance import OUT_DIR_HELP
+from mcdask import options
 from mcdask.security.tls import tls_options
 
 
@@ -51,8 +52,10 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.option("--soak", "soak_frames", type=click.IntRange(100), default=None, metavar="FRAMES",
               help="instead: stream FRAMES AlexNet frames through 3 local workers and measure whether the "
                    "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
+@options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, as_json, soak_frames):
+def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, backend, as_json,
+          soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
@@ -69,14 +72,16 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
         frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
         profile=profile,
     )
-    full = not names and not devices and time_scale is None
-    partial = f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
+    full = not names and not devices and time_scale is None and backend is None
+    partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
+               + (f"-{backend}" if backend else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
     except PartialRunError as e:
         raise click.UsageError(str(e)) from None
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    result = run(settings, scheduler=scheduler, log=log)
+    with options.using_backend(backend):
+        result = run(settings, scheduler=scheduler, log=log)
     result["provenance"] = provenance()
     files = report.write(result, results_dir(out_dir), name=stem)
     log(report.markdown(result))

@@ -16,6 +16,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -83,6 +84,26 @@ def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def _reset_peaks(pids) -> None:
+    """Reset each process's peak resident set (VmHWM), where the kernel allows it."""
+    for pid in pids:
+        try:
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+        except OSError:
+            pass
+
+
+def _peak_rss(pid: int) -> int | None:
+    """A process's peak resident set since its last reset (VmHWM), in bytes."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
 def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: int | None,
                 caps=lambda on: None, worker_pids: dict[str, int] | None = None) -> dict:
     """Deploy ``plan``, stream ``items``, and return one row of figures."""
@@ -91,25 +112,31 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     from mcdask.commands import stream_through
     from mcdask.planning.costmodel import evaluate
     from mcdask.runtime.weights import WeightsSource
+    from mcdask.streaming.fit import live_memory
 
     w = workloads.get(plan.workload)
     sub = profile.subset(plan.devices)
+    memory = live_memory(client)
     cost = evaluate(w, plan, sub)
     pids = [psutil.Process().pid] + ([scheduler_pid] if scheduler_pid else [])
     from mcdask.runtime.deploy import deploy
 
+    pid_of = worker_pids or {}
+    _reset_peaks(pid_of.values())   # each device's peak from here: its build, then the stream
     caps(False)
     try:
         dep = deploy(client, plan, WeightsSource())
     finally:
         caps(True)
-    pid_of = worker_pids or {}
     devices_pids = [pid_of[dep.binding[d]] for d in plan.devices if dep.binding[d] in pid_of]
     cpu0, threads0 = _cpu_s(pids), _thread_cpu_s(devices_pids)
     with get_task_stream(client) as ts:
         records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False,
                                           deployment=dep)
     runtime_cpu = _cpu_s(pids) - cpu0
+    peaks = {d: peak for d in plan.devices
+             if dep.binding[d] in pid_of and (peak := _peak_rss(pid_of[dep.binding[d]])) is not None}
+    limits = {d: usable for d in plan.devices if (usable := memory.get(dep.binding[d])) is not None}
     threads1 = _thread_cpu_s(devices_pids)
     worker_cpu = {k: threads1[k] - threads0[k] for k in threads1}
     wall = summary["wall_s"]
@@ -145,6 +172,10 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         "worker_runtime_over_compute": (worker_cpu["runtime"] / worker_cpu["compute"]
                                         if devices_pids and worker_cpu["compute"] else None),
         "energy": metrics.energy_per_inference(util, ips_pi) if ips_pi > 0 else None,
+        # each device's peak resident memory over its build and the stream, against what it may use
+        "device_peak_rss_bytes": peaks, "device_memory_limit_bytes": limits,
+        "predicted_memory_bytes": dict(cost.memory_bytes),
+        "memory_within_limits": all(peaks[d] <= limits[d] for d in peaks if d in limits) if peaks else None,
         "plan": plan.to_dict(),
     }
     return row
@@ -195,6 +226,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     from cluster.devices import FarmSpec
     from mcdask.planning.planner import plan as make_plan
     from mcdask.runtime.deploy import worker_names
+    from mcdask.streaming.controller import configured_runtime
     from mcdask.streaming.sources import Feeder, open_source
 
     n_max = max(settings.devices)
@@ -268,7 +300,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     reference = {w: paper.REFERENCE[w] for w in settings.workloads}
     return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
-                         "profile": settings.profile},
+                         "profile": settings.profile, "backend": configured_runtime()},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
                                                       "not_capped_reason", "time_scale")},
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
