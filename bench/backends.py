@@ -7,7 +7,9 @@ weights; litert: loads the flatbuffers this process converted beforehand, from d
 loads them from its cache), runs them one thread, and reports:
 
 - ``rss_bytes``: resident memory once built and run: for the ``tiny`` case (AlexNet's conv1
-  and pool1, 0.1 MB of weights) this is the resident baseline of a device process;
+  and pool1, 0.1 MB of weights) this is the resident baseline of a device process; split into
+  ``rss_anon_bytes`` and ``rss_file_bytes`` (a flatbuffer's weights read in place are file
+  pages, which the system can drop under pressure and read again);
 - ``time_per_frame_s``: median of back-to-back calls on one frame (the sum over the case's
   pieces: the action model is its per-frame CNNs plus the pyramid and fc layers);
 - ``peak_rss_bytes``: the process's peak resident memory (``VmHWM``);
@@ -61,6 +63,15 @@ def _rss() -> int:
     import psutil
 
     return int(psutil.Process().memory_info().rss)
+
+
+def _rss_parts() -> dict[str, int]:
+    """Resident memory by kind (``/proc/self/status``): anonymous (the heap: TensorFlow's
+    variables, XNNPACK's repacked weights) and file-backed (a flatbuffer opened by path: pages
+    the system can drop and read again)."""
+    fields = {"RssAnon:": "rss_anon_bytes", "RssFile:": "rss_file_bytes"}
+    rows = [line.split() for line in Path("/proc/self/status").read_text().splitlines()]
+    return {fields[r[0]]: int(r[1]) * 1024 for r in rows if r and r[0] in fields}
 
 
 def _peak() -> int:
@@ -120,7 +131,8 @@ def one(runtime: str, case: str, folder: Path, calls: int) -> dict:
             times.append(time.perf_counter() - t0)
         per_frame += statistics.median(times)
     return {"runtime": runtime, "case": case, "weight_bytes": weights, "rss_before_build_bytes": before,
-            "rss_bytes": _rss(), "peak_rss_bytes": max(import_peak, _peak()), "time_per_frame_s": per_frame,
+            "rss_bytes": _rss(), **_rss_parts(), "peak_rss_bytes": max(import_peak, _peak()),
+            "time_per_frame_s": per_frame,
             "build_peak_over_weights": (built_peak - before) / weights}
 
 
@@ -172,7 +184,8 @@ def main(repeats: int, calls: int, one: tuple[str, str] | None, folder: Path | N
             for runtime in RUNTIMES:   # interleaved, so the host's load touches them alike
                 runs[runtime][case].append(_child(runtime, case, folder, calls))
         click.echo(f"repeat {rep + 1}/{repeats} done", err=True)
-    fields = ("rss_bytes", "peak_rss_bytes", "time_per_frame_s", "build_peak_over_weights")
+    fields = ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "peak_rss_bytes", "time_per_frame_s",
+              "build_peak_over_weights")
     medians = {r: {c: {f: statistics.median(x[f] for x in runs[r][c]) for f in fields} | {
         "time_per_frame_min_s": min(x["time_per_frame_s"] for x in runs[r][c]),   # the least disturbed run
         "weight_bytes": runs[r][c][0]["weight_bytes"]} for c in CASES} for r in RUNTIMES}
