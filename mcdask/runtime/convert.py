@@ -7,7 +7,9 @@ SavedModel whose one signature takes the slice's inputs and returns its exports 
 dimension left free, and TensorFlow's LiteRT converter turns that into a flatbuffer (about
 30 MB of weights a second here; freezing the function into a GraphDef first took three times as
 long). Each flatbuffer has a content key (``content_key``: the workload's facts, the layer
-range, the units, the weights and, for a file, its size and time). ``ship`` asks every device which
+range, the units, the weights and, for a file, its size and time), under which the client keeps
+it on its own disk (``mcdask.convert.cache-dir``): a later run, or a plan switch, converts nothing
+twice. ``ship`` asks every device which
 keys its disk cache holds intact (``mcdask.runtime.flatcache``), converts only what some device
 lacks, and sends each device its missing ones straight from the client to the worker
 (``Client.scatter(direct=True)``: not through the scheduler), where they are written to disk.
@@ -28,9 +30,6 @@ from mcdask.runtime.pieces import SliceSpec
 FORMAT = 2
 #: the flatbuffer's one signature (``mcdask.runtime.litert`` finds inputs and exports by name in it)
 SIGNATURE = "serving_default"
-#: flatbuffers kept in this process across deployments (a plan switch back converts nothing)
-MEMO_BYTES = 1 << 30
-_MEMO: dict[str, bytes] = {}
 logger = logging.getLogger("mcdask.runtime.convert")
 
 
@@ -78,16 +77,26 @@ def to_flatbuffer(spec: SliceSpec) -> bytes:
         return bytes(converter.convert())
 
 
+def client_cache():
+    """The client's disk cache of converted flatbuffers: ``mcdask.convert.cache-dir``, else
+    ``~/.cache/mcdask/flatbuffers``, bounded by ``mcdask.convert.cache-max-bytes``."""
+    import dask.config
+
+    from mcdask.runtime.flatcache import max_bytes, opened
+
+    folder = dask.config.get("mcdask.convert.cache-dir", None) or "~/.cache/mcdask/flatbuffers"
+    return opened(Path(folder).expanduser(), max_bytes("mcdask.convert.cache-max-bytes"))
+
+
+def flatbuffer_path(spec: SliceSpec) -> Path:
+    """Where the client's cache holds ``spec``'s flatbuffer, converted now if it does not."""
+    key, cache = content_key(spec), client_cache()
+    return cache.find(key) or cache.put(key, to_flatbuffer(spec))
+
+
 def flatbuffer(spec: SliceSpec) -> bytes:
-    """``to_flatbuffer``, kept in this process up to ``MEMO_BYTES`` (oldest dropped first)."""
-    key = content_key(spec)
-    data = _MEMO.get(key)
-    if data is None:
-        data = to_flatbuffer(spec)
-        while _MEMO and sum(map(len, _MEMO.values())) + len(data) > MEMO_BYTES:
-            _MEMO.pop(next(iter(_MEMO)))
-        _MEMO[key] = data
-    return data
+    """``spec``'s flatbuffer (``flatbuffer_path``'s bytes)."""
+    return flatbuffer_path(spec).read_bytes()
 
 
 def keys_of(specs) -> dict[str, str]:

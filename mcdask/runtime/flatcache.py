@@ -43,12 +43,12 @@ def default_dir(worker=None) -> Path:
     return base / "mcdask-slices"
 
 
-def max_bytes() -> int | None:
-    """``mcdask.worker.cache-max-bytes`` in bytes, or None for no bound."""
+def max_bytes(key: str = "mcdask.worker.cache-max-bytes") -> int | None:
+    """The setting ``key`` in bytes, or None for no bound."""
     import dask.config
     import dask.utils
 
-    value = dask.config.get("mcdask.worker.cache-max-bytes", None)
+    value = dask.config.get(key, None)
     return None if value in (None, False) else int(dask.utils.parse_bytes(value))
 
 
@@ -156,12 +156,16 @@ class FlatCache:
 _OPEN: dict[Path, FlatCache] = {}
 
 
-def for_worker(worker=None) -> FlatCache:
-    """This process's cache of ``worker``'s folder (one per folder, so its counts add up)."""
-    folder = default_dir(worker)
+def opened(folder: Path, limit_bytes: int | None) -> FlatCache:
+    """This process's cache of ``folder`` (one per folder, so its counts add up)."""
     if folder not in _OPEN:
-        _OPEN[folder] = FlatCache(folder, max_bytes())
+        _OPEN[folder] = FlatCache(folder, limit_bytes)
     return _OPEN[folder]
+
+
+def for_worker(worker=None) -> FlatCache:
+    """The disk cache of ``worker``'s device (see ``default_dir``)."""
+    return opened(default_dir(worker), max_bytes())
 
 
 def statuses() -> list[dict]:

@@ -72,8 +72,8 @@ class LocalRunner:
 
 def _build(spec: SliceSpec) -> SliceShape:
     if spec.backend == "litert":
-        from mcdask.runtime.convert import flatbuffer
+        from mcdask.runtime.convert import flatbuffer_path
         from mcdask.runtime.litert import LiteSlice
 
-        return LiteSlice(spec, content=flatbuffer(spec))
+        return LiteSlice(spec, flatbuffer_path(spec))
     return Slice(spec)
