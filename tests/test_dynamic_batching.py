@@ -89,3 +89,13 @@ def test_sources_that_fail_or_stall_say_so():
         list(DynamicBatcher(ALEXNET, 4, 0.01, idle_s=1).batches(stalled()))
     with pytest.raises(McdaskError, match="dynamic batching does not take action: it reads windows"):
         DynamicBatcher(workloads.get("action"), 4, 0.01)
+
+
+def test_the_places_of_dropped_frames_take_no_room_in_the_queue():
+    """Under overload most of what the source gives is dropped frames' places: a queue they
+    filled would leave batches half empty."""
+    items = [frame(0), *(Item(i, dropped=True) for i in range(1, 7)), frame(7), frame(8), frame(9)]
+    batcher = DynamicBatcher(ALEXNET, max_batch=4, max_wait_s=1.0)
+    got = list(batcher.batches(items))
+    assert batcher.sizes == [4] and len(got) == 1
+    assert [it.frame for it in batcher.unbatch.members[0]] == list(range(10))

@@ -327,7 +327,7 @@ class Controller:
         t0 = time.monotonic()
         old = self.deployment
         try:
-            dep = deploy(self.client, plan, old.weights, binding, sync=list(usable))
+            dep = deploy(self.client, plan, old.weights, binding, sync=list(usable), backend=old.backend)
         except DeploymentError as e:
             self.events.emit("no-plan", f"plan {plan.id} for {len(usable)} devices could not be deployed: {e}",
                              plan=plan.id, devices=list(usable))

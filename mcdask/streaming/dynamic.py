@@ -5,7 +5,8 @@ answer, they wait; then taking several in one task costs little more than one (a
 reads its weights once per task: ``mcdask.planning.batching``), and the stream keeps up with
 more of them. The serving systems do the same (Triton's dynamic batcher and its
 ``max_queue_delay``, Ray Serve's ``@serve.batch``): ``DynamicBatcher`` reads the source on a
-thread into a queue of at most ``max_batch`` frames and, each time the stream has room for
+thread into a queue of at most ``max_batch`` frames (the places of dropped and bad frames ride
+along without taking room) and, each time the stream has room for
 another item, stacks the frames waiting, up to ``max_batch``. When fewer are waiting it waits
 for more, but never past ``max_wait_s`` after the first of them arrived, so a frame is held
 back at most that long. With a source slower than the devices every batch is one frame (after
@@ -61,30 +62,25 @@ class DynamicBatcher:
 
     def batches(self, items: Iterable[Item]) -> Iterator[Item]:
         """Stacks of the frames waiting (module docstring), indexed 0, 1, ..."""
-        q: queue.Queue = queue.Queue(maxsize=self.max_batch)
+        q: queue.Queue = queue.Queue()
+        room = threading.Semaphore(self.max_batch)   # frames waiting; dropped and bad ones take no room
         failure: list[BaseException] = []
         stop = threading.Event()
 
         def read() -> None:
             try:
                 for item in items:
-                    while not stop.is_set():
-                        try:
-                            q.put((time.perf_counter(), item), timeout=0.5)
-                            break
-                        except queue.Full:
-                            continue
+                    if item.inputs is not None:
+                        while not stop.is_set() and not room.acquire(timeout=0.5):
+                            pass
                     if stop.is_set():
                         return
+                    q.put((time.perf_counter(), item))
             except BaseException as e:  # noqa: BLE001 - handed to the reading side
                 failure.append(e)
-            while not stop.is_set():
-                try:
-                    q.put((time.perf_counter(), _END), timeout=0.5)
-                    return
-                except queue.Full:
-                    continue
+            q.put((time.perf_counter(), _END))
 
+        self._room = room
         threading.Thread(target=read, name="mcdask-batcher", daemon=True).start()
         try:
             index, ended = 0, False
@@ -120,6 +116,8 @@ class DynamicBatcher:
 
     def _arrived(self, t: float, item: Item) -> Item:
         self.arrived[item.frame] = t
+        if item.inputs is not None:
+            self._room.release()
         return checked(self.workload, item)
 
     def records(self, batch_records: Iterable[Record]) -> Iterator[Record]:
