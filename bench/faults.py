@@ -96,6 +96,8 @@ def figures(lines: list[dict], summary: dict, fault_at: int, time_scale: float) 
     return {
         "frames": len(lines), "every_frame_once_in_order": [x["frame"] for x in lines] == list(range(len(lines))),
         "statuses": {s: sum(x["status"] == s for x in lines) for s in {x["status"] for x in lines}},
+        # what went wrong with the frames that did not answer (the first few), for people and tests
+        "errors": [x.get("error") for x in lines if x["status"] == "error"][:5],
         "equal_to_unsplit": summary.get("equal"), "longest_gap_s": round(max(gaps, default=0.0), 3),
         "first_answer_after_fault_s": round(after[0] - t_fault, 3) if after else None,
         "new_plan_predicted_ips": target, "recovered_90pct_within_s": recovered,

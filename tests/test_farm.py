@@ -41,7 +41,7 @@ def test_up_then_down_leaves_nothing():
     assert [d["name"] for d in st["devices"]] == ["pi3-00", "pi3-01"]
     for d in st["devices"]:
         assert d["alive"] and d["cpu_quota_now"] == {"quota_us": d["cpu_quota_us"], "period_us": d["cpu_period_us"]}
-        assert d["memory_limit_bytes"] == 2**30 and d["link_mbit"] == pytest.approx(8 * 62.24)
+        assert d["memory_limit_bytes"] == 2**30 - 64 * 2**20 and d["link_mbit"] == pytest.approx(8 * 62.24)
     assert nothing_left()  # it did make things
     r = mcdask("farm", "down")
     assert r.returncode == 0, r.stderr

@@ -29,7 +29,7 @@ def test_faults_against_a_running_stream(tmp_path):
         r = runs[name]
         assert r["exit_code"] == 0, (name, r["stderr_lines"])
         assert r["every_frame_once_in_order"] and r["frames"] == FRAMES, (name, r)
-        assert r["statuses"] == {"ok": FRAMES}, (name, r["statuses"], r["events"])
+        assert r["statuses"] == {"ok": FRAMES}, (name, r["statuses"], r["errors"], r["events"])
         assert r["equal_to_unsplit"] is True, (name, r)
         assert r["switches"] >= 1, (name, r["events"])
     assert any("lost: it left the scheduler" in e for e in runs["kill"]["events"])

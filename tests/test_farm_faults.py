@@ -179,7 +179,7 @@ def test_add_joins_capped_devices_in_their_own_namespaces(farm3, client):
         cpu = Path(f"/sys/fs/cgroup/cpu/mcdask-farm/{d['name']}")
         assert int((cpu / "cpu.cfs_quota_us").read_text()) == ref["device_quota_us"]
         assert int((cpu / "compute" / "cpu.cfs_quota_us").read_text()) == ref["cpu_quota_us"]
-        assert d["cpu_share"] == ref["cpu_share"] and d["memory_limit_bytes"] == 2**30
+        assert d["cpu_share"] == ref["cpu_share"] and d["memory_limit_bytes"] == 2**30 - 64 * 2**20
         assert "htb" in subprocess.run(["tc", "qdisc", "show", "dev", d["taps"][0]], capture_output=True,
                                        text=True).stdout
 

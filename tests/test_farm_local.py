@@ -34,7 +34,7 @@ def test_fallback_starts_uncapped_local_workers(tmp_path):
         with Client(st["scheduler"], timeout="30s", set_as_default=False) as c:
             workers = c.scheduler_info(n_workers=-1)["workers"].values()
             assert sorted(w["name"] for w in workers) == ["pi3-00", "pi3-01"]
-            assert all(w["resources"] == {"pi3": 1} and w["nthreads"] == 1 and w["memory_limit"] == 2**30
+            assert all(w["resources"] == {"pi3": 1} and w["nthreads"] == 1 and w["memory_limit"] == 2**30 - 64 * 2**20
                        for w in workers)
         st = json.loads(run("status", "--json").stdout.strip().splitlines()[-1])
         assert all(d["alive"] for d in st["devices"])
