@@ -16,7 +16,6 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psutil
@@ -84,26 +83,6 @@ def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
     return out
 
 
-def _reset_peaks(pids) -> None:
-    """Reset each process's peak resident set (VmHWM), where the kernel allows it."""
-    for pid in pids:
-        try:
-            Path(f"/proc/{pid}/clear_refs").write_text("5")
-        except OSError:
-            pass
-
-
-def _peak_rss(pid: int) -> int | None:
-    """A process's peak resident set since its last reset (VmHWM), in bytes."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
 def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: int | None,
                 caps=lambda on: None, worker_pids: dict[str, int] | None = None) -> dict:
     """Deploy ``plan``, stream ``items``, and return one row of figures."""
@@ -111,6 +90,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 
     from mcdask.commands import stream_through
     from mcdask.planning.costmodel import evaluate
+    from mcdask.profiling.worker import peak_rss_bytes, reset_peak
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.fit import live_memory
 
@@ -122,7 +102,8 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     from mcdask.runtime.deploy import deploy
 
     pid_of = worker_pids or {}
-    _reset_peaks(pid_of.values())   # each device's peak from here: its build, then the stream
+    for pid in pid_of.values():   # each device's peak from here: its build, then the stream
+        reset_peak(pid)
     caps(False)
     try:
         dep = deploy(client, plan, WeightsSource())
@@ -135,7 +116,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
                                           deployment=dep)
     runtime_cpu = _cpu_s(pids) - cpu0
     peaks = {d: peak for d in plan.devices
-             if dep.binding[d] in pid_of and (peak := _peak_rss(pid_of[dep.binding[d]])) is not None}
+             if dep.binding[d] in pid_of and (peak := peak_rss_bytes(pid_of[dep.binding[d]])) is not None}
     limits = {d: usable for d in plan.devices if (usable := memory.get(dep.binding[d])) is not None}
     threads1 = _thread_cpu_s(devices_pids)
     worker_cpu = {k: threads1[k] - threads0[k] for k in threads1}

@@ -16,9 +16,9 @@ import click
 
 import workloads
 from mcdask import options
-from mcdask.commands import _finish
 from mcdask.errors import EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
+from mcdask.output import finish
 from mcdask.security.tls import tls_options
 
 
@@ -70,7 +70,7 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
     """Deploy ``plan``, classify ``items`` (frames ``start``.. of the source) in batches of
     ``k``, append one line per frame to ``out`` a batch at a time; returns the summary.
     ``summary["stopped"]`` says why a job ended early (the scheduler lost, no plan fits)."""
-    from mcdask.commands import quiet
+    from mcdask.output import quiet
     from mcdask.streaming.batch import frame_records, lines_of
     from mcdask.streaming.records import Tally
     from mcdask.streaming.session import Session
@@ -150,7 +150,8 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     the same command with --resume finishes it."""
     import dask
 
-    from mcdask.commands import connect, show_events_on_stderr
+    from mcdask.commands import connect
+    from mcdask.output import show_events_on_stderr
     from mcdask.planning.batching import batch_size_for
     from mcdask.runtime.deploy import bind, worker_names
     from mcdask.runtime.history import client_config
@@ -171,7 +172,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
         start = _check_out(out, resume)
         total = min(filter(None, (frames, frame_count(source))), default=None)
         if total is not None and start >= total:
-            _finish({"workload": workload, "source": source, "out": str(Path(out)), "frames": 0, "classified": 0,
+            finish({"workload": workload, "source": source, "out": str(Path(out)), "frames": 0, "classified": 0,
                      "resumed_from": start}, as_json, [f"{out} already holds all {total} frames: nothing to do"])
             return
         wsrc = WeightsSource(seed, weights).check()
@@ -202,7 +203,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     summary = {"workload": workload, "devices": len(plan.devices), "source": source, "out": str(Path(out)),
                "prediction": choice.to_dict(), **summary, "plan": plan.to_dict()}
     held = start + summary["frames"]
-    _finish(summary, as_json, [f"plan {plan.id} for {len(plan.devices)} devices, {k} frames per task: "
+    finish(summary, as_json, [f"plan {plan.id} for {len(plan.devices)} devices, {k} frames per task: "
                                f"{summary['classified']} frames classified in {summary['wall_s']:.2f} s, "
                                f"{summary['ips']:.2f} IPS; {out} holds {held} frames"])
     if summary.get("stopped"):

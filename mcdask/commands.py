@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -20,24 +19,10 @@ import workloads
 from mcdask import options
 from mcdask.errors import EXIT_ERROR, EXIT_STOPPED, McdaskError, StreamStopped
 from mcdask.model.plan import Plan
+from mcdask.output import finish, nothing_classified, quiet, say, show_events_on_stderr, summary_lines, why_this_plan
 from mcdask.security.tls import connect_problem, tls_options
 from mcdask.streaming.controller import configured_runtime, plan_book
 from mcdask.streaming.reference import check_against_reference
-
-
-def quiet() -> bool:
-    """``mcdask -q``: no progress and no notes, only results and errors."""
-    import os
-
-    return os.environ.get("MCDASK_QUIET", "") not in ("", "0")
-
-
-def _say(as_json: bool, *lines: str) -> None:
-    """Human output: to stderr when stdout is reserved for JSON; nothing with ``-q``."""
-    if quiet():
-        return
-    for line in lines:
-        click.echo(line, err=as_json)
 
 
 def default_plan(workload, n: int, profile: str = "pi3") -> Plan:
@@ -107,87 +92,10 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
                     "switches": session.controller.switches if session.controller else 0,
                     "events": session.events.to_list(), "span": session.span})
     if batcher:
-        summary.update(batching_summary(batcher))
+        summary.update(batcher.summary())
     if stopped:
         summary["stopped"] = stopped
     return records, summary
-
-
-def batching_summary(batcher) -> dict:
-    """What dynamic batching did: its settings and how many frames each task took."""
-    sizes = batcher.sizes
-    return {"max_batch": batcher.max_batch, "max_wait_ms": round(batcher.max_wait_s * 1e3, 3),
-            "batches": len(sizes), "mean_batch": round(sum(sizes) / len(sizes), 3) if sizes else None,
-            "batch_sizes": {str(k): sizes.count(k) for k in sorted(set(sizes))}}
-
-
-def show_events_on_stderr() -> None:
-    """Each event one line on stderr (``mcdask: device pi3-03 lost ...``). The Dask client's
-    own reports of a lost connection (tracebacks of its reconnect attempts) are left out:
-    the event says it in one line."""
-    log = logging.getLogger("mcdask.events")
-    if not log.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        log.addHandler(handler)
-        log.propagate = False
-    for name in ("distributed.client", "distributed.batched", "distributed.comm", "distributed.core"):
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-def nothing_classified(summary: dict, plan: Plan, workload) -> str | None:
-    """Why a stream that ended normally classified no frame, or None if it classified some."""
-    from mcdask.streaming.stream import frames_before_first_answer
-
-    if summary["classified"] or summary.get("stopped"):
-        return None
-    need = frames_before_first_answer(plan, workload)
-    if summary["frames"] < need:
-        return (f"no frame was classified: {workload.name} answers from its {need}th frame on (its windows "
-                f"fill first), and the source gave {summary['frames']}; stream at least {need} frames")
-    return (f"no frame was classified: all {summary['frames']} frames were errors or dropped "
-            f"({summary['errors']} errors, {summary.get('dropped', 0)} dropped)")
-
-
-def _finish(summary: dict, as_json: bool, human: list[str]) -> None:
-    """The result: the summary for people (on stderr with ``--json``), then the JSON line."""
-    for line in human:   # a result, so shown with -q too
-        click.echo(line, err=as_json)
-    if as_json:
-        click.echo(json.dumps(summary))
-
-
-def _human(summary: dict, plan: Plan, workload) -> list[str]:
-    lines = [f"plan {plan.id} ({plan.strategy}) for {len(plan.devices)} devices:"]
-    lines += ["  " + line for line in plan.describe(workload)]
-    p50, p99 = summary.get("latency_p50_s"), summary.get("latency_p99_s")
-    lines.append(f"{summary['classified']} of {summary['frames']} frames classified in {summary['wall_s']:.2f} s: "
-                 f"{summary['ips']:.2f} IPS, latency p50 {p50 if p50 is None else round(p50 * 1e3, 1)} ms, "
-                 f"p99 {p99 if p99 is None else round(p99 * 1e3, 1)} ms")
-    if summary.get("switches") or summary.get("resubmitted") or summary.get("errors"):
-        gap = summary.get("longest_gap_s")
-        lines.append(f"adapted: {summary.get('switches', 0)} plan switches, {summary.get('resubmitted', 0)} frames "
-                     f"resubmitted, {summary.get('errors', 0)} errors, longest gap between answers "
-                     f"{'-' if gap is None else f'{gap:.2f} s'}; now on plan {summary.get('final_plan_id')}")
-    if summary.get("batches"):
-        lines.append(f"dynamic batching: {summary['batches']} tasks of {summary['mean_batch']:.2f} frames on average "
-                     f"(at most {summary['max_batch']}, waiting at most {summary['max_wait_ms']:g} ms for company)")
-    if summary.get("stopped"):
-        lines.append(f"STOPPED: {summary['stopped']}")
-    if "last" in summary:
-        top = summary["last"]
-        lines.append(f"last frame {top['frame']}: {top.get('label', 'class')} {top['class']} ({top['score']:.3f}); "
-                     f"weights: {summary.get('weights')}")
-    if "keras" in summary:
-        k = summary["keras"]
-        lines.append(f"check against the Keras model's own predict: {k['checked']} frames, max |diff| "
-                     f"{k['max_abs_diff']:.3g} (output scale {k['output_scale']:.3g}): "
-                     f"{'EQUAL' if k['equal'] else 'DIFFERENT'}")
-    if summary.get("max_abs_diff") is not None:
-        lines.append(f"check against the unsplit model: {summary['checked']} frames, max |diff| "
-                     f"{summary['max_abs_diff']:.3g} (output scale {summary['output_scale']:.3g}): "
-                     f"{'EQUAL' if summary['equal'] else 'DIFFERENT'}")
-    return lines
 
 
 @click.command()
@@ -232,7 +140,7 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
         items = list(Feeder(w).items(open_source(source, w), frames))
         weights = WeightsSource(path=str(Path(model_file).resolve())) if model_file else WeightsSource()
         with options.using_backend(backend), local_cluster(len(plan.devices)) as client:
-            _say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
+            say(as_json, f"local cluster of {len(plan.devices)} workers; dashboard {client.dashboard_link}",
                  f"the swarm: {client.dashboard_link.rsplit('/', 1)[0]}/mcdask", *why_this_plan(plan, w, memory))
             records, summary = stream_through(client, plan, items, weights, None, None, not as_json,
                                               plans=book, keep="outputs")
@@ -246,27 +154,11 @@ def demo(workload: str, devices: int, frames: int | None, plan_file: str | None,
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
     summary = {"workload": workload, "devices": len(plan.devices), **summary, "plan": plan.to_dict()}
-    _finish(summary, as_json, _human(summary, plan, w))
+    finish(summary, as_json, summary_lines(summary, plan, w))
     if why := nothing_classified(summary, plan, w):
         raise click.ClickException(why)
     if not summary["equal"]:
         sys.exit(EXIT_ERROR)
-
-
-def why_this_plan(plan: Plan, workload, memory: int | None) -> list[str]:
-    """What the plan does with the devices, in words: which stages are replicated (data
-    parallel) and which layers are split (model parallel), and why."""
-    per_device = f"devices of {memory / 1e6:.0f} MB" if memory else "1 GB pi3 devices"
-    lines = [f"plan for {len(plan.devices)} {per_device}, {workload.param_bytes / 1e6:.0f} MB of weights:"]
-    for st in plan.stages:
-        layers = f"{workload.layers[st.start].name}..{workload.layers[st.end - 1].name}"
-        if st.split:
-            lines.append(f"  {workload.layers[st.end - 1].name} split by output units across {len(st.shards)} "
-                         "devices (model parallel: no device holds it whole)")
-        elif len(st.shards[0].devices) > 1:
-            lines.append(f"  {layers} replicated on {len(st.shards[0].devices)} devices (data parallel: "
-                         "consecutive frames go to different devices)")
-    return lines
 
 
 def user_model(path: str):
@@ -391,7 +283,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
                 plan = resolve(plan_opt).validate(w)
             elif plan_opt == "auto":  # measure the workers (or reuse their cached profile), plan on that
                 from mcdask.profiling.cache import auto_plan
-                plan = auto_plan(client, w, progress=lambda msg: _say(as_json, f"profiling: {msg}"))
+                plan = auto_plan(client, w, progress=lambda msg: say(as_json, f"profiling: {msg}"))
             else:
                 plan = plans.plan_for(tuple(names))
             check_fits(w, plan, plans.profile(plan.devices), bind(plan, names), memory)
@@ -419,7 +311,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
                "plan": plan.to_dict()}
     if out:
         summary["out"] = str(Path(out))
-    _finish(summary, as_json, _human(summary, plan, w))
+    finish(summary, as_json, summary_lines(summary, plan, w))
     if why := nothing_classified(summary, plan, w):
         raise click.ClickException(why)
     if summary.get("stopped"):

@@ -29,19 +29,21 @@ def rss_bytes() -> int:
     return int(psutil.Process().memory_info().rss)
 
 
-def reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) of this process; False if unsupported."""
+def reset_peak(pid: int | str = "self") -> bool:
+    """Reset the kernel's RSS high-water mark (VmHWM) of process ``pid`` (default: this one);
+    False if unsupported."""
     try:
-        with open("/proc/self/clear_refs", "w") as f:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
             f.write("5")
         return True
     except OSError:
         return False
 
 
-def peak_rss_bytes() -> int | None:
+def peak_rss_bytes(pid: int | str = "self") -> int | None:
+    """Process ``pid``'s peak resident memory since its last ``reset_peak`` (VmHWM), in bytes."""
     try:
-        with open("/proc/self/status") as f:
+        with open(f"/proc/{pid}/status") as f:
             for line in f:
                 if line.startswith("VmHWM:"):
                     return int(line.split()[1]) * 1024

@@ -129,7 +129,7 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     targets = sorted({addresses[n] for n in [*binding.values(), *(addresses if sync is None else sync)]
                       if n in addresses})
     try:
-        statuses = client.sync(_run_within, client, sync_worker, targets, timeout_s)
+        statuses = client.sync(run_within, client, sync_worker, targets, timeout_s)
     except TimeoutError:
         raise DeploymentError(f"deployment failed: workers {sorted(binding.values())} did not all finish building "
                               f"their slices within {timeout_s:.0f} s (mcdask.controller.deploy-timeout)") from None
@@ -172,7 +172,8 @@ def _show_on_dashboard(client) -> None:
         logging.getLogger("mcdask.runtime.deploy").debug("mcdask: no dashboard on the scheduler (%s)", e)
 
 
-async def _run_within(client, function, workers: list[str], timeout_s: float) -> dict:
+async def run_within(client, function, workers: list[str], timeout_s: float) -> dict:
+    """``function`` on ``workers`` (an exception is returned, not raised), within ``timeout_s``."""
     return await asyncio.wait_for(client._run(function, workers=workers, on_error="return"), timeout_s)
 
 

@@ -57,13 +57,14 @@ class DynamicBatcher:
         self.workload, self.max_batch, self.max_wait_s, self.idle_s = workload, max_batch, max_wait_s, idle_s
         self.unbatch = Unbatcher()
         self.arrived: dict[int, float] = {}   # frame -> perf_counter when the source gave it
+        self._room = threading.Semaphore(max_batch)   # frames waiting; dropped and bad ones take no room
         self.sizes: list[int] = []            # frames stacked in each task, in order (not counting
                                               # groups of only dropped or bad frames: no task)
 
     def batches(self, items: Iterable[Item]) -> Iterator[Item]:
         """Stacks of the frames waiting (module docstring), indexed 0, 1, ..."""
         q: queue.Queue = queue.Queue()
-        room = threading.Semaphore(self.max_batch)   # frames waiting; dropped and bad ones take no room
+        room = self._room
         failure: list[BaseException] = []
         stop = threading.Event()
 
@@ -80,7 +81,6 @@ class DynamicBatcher:
                 failure.append(e)
             q.put((time.perf_counter(), _END))
 
-        self._room = room
         threading.Thread(target=read, name="mcdask-batcher", daemon=True).start()
         try:
             index, ended = 0, False
@@ -119,6 +119,13 @@ class DynamicBatcher:
         if item.inputs is not None:
             self._room.release()
         return checked(self.workload, item)
+
+    def summary(self) -> dict:
+        """What it did: its settings and how many frames each task took."""
+        sizes = self.sizes
+        return {"max_batch": self.max_batch, "max_wait_ms": round(self.max_wait_s * 1e3, 3),
+                "batches": len(sizes), "mean_batch": round(sum(sizes) / len(sizes), 3) if sizes else None,
+                "batch_sizes": {str(k): sizes.count(k) for k in sorted(set(sizes))}}
 
     def records(self, batch_records: Iterable[Record]) -> Iterator[Record]:
         """One record per frame, in frame order; an answered frame's ``latency_s`` runs from

@@ -10,8 +10,6 @@ slice is sent: a device that runs out of memory is killed, and with it every fra
 
 from __future__ import annotations
 
-import asyncio
-
 from mcdask.errors import DeploymentError, PlanError
 from mcdask.model.plan import Plan
 from mcdask.profiling.worker import usable_memory
@@ -22,17 +20,13 @@ ASK_TIMEOUT_S = 30.0
 
 def live_memory(client, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, int]:
     """Worker name -> the bytes it may use (module docstring)."""
-    from mcdask.runtime.deploy import worker_addresses
+    from mcdask.runtime.deploy import run_within, worker_addresses
 
     names = {a: n for n, a in worker_addresses(client).items()}
     if not names:
         return {}
-
-    async def ask():
-        return await asyncio.wait_for(client._run(_usable, workers=list(names), on_error="return"), timeout_s)
-
     try:
-        got = client.sync(ask)
+        got = client.sync(run_within, client, _usable, list(names), timeout_s)
     except TimeoutError:
         raise DeploymentError(f"workers {sorted(names.values())} did not all say how much memory they have "
                               f"within {timeout_s:.0f} s") from None
