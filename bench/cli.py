@@ -80,8 +80,11 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
     except PartialRunError as e:
         raise click.UsageError(str(e)) from None
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
-    with options.using_backend(backend):
-        result = run(settings, scheduler=scheduler, log=log)
+    try:
+        with options.using_backend(backend):
+            result = run(settings, scheduler=scheduler, log=log)
+    except RuntimeError as e:  # a farm that cannot give these rows
+        raise click.ClickException(str(e)) from None
     result["provenance"] = provenance()
     files = report.write(result, results_dir(out_dir), name=stem)
     log(report.markdown(result))

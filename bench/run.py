@@ -211,12 +211,16 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     from mcdask.streaming.sources import Feeder, open_source
 
     n_max = max(settings.devices)
+    backend = dask.config.get("mcdask.worker.backend", "tensorflow")
     started = None
     if scheduler is None:
-        log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}")
-        started = farm.up(FarmSpec.uniform(n_max, "pi3"), time_scale=settings.time_scale, log=log)
+        log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}, backend {backend}")
+        started = farm.up(FarmSpec.uniform(n_max, "pi3"), time_scale=settings.time_scale, backend=backend, log=log)
         scheduler = started["scheduler"]
     farm_status = farm.status()
+    if farm_status.get("mode") == "netns" and farm_status.get("backend", "tensorflow") != backend:
+        raise RuntimeError(f"the farm's devices put {farm_status.get('backend', 'tensorflow')}'s threads under their "
+                           f"compute quota, not {backend}'s; bring it up with `mcdask farm up --backend {backend}`")
     state = farm.State.load()
     scheduler_pid = next((p["pid"] for p in (state.data["resources"].get("pids", []) if state else [])
                           if p.get("role") == "scheduler"), None)

@@ -2,8 +2,9 @@
 
 The host measurement runs ``python -m mcdask.runtime.timing --workload alexnet --json`` in a fresh
 process (the runtime's timing tool: median single-thread whole-model inference) and reads
-``median_s`` from its last stdout line (no quota here: single calls are what they are). Inside
-a device the same model is built with the runtime's slices and timed with
+``median_s`` from its last stdout line (no quota here: single calls are what they are), on
+TensorFlow and, for a litert farm, on LiteRT. Inside a device the same model is built with the
+runtime's slices (TensorFlow's, or LiteRT's from flatbuffers converted on the host) and timed with
 ``mcdask.runtime.timing.sustained_mean``, the mean of back-to-back calls under the device's
 quotas: ``prepare`` builds it (call it before the CPU quota is applied), ``measure`` times it,
 ``release`` frees it. ``cluster.closed_loop`` corrects each device's quota on ``measure``.
@@ -22,33 +23,50 @@ _PREPARED: dict[str, Callable[[], None]] = {}
 
 
 def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300,
-                cgroup: str | None = None) -> dict:
-    """Median single-thread whole-model time in a fresh process on this host (in the cgroup
-    directory ``cgroup`` if given)."""
-    cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats), "--json"]
+                cgroup: str | None = None, backend: str = "tensorflow") -> dict:
+    """Median single-thread whole-model time on ``backend`` in a fresh process on this host (in
+    the cgroup directory ``cgroup`` if given)."""
+    cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats),
+           "--backend", backend, "--json"]
     t0 = time.perf_counter()
     result = run_json(cmd, timeout_s=timeout_s, cgroup=cgroup)
     try:
         median = float(result["median_s"])
     except (KeyError, TypeError, ValueError):
         raise FarmError(f"calibration `{' '.join(cmd)}` printed no median_s: {result}") from None
-    return {"workload": workload, "host_time_s": median, "min_s": result.get("min_s"),
+    return {"workload": workload, "backend": backend, "host_time_s": median, "min_s": result.get("min_s"),
             "repeats": result.get("repeats"), "command": " ".join(["python", *cmd[1:]]),
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 
-def whole_model(workload: str) -> Callable[[], None]:
-    """A zero-argument function running one frame through the whole workload (one thread)."""
+def whole_model(workload: str, backend: str = "tensorflow", flatbuffers: list[str] | None = None) -> Callable[[], None]:
+    """A zero-argument function running one frame through the whole workload (one thread), on
+    TensorFlow or on LiteRT from ``flatbuffers`` (``litert_flatbuffers``: a litert device has no
+    TensorFlow to convert them)."""
     from mcdask.runtime.timing import whole_model as build
 
-    return build(workload, intra_op=1)
+    return build(workload, intra_op=1, backend=backend, flatbuffers=flatbuffers)
 
 
-def prepare(workload: str = "alexnet", warmup: int = 2) -> float:
+def litert_flatbuffers(workload: str = "alexnet") -> list[str]:
+    """The files of the whole workload's LiteRT flatbuffers, one per stage, converted on this
+    host (it has TensorFlow) into the client's cache, which the farm's devices can read."""
+    import workloads
+    from mcdask.model.plan import single_device
+    from mcdask.runtime.convert import flatbuffer_path
+    from mcdask.runtime.pieces import SliceSpec
+
+    w = workloads.get(workload)
+    return [str(flatbuffer_path(SliceSpec(w.name, st.start, st.end, backend="litert")))
+            for st in single_device(w).stages]
+
+
+def prepare(workload: str = "alexnet", warmup: int = 2, backend: str = "tensorflow",
+            flatbuffers: list[str] | None = None) -> float:
     """Build and warm the whole model in this process; seconds it took."""
     t0 = time.perf_counter()
     if workload not in _PREPARED:
-        _PREPARED[workload] = whole_model(workload)
+        _PREPARED[workload] = whole_model(workload, backend, flatbuffers)
     for _ in range(warmup):
         _PREPARED[workload]()
     return time.perf_counter() - t0

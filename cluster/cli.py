@@ -60,9 +60,13 @@ def farm():
               help="Mutual TLS: a CA for the farm, a certificate per device naming it, the scheduler on tls:// "
                    "admitting only workers whose certificate names them; `farm status --json` gives the "
                    "client's certificate paths under 'tls'.")
+@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
+              help="The runtime the devices get ready and put under their compute quota: TensorFlow's threads, "
+                   "or LiteRT's model thread (then no device imports TensorFlow). Deploy on the same backend "
+                   "(`mcdask run --backend`): the other one's kernels would run outside the quota.")
 @click.option("--json", "as_json", is_flag=True, help="Print the farm status as JSON (last line).")
 def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, host_time_s, env,
-       no_fallback, timeout_s, use_tls, as_json):
+       no_fallback, timeout_s, use_tls, backend, as_json):
     """Start a scheduler and N capped, shaped workers; print the scheduler address."""
     from . import farm as f
 
@@ -83,7 +87,7 @@ def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verif
             extra[k] = v
         st = f.up(farm_spec, time_scale=time_scale, port=port, dashboard_port=dashboard_port,
                   verify=verify, extra_env=extra, host_time_s=host_time_s, start_timeout_s=timeout_s,
-                  allow_fallback=not no_fallback, use_tls=use_tls, log=_err)
+                  allow_fallback=not no_fallback, use_tls=use_tls, backend=backend, log=_err)
     except (FarmError, FarmSpecError) as e:
         _fail(e)
     if not st["cpu_capped"] or not st["network_shaped"]:
@@ -119,7 +123,8 @@ def _print_status(st: dict) -> None:
     from rich.table import Table
 
     cal = st.get("calibration") or {}
-    head = f"farm {st['phase']}: mode {st['mode']}, scheduler {st['scheduler']}, time-scale {st['time_scale']:g}"
+    head = (f"farm {st['phase']}: mode {st['mode']}, scheduler {st['scheduler']}, time-scale {st['time_scale']:g}, "
+            f"backend {st.get('backend', 'tensorflow')}")
     if cal.get("host_time_s"):
         head += f", host AlexNet {cal['host_time_s'] * 1e3:.1f} ms ({cal.get('command', '')})"
     click.echo(head)
@@ -138,9 +143,10 @@ def _print_status(st: dict) -> None:
                       f"{d['rtt_ms']:.3g}" if st["network_shaped"] else "-")
     _print_table(table)
     applied = f" (at {st['cpu_cap_applied']})." if st.get("cpu_cap_applied") else "."
-    click.echo("Compute: the device's TensorFlow threads; device: all of it (compute + Dask's Python). "
+    model = "LiteRT model thread" if st.get("backend") == "litert" else "TensorFlow threads"
+    click.echo(f"Compute: the device's {model}; device: all of it (compute + Dask's Python). "
                "RTT is device<->device; host<->device is half of it. CPU quotas are applied after the "
-               "workers imported TensorFlow" + applied)
+               "workers got their runtime ready" + applied)
     if not st["cpu_capped"]:
         why = (f" ({st['not_capped_reason']})" if st.get("not_capped_reason")
                else " (lifted with `mcdask farm cap --off`)")

@@ -11,7 +11,9 @@ this host moves a round's timing by 10-30 %), at most ``MAX_STEP`` a round and t
 shares within ``MAX_HOST_FRACTION`` of the host, and the round is repeated, up to
 ``MAX_ROUNDS`` rounds, until every device is within. A device off in the last round gets that
 median too. Each device's record gets ``calibration`` (target, last measured time, share,
-quota, rounds) and the farm's ``verification`` says how it went.
+quota, rounds) and the farm's ``verification`` says how it went. A litert farm's devices time
+LiteRT's AlexNet, against the target times LiteRT's speed-up over TensorFlow on this host
+(``runtime_ratio``): the quota stays the one under which TensorFlow takes the target.
 """
 
 from __future__ import annotations
@@ -51,12 +53,15 @@ def on_each(client, devices: list[dict], timeout_s: float, fn, *args) -> dict[st
 
 
 @contextmanager
-def reference_built(client, devices: list[dict], timeout_s: float, set_caps: Callable[[bool], Any]) -> Iterator:
-    """Every device holds the reference model (built with the caps lifted: ``set_caps(False)``,
-    then ``set_caps(True)``) while the block runs, and lets it go after."""
+def reference_built(client, devices: list[dict], timeout_s: float, set_caps: Callable[[bool], Any],
+                    backend: str = "tensorflow") -> Iterator:
+    """Every device holds the reference model on ``backend`` (built with the caps lifted:
+    ``set_caps(False)``, then ``set_caps(True)``) while the block runs, and lets it go after.
+    LiteRT's flatbuffers are converted here, where TensorFlow is, and read by the devices."""
+    flatbuffers = calibrate.litert_flatbuffers(CALIBRATION_WORKLOAD) if backend == "litert" else None
     set_caps(False)
     try:
-        on_each(client, devices, timeout_s, calibrate.prepare, CALIBRATION_WORKLOAD)
+        on_each(client, devices, timeout_s, calibrate.prepare, CALIBRATION_WORKLOAD, 2, backend, flatbuffers)
     finally:
         set_caps(True)
     try:
@@ -71,31 +76,44 @@ def time_devices(client, devices: list[dict], timeout_s: float) -> dict[str, dic
     return on_each(client, devices, timeout_s, calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
 
 
+def runtime_ratio(state: State) -> float:
+    """How much faster than TensorFlow the farm's runtime runs the reference on this host (1 for
+    tensorflow; LiteRT's host time over TensorFlow's for litert): a device's quota is sized on
+    TensorFlow's AlexNet time, so its own runtime's time there is the target times this."""
+    cal = state.data.get("calibration") or {}
+    if state.data.get("backend", "tensorflow") != "litert":
+        return 1.0
+    return cal["litert"]["host_time_s"] / cal["host_time_s"]
+
+
 def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: Log) -> dict:
     """Run the loop (module docstring) on ``devices`` (records of ``state``); returns the
     summary also stored as ``state.data["verification"]``."""
     t0 = time.perf_counter()
     cg = Cgroups.from_dict(state.data["cgroups"])
+    backend, ratio = state.data.get("backend", "tensorflow"), runtime_ratio(state)
+    targets = {d["name"]: d["target_alexnet_s"] * ratio for d in devices}
     rounds: dict[str, list[dict]] = {d["name"]: [] for d in devices}
     ceiling = MAX_HOST_FRACTION * (os.cpu_count() or 1) / len(state.data["devices"])
     with tls.client(state, "60s") as client, \
-            reference_built(client, devices, timeout_s, lambda on: _set_all(cg, state, on)):
+            reference_built(client, devices, timeout_s, lambda on: _set_all(cg, state, on), backend):
         for n in range(1, MAX_ROUNDS + 1):
             measured = time_devices(client, devices, timeout_s)
             for d in devices:
                 m = measured[d["name"]]
                 rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"]})
-            log(f"  round {n}: " + ", ".join(f"{d['name']} {measured[d['name']]['mean_s'] / d['target_alexnet_s']:.3f}"
+            log(f"  round {n}: " + ", ".join(f"{d['name']} {measured[d['name']]['mean_s'] / targets[d['name']]:.3f}"
                                              for d in devices) + " of target")
-            off = [d for d in devices if not _within(rounds[d["name"]][-1], d["target_alexnet_s"])]
+            off = [d for d in devices if not _within(rounds[d["name"]][-1], targets[d["name"]])]
             if not off or n == MAX_ROUNDS:
                 break
             for d in off:
-                _set_share(cg, d, _next_share(rounds[d["name"]], d["target_alexnet_s"], ceiling))
+                _set_share(cg, d, _next_share(rounds[d["name"]], targets[d["name"]], ceiling))
     for d in devices:
-        _record(cg, d, rounds[d["name"]], ceiling)
+        _record(cg, d, rounds[d["name"]], ceiling, ratio)
     summary = {"statistic": f"sustained mean of back-to-back whole-{CALIBRATION_WORKLOAD} inferences (at least "
                             f"{MIN_CALLS} calls and {MIN_SPAN_S:g} s after one warm-up call), every device at once",
+               "backend": backend, "runtime_ratio": ratio,
                "tolerance": TOLERANCE, "rounds": n, "max_rounds": MAX_ROUNDS,
                "within": sum(d["calibration"]["within_tolerance"] for d in devices), "devices": len(devices),
                "seconds": round(time.perf_counter() - t0, 1)}
@@ -119,14 +137,15 @@ def _next_share(rounds: list[dict], target_s: float, ceiling: float) -> float:
     return min(ceiling, last * MAX_STEP, max(last / MAX_STEP, share))
 
 
-def _record(cg: Cgroups, d: dict, rounds: list[dict], ceiling: float) -> None:
-    """Device ``d`` keeps its share if its last round was within the tolerance, else it gets
-    ``_next_share`` (not timed again); its record says which, and every round."""
-    target, last = d["target_alexnet_s"], rounds[-1]
+def _record(cg: Cgroups, d: dict, rounds: list[dict], ceiling: float, ratio: float) -> None:
+    """Device ``d`` keeps its share if its last round was within the tolerance of its target
+    (TensorFlow's times ``ratio``), else it gets ``_next_share`` (not timed again); its record
+    says which, and every round. ``verified_alexnet_s`` is TensorFlow's time that stands for."""
+    target, last = d["target_alexnet_s"] * ratio, rounds[-1]
     within = _within(last, target)
     if not within:
         _set_share(cg, d, _next_share(rounds, target, ceiling))
-    d["verified_alexnet_s"] = last["measured_s"]
+    d["verified_alexnet_s"] = last["measured_s"] / ratio
     d["calibration"] = {"target_s": target, "measured_s": last["measured_s"], "error": last["measured_s"] / target - 1,
                         "within_tolerance": within, "share": d["cpu_share"],
                         "share_from": "its last round" if within else "the median of its rounds' estimates",

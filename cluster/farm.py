@@ -9,13 +9,15 @@
 2. build the bridge, namespaces, TAP links with the delay line ``cluster.linkd`` and ``tc``
    rate limits, and the cgroups (memory limit
    from the start, no CPU limit yet);
-3. start the scheduler, then the workers; each imports TensorFlow in ``cluster.preload``
-   before registering;
-4. when every worker has registered, apply the CPU quotas: each device's TensorFlow threads
-   (placed by ``cluster.preload``) run in its ``compute`` cgroup at the calibrated share; the
+3. start the scheduler, then the workers; each gets its runtime ready in ``cluster.preload``
+   before registering: TensorFlow, or with ``backend="litert"`` LiteRT and no TensorFlow;
+4. when every worker has registered, apply the CPU quotas: each device's model threads
+   (TensorFlow's, or LiteRT's model thread, placed by ``cluster.preload``) run in its
+   ``compute`` cgroup at the calibrated share, sized on TensorFlow's AlexNet time either way; the
    whole device (compute plus every Python thread) gets that plus the kind's ``runtime_share``.
    With ``verify`` (default) every device's compute quota is corrected in a closed loop on its
-   own sustained AlexNet time until it is within 5 % of its target (``cluster.closed_loop``).
+   own sustained AlexNet time until it is within 5 % of its target (``cluster.closed_loop``; a
+   litert farm times LiteRT's AlexNet against the target times LiteRT's speed-up on this host).
 
 The per-device steps (record, network, cgroups, worker, registration) live in
 ``cluster.provision``, shared with ``farm add`` (``cluster.membership``); faults on a running
@@ -41,6 +43,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from mcdask.runtime.pieces import BACKENDS
+
 from . import cgroups, closed_loop, network, processes, system, tls
 from . import provision as pv
 from .cgroups import Cgroups
@@ -48,6 +52,9 @@ from .devices import CALIBRATION_WORKLOAD, FarmSpec
 from .errors import FarmError
 from .state import STATE_VERSION, State, state_dir
 from .status import status
+
+#: how a farm tells its devices' ``cluster.preload`` which runtime to get ready
+BACKEND_ENV = "DASK_MCDASK__WORKER__BACKEND"
 
 __all__ = ["State", "down", "leftovers", "measure_link", "set_caps", "state_dir", "status", "up"]
 
@@ -59,11 +66,13 @@ Log = Callable[[str], None]
 def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_port: int = 8787,
        verify: bool = True, extra_env: dict[str, str] | None = None, host_time_s: float | None = None,
        start_timeout_s: float = 600, allow_fallback: bool = True, use_tls: bool = False,
-       log: Log = print) -> dict:
-    """Start the farm described by ``spec`` (under mutual TLS with ``use_tls``: ``cluster.tls``);
-    returns ``status()``."""
+       backend: str = "tensorflow", log: Log = print) -> dict:
+    """Start the farm described by ``spec`` (under mutual TLS with ``use_tls``: ``cluster.tls``),
+    its devices ready to run ``backend`` (``cluster.preload``); returns ``status()``."""
     if time_scale <= 0:
         raise FarmError(f"--time-scale must be > 0, got {time_scale}")
+    if backend not in BACKENDS:
+        raise FarmError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     existing = leftovers()
     if any(existing.values()):
         raise FarmError(f"a farm (or what is left of one) exists: {_describe(existing)}; "
@@ -82,6 +91,10 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         else:
             calibration.update({"host_time_s": float(host_time_s), "command": "given (--host-time-s)"})
         log(f"  host {CALIBRATION_WORKLOAD}: {calibration['host_time_s'] * 1e3:.1f} ms per inference")
+        if backend == "litert":
+            # the quotas stay sized on TensorFlow's time; LiteRT's, in the same ratio, checks them
+            calibration["litert"] = host_time_s_measure("litert")
+            log(f"  host {CALIBRATION_WORKLOAD} on LiteRT: {calibration['litert']['host_time_s'] * 1e3:.1f} ms")
     dev_records = [pv.device_record(d.name, d.kind, d.index, mode, calibration.get("host_time_s"), time_scale)
                    for d in devices]
     if mode == "netns":
@@ -95,7 +108,8 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         "not_capped_reason": reason, "spec": spec.to_dict(), "time_scale": time_scale,
         "calibration": calibration, "scheduler": f"{'tls' if use_tls else 'tcp'}://{host}:{port}",
         "dashboard": f"http://{host}:{dashboard_port}/status", "cpu_capped": False,
-        "cpu_cap_applied": None, "devices": dev_records, "extra_env": dict(extra_env or {}),
+        "cpu_cap_applied": None, "devices": dev_records, "backend": backend,
+        "extra_env": {**(extra_env or {}), BACKEND_ENV: backend},
         "resources": {"bridge": [], "netns": [], "links": [], "qdiscs": [], "cgroups": [], "pids": []},
     })
     (sdir / "logs").mkdir(parents=True, exist_ok=True)
@@ -120,10 +134,11 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
             tls.enable(state)
             log(f"mutual TLS: CA and certificates in {state.data['tls']['dir']}; the scheduler admits a worker "
                 "only with the certificate of the device it claims to be")
-        env = pv.base_env(spec, extra_env)
+        env = pv.base_env(spec, state.data["extra_env"])
         _start_scheduler(state, host, port, dashboard_port, env)
         pv.start_workers(state, state.data["devices"], env)
-        log(f"waiting for {len(devices)} workers to import TensorFlow and register...")
+        log(f"waiting for {len(devices)} workers to import {'LiteRT' if backend == 'litert' else 'TensorFlow'} "
+            "and register...")
         state.data["workers_ready_after_s"] = pv.wait_registered(state, state.data["devices"],
                                                                  timeout_s=start_timeout_s, log=log)
         if mode == "netns":
@@ -153,13 +168,14 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
     return status()
 
 
-def host_time_s_measure() -> dict:
-    """This host's whole-model time, measured at the farm's CPU weight (``Cgroups.prioritise``)."""
+def host_time_s_measure(backend: str = "tensorflow") -> dict:
+    """This host's whole-model time on ``backend``, measured at the farm's CPU weight
+    (``Cgroups.prioritise``)."""
     from .calibrate import host_time_s
 
     timing = Cgroups.detect().host_timing_dir()
     try:
-        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing)
+        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing, backend=backend)
     finally:
         cgroups.remove_cgroup_tree(timing)
 

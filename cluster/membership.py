@@ -114,7 +114,7 @@ def _join(state: State, spec: FarmSpec, new: list[dict], timeout_s: float, log: 
         pv.build_devices(state, new, cg, linkd)
         pv.warn_if_oversubscribed(state.data["devices"], log)
     pv.start_workers(state, new, pv.base_env(spec, state.data.get("extra_env")))
-    log(f"waiting for {', '.join(r['name'] for r in new)} to import TensorFlow and register...")
+    log(f"waiting for {', '.join(r['name'] for r in new)} to get their runtime ready and register...")
     pv.wait_registered(state, new, timeout_s=timeout_s, log=log)
     if cg and state.data.get("cpu_capped"):
         for r in new:

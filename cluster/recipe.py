@@ -77,12 +77,17 @@ def _unit(description: str, user: str, prefix: Path, env: dict[str, str], comman
 
 
 def worker_unit(scheduler: str, name: str, kind: str, memory_limit: str | int, *, prefix: Path = DEFAULT_PREFIX,
-                user: str = "pi", tf_threads: int = PI_TF_THREADS) -> str:
+                user: str = "pi", tf_threads: int = PI_TF_THREADS, backend: str = "tensorflow") -> str:
     """The systemd unit of one device's worker: the farm's flags and Dask settings, and the
     worker's memory limit as the unit's ``MemoryMax`` (as the farm's cgroup); for a ``tls://``
-    scheduler, the device's certificate from ``PREFIX/certs``."""
+    scheduler, the device's certificate from ``PREFIX/certs``. A ``litert`` device (installed
+    with ``mcdask[litert]``, no TensorFlow) has ``cluster.preload`` get LiteRT ready instead."""
     limit = parse_bytes(memory_limit)
-    env = {**WORKER_CONFIG, "MCDASK_TF_THREADS": str(tf_threads)}
+    env = dict(WORKER_CONFIG)
+    if backend == "litert":
+        env["DASK_MCDASK__WORKER__BACKEND"] = "litert"
+    else:
+        env["MCDASK_TF_THREADS"] = str(tf_threads)
     tls = tls_flags(prefix / "certs", name) if scheduler.startswith("tls://") else []
     command = [str(prefix / "venv" / "bin" / "dask"), "worker", *worker_flags(scheduler, name, kind, limit), *tls]
     header = (f"# mcdask device {name}: `python -m cluster.recipe worker-unit --scheduler {scheduler} --name {name} "
@@ -118,10 +123,12 @@ def main() -> None:
               help="the install folder (its venv/ and the worker's working directory)")
 @click.option("--user", default="pi", show_default=True)
 @click.option("--tf-threads", type=click.IntRange(1), default=PI_TF_THREADS, show_default=True)
-def worker_unit_command(scheduler, name, kind, memory_limit, prefix, user, tf_threads) -> None:
+@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
+              help="the runtime the device gets ready (litert: installed with mcdask[litert], no TensorFlow)")
+def worker_unit_command(scheduler, name, kind, memory_limit, prefix, user, tf_threads, backend) -> None:
     try:
-        click.echo(worker_unit(scheduler, name, kind, memory_limit, prefix=prefix, user=user, tf_threads=tf_threads),
-                   nl=False)
+        click.echo(worker_unit(scheduler, name, kind, memory_limit, prefix=prefix, user=user, tf_threads=tf_threads,
+                               backend=backend), nl=False)
     except FarmSpecError as e:
         raise click.BadParameter(str(e), param_hint="--memory-limit") from None
 

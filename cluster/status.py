@@ -74,9 +74,10 @@ def status(state: State | None = None, query_scheduler: bool = False) -> dict:
            "network_shaped": d["mode"] == "netns",
            "not_capped_reason": d.get("not_capped_reason"),
            "scheduler": d["scheduler"], "dashboard": d.get("dashboard"), "time_scale": d["time_scale"],
+           "backend": d.get("backend", "tensorflow"),
            "calibration": d.get("calibration"), "verification": d.get("verification"),
            "cpu_cap_applied": d.get("cpu_cap_applied"),
-           "cpu_cap_note": "quotas are applied after the workers imported TensorFlow and registered",
+           "cpu_cap_note": "quotas are applied after the workers got their runtime ready and registered",
            "created_at": d.get("created_at"), "state_file": str(state.path), "tls": tls.client_files(state),
            "devices": [device_status(state, r) for r in d["devices"]]}
     if query_scheduler:

@@ -85,7 +85,11 @@ def test_transfer_between_devices_runs_at_shaped_bandwidth(farm3):
 
     r = measure_link("pi3-00", "pi3-01", nbytes=16_000_000)
     assert r["mbit_s"] == pytest.approx(SCALE * 62.24, rel=0.2), r
-    assert r["rtt_ms_median"] == pytest.approx(8.83 / SCALE, rel=0.25, abs=0.3), r
+    # the delay line holds each frame for its delay: the fastest ping cannot beat it, while a
+    # busy host only adds (CI once read a 2.99 ms median against 2.21 shaped)
+    rtt = 8.83 / SCALE
+    assert 0.95 * rtt <= r["rtt_ms_min"] <= 1.25 * rtt + 0.3, r
+    assert r["rtt_ms_median"] <= 1.6 * rtt + 0.5, r  # not the unscaled 8.83 ms
 
 
 def test_equivalence_through_a_three_device_farm(farm3):

@@ -86,3 +86,13 @@ def test_a_device_unit_has_the_farms_dask_settings():
     assert {k: farm_env[k] for k in WORKER_CONFIG} == {k: env[k] for k in WORKER_CONFIG}
     assert env["DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE"] == "False"
     assert env["MCDASK_TF_THREADS"] == "4"
+
+
+def test_a_litert_device_unit_sets_the_backend_the_farm_sets():
+    """``--backend litert``: the unit tells ``cluster.preload`` what ``farm up --backend litert``
+    tells the farm's devices, and drops TensorFlow's thread count."""
+    from cluster.farm import BACKEND_ENV
+
+    env = dict(v.strip('"').split("=", 1) for v in unit_field(worker_unit(*EXAMPLE, backend="litert"), "Environment"))
+    assert env[BACKEND_ENV] == "litert" and "MCDASK_TF_THREADS" not in env
+    assert {k: env[k] for k in WORKER_CONFIG} == WORKER_CONFIG

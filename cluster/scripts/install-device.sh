@@ -11,6 +11,8 @@
 # Mutual TLS by default: a worker of a tls:// scheduler needs ca.crt, NAME.crt and NAME.key in
 # $MCDASK_PREFIX/certs, the scheduler ca.crt, scheduler.crt and scheduler.key (`mcdask certs`);
 # MCDASK_PLAIN_TCP=1 makes a plain-TCP scheduler (and give workers a tcp:// address).
+# MCDASK_BACKEND=litert makes a LiteRT device: mcdask[litert] (no TensorFlow), and a worker that
+# gets LiteRT ready; deploy on it with `mcdask run --backend litert`.
 set -euo pipefail
 usage() { sed -n '2,10p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
@@ -21,6 +23,12 @@ case "$ROLE" in
   worker) [ $# -eq 6 ] || usage; EXTRA=device ;;
   scheduler) [ $# -ge 3 ] && [ $# -le 4 ] || usage; EXTRA=scheduler ;;
   *) usage ;;
+esac
+BACKEND="${MCDASK_BACKEND:-tensorflow}"
+case "$BACKEND" in
+  tensorflow) ;;
+  litert) [ "$EXTRA" = scheduler ] || EXTRA=litert ;;
+  *) echo "MCDASK_BACKEND=$BACKEND: choose tensorflow or litert" >&2; exit 2 ;;
 esac
 PREFIX="${MCDASK_PREFIX:-/opt/mcdask}"
 RUN_AS="${MCDASK_USER:-$(id -un)}"
@@ -95,6 +103,7 @@ install_unit() {  # SERVICE, then the arguments of python -m cluster.recipe
   echo "$service enabled; logs: journalctl -u $service -f"
 }
 case "$ROLE" in
-  worker) install_unit mcdask-worker worker-unit --scheduler "$3" --name "$4" --kind "$5" --memory-limit "$6" ;;
+  worker) install_unit mcdask-worker worker-unit --scheduler "$3" --name "$4" --kind "$5" --memory-limit "$6" \
+            --backend "$BACKEND" ;;
   scheduler) install_unit mcdask-scheduler scheduler-unit --host "$3" --port "${4:-8786}" "$TLS_FLAG" ;;
 esac

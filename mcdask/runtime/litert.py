@@ -4,8 +4,9 @@ The client converts each slice from the same Keras layers and weights the tensor
 builds (``mcdask.runtime.convert``) and ships the flatbuffer; the device keeps it in its disk
 cache (``mcdask.runtime.flatcache``) and runs it here with ``ai_edge_litert``, one thread, with
 XNNPACK's kernels or LiteRT's built-in ones (``SliceSpec.kernels``: the built-in ones read the
-weights where they lie, XNNPACK repacks them into a second copy). The flatbuffer is opened by
-path, so its weights are file pages the system can drop, not a copy on the heap.
+weights where they lie, XNNPACK repacks them into a second copy), on the process's one model
+thread (``mcdask.runtime.model_thread``). The flatbuffer is opened by path, so its weights are
+file pages the system can drop, not a copy on the heap.
 
 Imports neither TensorFlow nor ``mcdask.runtime.slices``: a device that runs only litert
 slices never loads TensorFlow.
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mcdask.runtime import model_thread
 from mcdask.runtime.pieces import SliceShape, SliceSpec
 
 
@@ -50,6 +52,9 @@ class LiteSlice(SliceShape):
 
     def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         xs = [np.ascontiguousarray(feeds[x], np.float32) for x in self.inputs]
+        return model_thread.run(self._invoke, xs)
+
+    def _invoke(self, xs: list[np.ndarray]) -> dict[str, np.ndarray]:
         shapes = [x.shape for x in xs]
         if shapes != self._shapes:
             for index, shape in zip(self._in, shapes):

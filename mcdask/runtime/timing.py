@@ -7,7 +7,8 @@ many periods shows the rate the quota allows, the rate a stream of frames gets.
 
 ``python -m mcdask.runtime.timing --workload alexnet --json`` prints, as its last stdout line, a JSON
 object with ``median_s``: one whole-model inference on one frame, on this host with no quota
-(the farm's open-loop share comes from it).
+(the farm's open-loop share comes from it; ``--backend litert`` times LiteRT's, which a litert
+farm calibrates against).
 """
 
 from __future__ import annotations
@@ -65,16 +66,36 @@ def sustained_mean(fn: Callable[[], object], *, min_calls: int = 3, min_s: float
             "slowest_s": slowest}
 
 
-def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:
+def whole_model(workload: str, intra_op: int | None = 1, backend: str = "tensorflow",
+                flatbuffers: list[str] | None = None) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (windowed
-    stages included) in this process, with ``intra_op`` TensorFlow threads."""
+    stages included) in this process: on TensorFlow with ``intra_op`` threads, or on LiteRT
+    (XNNPACK, one thread) from ``flatbuffers``, one file per stage of the single-device plan
+    (default: converted here, which needs TensorFlow)."""
     import workloads
     from mcdask.model.plan import single_device
-    from mcdask.runtime.slices import Slice, SliceSpec, set_threads
+    from mcdask.runtime.pieces import SliceSpec
 
-    set_threads(intra_op)
     w = workloads.get(workload)
-    slices = [Slice(SliceSpec(w.name, st.start, st.end)) for st in single_device(w).stages]
+    stages = single_device(w).stages
+    if backend == "litert":
+        from pathlib import Path
+
+        from mcdask.runtime.litert import LiteSlice
+
+        specs = [SliceSpec(w.name, st.start, st.end, backend="litert") for st in stages]
+        if flatbuffers is None:
+            from mcdask.runtime.convert import flatbuffer_path
+
+            flatbuffers = [str(flatbuffer_path(spec)) for spec in specs]
+        if len(flatbuffers) != len(specs):
+            raise ValueError(f"{workload} has {len(specs)} stages; got {len(flatbuffers)} flatbuffers")
+        slices: list = [LiteSlice(spec, Path(path)) for spec, path in zip(specs, flatbuffers)]
+    else:
+        from mcdask.runtime.slices import Slice, set_threads
+
+        set_threads(intra_op)
+        slices = [Slice(SliceSpec(w.name, st.start, st.end)) for st in stages]
     feeds = [s.example_feeds() for s in slices]
 
     def once() -> None:
@@ -84,20 +105,23 @@ def whole_model(workload: str, intra_op: int | None = 1) -> Callable[[], None]:
     return once
 
 
-def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_op: int | None = 1) -> list[float]:
+def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_op: int | None = 1,
+                      backend: str = "tensorflow") -> list[float]:
     """Per-frame seconds of the whole workload (median over ``repeats`` is what callers use)."""
-    return time_call(whole_model(workload, intra_op), repeats, warmup)
+    return time_call(whole_model(workload, intra_op, backend), repeats, warmup)
 
 
 @click.command()
 @click.option("--workload", default="alexnet", show_default=True)
 @click.option("--repeats", default=10, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="TensorFlow intra-op threads")
+@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
+              help="litert: LiteRT with XNNPACK, one thread, on flatbuffers converted here")
 @click.option("--json", "as_json", is_flag=True)
-def main(workload: str, repeats: int, threads: int, as_json: bool) -> None:
-    times = whole_model_times(workload, repeats, intra_op=threads)
+def main(workload: str, repeats: int, threads: int, backend: str, as_json: bool) -> None:
+    times = whole_model_times(workload, repeats, intra_op=threads, backend=backend)
     result: dict[str, Any] = {"workload": workload, "median_s": statistics.median(times), "min_s": min(times),
-              "repeats": len(times), "threads": threads}
+                              "repeats": len(times), "threads": threads, "backend": backend}
     click.echo(json.dumps(result) if as_json else
                f"{workload}: median {result['median_s'] * 1e3:.1f} ms over {len(times)} runs")
 
