@@ -9,6 +9,10 @@ camera would, at ``--overload`` times that rate, and the stream drops what it ca
 gave it, its wait in the queue included; the K values are interleaved within each repeat so
 drift in the host's load touches them alike. Results, every repeat and the medians, go to
 ``dynamic-batching.json``.
+
+``--farm N`` runs it on an emulated farm of N pi3 devices instead (``bench.batching.bench_cluster``;
+``--time-scale``, ``--backend``), planned for the devices' live memory and runtime; the result
+goes to ``dynamic-batching-farm-nN[-BACKEND].json`` with the farm's settings and IPS at Pi speed.
 """
 
 from __future__ import annotations
@@ -21,9 +25,6 @@ from pathlib import Path
 import click
 
 from bench.provenance import OUT_DIR_HELP, provenance, results_dir
-from bench.soak import MALLOC_ENV, LocalProcesses
-
-ENV = {**MALLOC_ENV, "DASK_MCDASK__WORKER__INTRA_OP_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
 
 
 def one_run(client, plan, frames: int, k: int, wait_s: float, fps: float | None) -> dict:
@@ -56,49 +57,66 @@ def one_run(client, plan, frames: int, k: int, wait_s: float, fps: float | None)
 @click.option("--max-wait-ms", type=click.FloatRange(min=0), default=10.0, show_default=True)
 @click.option("--overload", type=click.FloatRange(min=1), default=2.0, show_default=True,
               help="the source's rate as a multiple of the swarm's capacity at one frame per task")
+@click.option("--farm", "farm_n", type=click.IntRange(1, 200), default=None,
+              help="instead of 3 local workers, a farm of N pi3 devices (root)")
+@click.option("--time-scale", type=float, default=1.0, show_default=True, help="the farm's (--farm)")
+@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default=None,
+              help="the devices' runtime (--farm: also the farm's) [default: mcdask.worker.backend]")
 @click.option("--out-dir", type=click.Path(file_okay=False, path_type=Path), default=None, help=OUT_DIR_HELP)
-def main(frames: int, repeats: int, batch_sizes: str, max_wait_ms: float, overload: float,
-         out_dir: Path | None) -> None:
-    """AlexNet on 3 local workers: IPS and latency of a camera-like stream under overload, per K."""
+def main(frames: int, repeats: int, batch_sizes: str, max_wait_ms: float, overload: float, farm_n: int | None,
+         time_scale: float, backend: str | None, out_dir: Path | None) -> None:
+    """AlexNet on 3 local workers or a farm: IPS and latency of a camera-like stream under overload, per K."""
+    import dask
     from distributed import Client
 
     import workloads
+    from mcdask.options import using_backend
     from mcdask.runtime.deploy import worker_names
-    from mcdask.streaming.controller import plan_book
+    from mcdask.streaming.controller import configured_runtime, plan_book
+    from mcdask.streaming.fit import live_memory
 
+    from .batching import bench_cluster
+
+    if farm_n is None and time_scale != 1.0:
+        raise click.UsageError("--time-scale is for --farm runs")
     ks = [int(k) for k in batch_sizes.split(",")]
     runs: dict[str, list[dict]] = {str(k): [] for k in ks}
-    with tempfile.TemporaryDirectory(prefix="mcdask-dynamic-") as tmp:
-        cluster = LocalProcesses(Path(tmp), ENV)
-        try:
-            cluster.start()
-            with Client(cluster.address, timeout="60s") as client:
-                cluster.wait_for_workers(client)
-                plan = plan_book(workloads.get("alexnet"), None).plan_for(tuple(worker_names(client)))
-                one_run(client, plan, 40, 1, 0.0, None)   # deploy and warm up
-                capacity = statistics.median(one_run(client, plan, frames, 1, 0.0, None)["ips"] for _ in range(2))
-                fps = overload * capacity
-                click.echo(f"capacity at one frame per task: {capacity:.2f} IPS; the source gives {fps:.2f} fps",
-                           err=True)
-                for r in range(repeats):
-                    for k in ks:
-                        runs[str(k)].append(one_run(client, plan, frames, k, max_wait_ms / 1e3, fps))
-                        x = runs[str(k)][-1]
-                        click.echo(f"repeat {r + 1}/{repeats} K={k}: {x['ips']} IPS, p99 "
-                                   f"{x['latency_p99_s'] * 1e3:.0f} ms, mean batch {x['mean_batch']}", err=True)
-        finally:
-            cluster.close()
+    with tempfile.TemporaryDirectory(prefix="mcdask-dynamic-") as tmp, \
+            bench_cluster(Path(tmp), farm_n, time_scale, backend) as (address, farm_status), using_backend(backend), \
+            dask.config.set({"distributed.comm.compression": dask.config.get("mcdask.compression")}), \
+            Client(address, timeout="60s") as client:
+        memory = min(live_memory(client).values()) if farm_n else None
+        plan = plan_book(workloads.get("alexnet"), None, memory, configured_runtime(backend)).plan_for(
+            tuple(worker_names(client)))
+        one_run(client, plan, 40, 1, 0.0, None)   # deploy and warm up
+        capacity = statistics.median(one_run(client, plan, frames, 1, 0.0, None)["ips"] for _ in range(2))
+        fps = overload * capacity
+        click.echo(f"capacity at one frame per task: {capacity:.2f} IPS; the source gives {fps:.2f} fps", err=True)
+        for r in range(repeats):
+            for k in ks:
+                runs[str(k)].append(one_run(client, plan, frames, k, max_wait_ms / 1e3, fps))
+                x = runs[str(k)][-1]
+                click.echo(f"repeat {r + 1}/{repeats} K={k}: {x['ips']} IPS, p99 "
+                           f"{x['latency_p99_s'] * 1e3:.0f} ms, mean batch {x['mean_batch']}", err=True)
     med = {k: {f: statistics.median(x[f] for x in v) for f in ("ips", "latency_p50_s", "latency_p99_s", "mean_batch")}
            for k, v in runs.items()}
     base = med[str(ks[0])]
-    result = {"workload": "alexnet", "workers": 3, "frames": frames, "repeats": repeats, "max_wait_ms": max_wait_ms,
+    result = {"workload": "alexnet", "workers": farm_n or 3, "frames": frames, "repeats": repeats,
+              "max_wait_ms": max_wait_ms,
               "capacity_k1_ips": capacity, "source_fps": round(fps, 3), "median": med,
               "ips_vs_k1": {k: round(m["ips"] / base["ips"], 3) for k, m in med.items()},
               "p99_above_k1_s": {k: round(m["latency_p99_s"] - base["latency_p99_s"], 4) for k, m in med.items()},
               "runs": runs, "plan": plan.to_dict(),
               **provenance({"frames": frames, "repeats": repeats, "batch_sizes": batch_sizes,
-                            "max_wait_ms": max_wait_ms, "overload": overload})}
-    path = results_dir(out_dir) / "dynamic-batching.json"
+                            "max_wait_ms": max_wait_ms, "overload": overload, "farm": farm_n,
+                            "time_scale": time_scale, "backend": backend})}
+    name = "dynamic-batching"
+    if farm_status is not None:
+        result["median_ips_pi_speed"] = {k: round(m["ips"] / time_scale, 3) for k, m in med.items()}
+        result["farm"] = {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "time_scale",
+                                                            "backend", "calibration", "verification")}
+        name = f"dynamic-batching-farm-n{farm_n}" + (f"-{backend}" if backend else "")
+    path = results_dir(out_dir) / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     for size, m in med.items():
