@@ -81,3 +81,35 @@ def test_a_worker_builds_a_slice_without_client_packages(tmp_path):
     at_import, outputs = run.stdout.strip().splitlines()[-2:]
     assert at_import == "[]"   # neither rich nor TensorFlow at module level
     assert outputs == "{'pool1': 1}"
+
+
+NO_TENSORFLOW = """
+import sys
+
+
+class Gone:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras"):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+
+sys.meta_path.insert(0, Gone())
+from mcdask.runtime import plugin
+from mcdask.runtime.pieces import SliceSpec
+
+try:
+    plugin._build_all({"alexnet/0/0": SliceSpec("alexnet", 0, 2)})
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+def test_a_tensorflow_slice_on_a_device_without_tensorflow_says_what_to_do(tmp_path):
+    """A device installed with ``mcdask[litert]`` given a tensorflow deployment: one line naming
+    what is missing and the two ways out, which the deployment reports for that device."""
+    run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW], capture_output=True, text=True, timeout=300,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip() == (
+        "SliceNotLoadedError this device has no TensorFlow for a tensorflow deployment (No module named "
+        "'tensorflow'); install mcdask[device] on it, or deploy with --backend litert")

@@ -257,7 +257,11 @@ def _build(spec: SliceSpec, content_key: str | None, worker):
     quiet()  # this worker's first TensorFlow import may come next
     from mcdask.runtime.slices import Slice, ensure_tf
 
-    ensure_tf()
+    try:
+        ensure_tf()
+    except ImportError as e:  # a device installed for litert only
+        raise SliceNotLoadedError(f"this device has no TensorFlow for a tensorflow deployment ({e}); install "
+                                  "mcdask[device] on it, or deploy with --backend litert") from None
     return Slice(spec)
 
 
