@@ -43,6 +43,11 @@ def parse_devices(text: str) -> tuple[int, ...]:
               help="plan on the Pi 3's layer times rebalanced to this host's conv/dense split (farm), on "
                    "times measured layer by layer on a farm device (device: models whose layers fit a "
                    "device), or on the published Pi 3 ones")
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help="measure up to K distinct plans per row, the planner's and its runners-up predicted within "
+                   "--within of it, and report the winner (the row's figures), each candidate and won_by")
+@click.option("--within", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True, metavar="F",
+              help="with --top: runners-up predicted at least (1 - F) x the best plan's IPS")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
 @click.option("--name", "--out", "name", default=None,
               help="result file stem [default: bench for a full run, bench-quick for --quick; a partial run "
@@ -54,8 +59,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
 @options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, scheduler, name, out_dir, backend, as_json,
-          soak_frames):
+def bench(names, devices, quick, time_scale, strategies, profile, top, within, scheduler, name, out_dir, backend,
+          as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
@@ -71,10 +76,12 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
         time_scale=time_scale or (4.0 if quick else 1.0),
         frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
         profile=profile,
+        top=top,
+        within=within,
     )
-    full = not names and not devices and time_scale is None and backend is None
+    full = not names and not devices and time_scale is None and backend is None and top == 1
     partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
-               + (f"-{backend}" if backend else ""))
+               + (f"-{backend}" if backend else "") + (f"-top{top}" if top > 1 else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
     except PartialRunError as e:
@@ -91,7 +98,8 @@ def bench(names, devices, quick, time_scale, strategies, profile, scheduler, nam
     log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
     if as_json:
         rows = [{k: r.get(k) for k in ("workload", "devices", "ips", "ips_pi_speed", "latency_p50_s",
-                                        "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")}
+                                        "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")
+                                        + (("winner", "planner_choice", "won_by") if top > 1 else ())}
                 for r in result["rows"]]
         click.echo(json.dumps({"rows": rows, "files": files, "settings": result["settings"]}))
 

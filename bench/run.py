@@ -9,6 +9,9 @@ seconds per frame (the runtime's own cost), and the bounds of ``bench.metrics``.
 With ``--time-scale K`` every device is K times faster with K times the bandwidth; IPS are
 also reported divided by K (``ips_pi_speed``), which is what a real-speed farm would do if
 every cost scales alike.
+
+With ``top`` > 1, each (workload, n) measures up to ``top`` plans predicted within ``within``
+of the best (``bench.candidates``) and reports the winner.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING
 
 import psutil
@@ -23,7 +27,7 @@ import psutil
 import workloads
 from mcdask.runtime.deploy import worker_addresses
 
-from . import metrics, paper
+from . import candidates, metrics, paper
 
 if TYPE_CHECKING:
     from mcdask.planning.planner import Strategy
@@ -37,6 +41,8 @@ class Settings:
     time_scale: float = 1.0
     frames: dict | None = None        # workload -> frames per run
     profile: str = "farm"             # planning profile: "farm", "device" or "pi3" (see farm_profile)
+    top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
+    within: float = 0.10              # runners-up predicted within this of the best IPS
 
 
 DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
@@ -206,6 +212,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     from cluster import farm
     from cluster.devices import FarmSpec
     from mcdask.planning.planner import plan as make_plan
+    from mcdask.planning.planner import plan_top
     from mcdask.runtime.deploy import worker_names
     from mcdask.streaming.controller import configured_runtime
     from mcdask.streaming.sources import Feeder, open_source
@@ -251,20 +258,24 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
                     prof = full.subset(names[:n])
                     for strategy in settings.strategies:
                         try:
-                            p = make_plan(w, prof, n, strategy)
+                            plans = (plan_top(w, prof, n, settings.top, settings.within, strategy)
+                                     if settings.top > 1 else [make_plan(w, prof, n, strategy)])
                         except Exception as e:  # infeasible: say so in the table
                             rows.append({"workload": name, "devices": n, "strategy": strategy,
                                          "feasible": False, "reason": str(e)})
                             log(f"  {name} n={n} {strategy}: infeasible: {e}")
                             continue
+                        p = plans[0]
                         if broken:
                             rows.append({"workload": name, "devices": n, "strategy": strategy, "feasible": True,
                                          "failed": f"not run: {broken}", "plan_id": p.id})
                             continue
                         log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS")
+                        measure = partial(measure_one, client, profile=prof, items=items, caps=caps,
+                                          time_scale=settings.time_scale, scheduler_pid=scheduler_pid,
+                                          worker_pids=worker_pids)
                         try:
-                            row = measure_one(client, p, prof, items, settings.time_scale, scheduler_pid, caps,
-                                              worker_pids)
+                            row = candidates.measure_all(plans, measure, log) if settings.top > 1 else measure(p)
                         except Exception as e:  # noqa: BLE001 - keep every other row of the run
                             left = worker_names(client)
                             lost = sorted(set(names) - set(left))
@@ -285,7 +296,8 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     reference = {w: paper.REFERENCE[w] for w in settings.workloads}
     return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
-                         "profile": settings.profile, "backend": configured_runtime()},
+                         "profile": settings.profile, "backend": configured_runtime(),
+                         **({"top": settings.top, "within": settings.within} if settings.top > 1 else {})},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
                                                       "not_capped_reason", "time_scale")},
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},

@@ -134,3 +134,44 @@ def test_every_result_records_where_it_came_from():
     assert p["git_commit"] and len(p["git_commit"]) == 40
     assert p["machine"]["cores"] >= 1 and p["machine"]["memory_bytes"] > 0 and p["machine"]["cpu"]
     assert p["versions"]["dask"] and p["settings"] == {"devices": 6} and p["command"]
+
+
+def test_bench_top_measures_every_candidate_and_reports_the_winner():
+    """``--top 3``: each candidate measured as one plan is; the row is the winner's, with every
+    candidate, the planner's choice and by how much the winner beat it."""
+    import workloads
+    from bench import candidates
+    from mcdask.model.kinds import homogeneous
+    from mcdask.planning.planner import plan_top
+
+    plans = plan_top(workloads.get("alexnet"), homogeneous("pi3", 6), 6, k=3)
+    assert len(plans) == 3
+    measured = {plans[0].id: 5.0, plans[1].id: 6.0, plans[2].id: 4.0}   # the runner-up wins on the farm
+    seen, lines = [], []
+
+    def measure(p):
+        seen.append(p.id)
+        return {"plan_id": p.id, "ips": 4 * measured[p.id], "ips_pi_speed": measured[p.id], "latency_p50_s": 0.5,
+                "predicted_ips": p.predicted["ips"]}
+
+    row = candidates.measure_all(plans, measure, lines.append)
+    assert seen == [p.id for p in plans]
+    assert row["plan_id"] == row["winner"] == plans[1].id and row["ips_pi_speed"] == 6.0
+    assert row["planner_choice"] == plans[0].id and row["won_by"] == pytest.approx(6.0 / 5.0)
+    assert [(c["plan_id"], c["measured_ips"]) for c in row["candidates"]] == list(measured.items())
+    assert row["candidates"][1]["predicted_ips"] == plans[1].predicted["ips"]
+    assert len(lines) == 2 * 3 + 1 and plans[1].id in lines[-1]
+    # a tie goes to the planner's choice; one candidate wins by 1
+    tie = candidates.choose(plans[:2], [{"ips_pi_speed": 5.0}, {"ips_pi_speed": 5.0}])
+    assert tie["winner"] == plans[0].id and tie["won_by"] == 1.0
+    with pytest.raises(ValueError, match="one measured row per candidate"):
+        candidates.choose(plans, [])
+    # a --top run is not the full run: it never takes bench's file name
+    from click.testing import CliRunner
+
+    from bench.cli import bench
+
+    r = CliRunner().invoke(bench, ["--top", "3", "--name", "bench"])
+    assert r.exit_code == 2 and "this run is partial" in r.output
+    r = CliRunner().invoke(bench, ["--top", "3", "--within", "1"])
+    assert r.exit_code == 2 and "--within" in r.output

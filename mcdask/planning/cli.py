@@ -6,6 +6,7 @@ Examples::
     mcdask plan -w action -n 12 --strategy paper --json        # last stdout line: one JSON object
     mcdask plan -w alexnet -n 6 -o plan.json                   # write the plan for n = 6
     mcdask plan -w alexnet -n 6 -o 'plan-{n}.json'             # write every feasible n
+    mcdask plan -w alexnet -n 6 --top 3                        # and n = 6's runners-up within 10 %
     mcdask plan --evaluate alexnet-6dev                        # a packaged paper plan (or a file)
 
 No TensorFlow and no Dask distributed are imported (dask.config gives the default backend).
@@ -25,10 +26,10 @@ from mcdask.model import kinds as builtin_devices
 from mcdask.model import runtimes
 from mcdask.model.files import read_object
 from mcdask.model.kinds import homogeneous
-from mcdask.model.plan import Plan
+from mcdask.model.plan import Plan, stage_label
 from mcdask.model.profile import Profile
 from mcdask.planning.costmodel import Cost, evaluate
-from mcdask.planning.planner import STRATEGIES, plan_all
+from mcdask.planning.planner import STRATEGIES, plan_all, plan_top
 from mcdask.planning.result import PlanResult
 
 
@@ -92,6 +93,34 @@ def _print_result(console, workload, r: PlanResult) -> None:
     console.print(table)
 
 
+#: how close to the best predicted IPS a runner-up of ``--top`` must be (a profile's error)
+TOP_WITHIN = 0.10
+
+
+def _candidates(plans: list[Plan]) -> list[dict]:
+    """``--top``'s candidates for JSON: each plan with its prediction, relative to the first's."""
+    best = plans[0].predicted["ips"]
+    return [{"plan_id": p.id, "predicted_ips": p.predicted["ips"], "predicted_latency_s": p.predicted["latency_s"],
+             "relative_ips": p.predicted["ips"] / best, "plan": p.to_dict()} for p in plans]
+
+
+def _print_candidates(console, workload, n: int, plans: list[Plan]) -> None:
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(title=f"{n} device(s): {len(plans)} plan(s) predicted within {TOP_WITHIN * 100:g} % of the best "
+                        "(too close for the profile to choose; measure them)", title_justify="left")
+    for col, right in (("#", True), ("plan", False), ("predicted IPS", True), ("of the best", True),
+                       ("latency s", True), ("stages (x replicas, / shards)", False)):
+        table.add_column(col, justify="right" if right else "left")
+    for i, (p, c) in enumerate(zip(plans, _candidates(plans))):
+        shape = " | ".join(stage_label(workload, st) + (f" / {len(st.shards)}" if st.split
+                                                        else f" x{len(st.shards[0].devices)}") for st in p.stages)
+        table.add_row(str(i), c["plan_id"], f"{c['predicted_ips']:.3f}", f"{c['relative_ips']:.1%}",
+                      f"{c['predicted_latency_s']:.3f}", escape(shape))
+    console.print(table)
+
+
 def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str | None, as_json: bool) -> None:
     if spec in paper_plans.names():
         raw, source = paper_plans.raw(spec), f"packaged plan {spec}"
@@ -150,10 +179,15 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str |
               help="Write the plan for n = N here; a path containing {n} writes every feasible n.")
 @click.option("--evaluate", "evaluate_spec", metavar="PLAN",
               help="Predict this plan file (or packaged paper plan name) on the profile instead of planning.")
-def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_json, output, evaluate_spec):
+@click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
+              help=f"Also show up to K distinct plans for n = N predicted within {TOP_WITHIN * 100:g} % of the best "
+                   "(the search's runners-up, not a proven k-best); with --json, a candidates list.")
+def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_json, output, evaluate_spec, top):
     """Choose a task assignment for every device count 1..N."""
     try:
         if evaluate_spec:
+            if top > 1:
+                raise click.UsageError("--top ranks the planner's own plans; it does not apply to --evaluate")
             _evaluate(evaluate_spec, profile_spec, baseline_bytes, backend, as_json)
             return
         if not workload or not devices:
@@ -161,6 +195,8 @@ def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_
         w = workloads.get(workload)
         prof = _profile(profile_spec, devices, None, baseline_bytes, backend)
         results = plan_all(w, prof, devices, strategy)
+        candidates = (plan_top(w, prof, devices, top, TOP_WITHIN, strategy)
+                      if top > 1 and results[-1].feasible else [])
     except McdaskError as e:
         raise click.ClickException(str(e)) from e
     if output:
@@ -171,8 +207,10 @@ def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_
             path = Path(output.replace("{n}", str(r.devices)))
             r.plan.save(path)
     if as_json:
-        click.echo(json.dumps({"workload": w.name, "profile": prof.name, "strategy": strategy,
-                               "plans": [r.to_dict() for r in results]}))
+        doc = {"workload": w.name, "profile": prof.name, "strategy": strategy, "plans": [r.to_dict() for r in results]}
+        if top > 1:
+            doc["candidates"] = _candidates(candidates) if candidates else []
+        click.echo(json.dumps(doc))
         return
     from rich.console import Console
 
@@ -180,5 +218,7 @@ def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_
     console.print(f"[bold]{w.name}[/bold] on {prof.name}, strategy {strategy}")
     for r in results:
         _print_result(console, w, r)
+    if candidates:
+        _print_candidates(console, w, devices, candidates)
     if output:
         console.print(f"wrote {output}")

@@ -40,6 +40,10 @@ memory (weights stay resident; mcdask never reloads):
 
 Both return plans whose ``predicted`` holds the cost model's ips, latency_s, bottleneck and
 memory_bytes per device. Deterministic: no clock, no randomness, sorted iteration.
+
+A profile is a few percent off, so plans predicted within that of each other cannot be told
+apart before they run: ``plan_top`` gives the runners-up the search kept beside the plan, for
+a bench to measure.
 """
 
 from __future__ import annotations
@@ -75,6 +79,57 @@ def plan_all(workload, profile: Profile, max_devices: int | None = None, strateg
              *, only: int | None = None) -> list[PlanResult]:
     """One :class:`PlanResult` for every n in ``1..max_devices`` (default: all profile devices),
     or just ``n = only``."""
+    top = _checked(workload, profile, max_devices, strategy, only)
+    counts = [only] if only is not None else list(range(1, top + 1))
+    if strategy == "paper":
+        return [paper_plan(workload, profile, n) for n in counts]
+    found = _optimal(workload, profile, top, counts)
+    out = []
+    for n in counts:
+        if n in found:
+            p = found[n][0]
+            cost = evaluate(workload, p, profile)
+            out.append(PlanResult(n, with_prediction(p, cost), cost))
+        else:
+            out.append(PlanResult(n, None, None, infeasible_reason(workload, profile, n)))
+    return out
+
+
+def plan_top(workload, profile: Profile, n: int, k: int = 3, within: float = 0.10,
+             strategy: Strategy = "optimal") -> list[Plan]:
+    """Up to ``k`` plans of distinct structure for exactly ``n`` devices, each with its
+    prediction, keeping those predicted within ``within`` of the first's IPS (at least
+    ``(1 - within)`` x its IPS): choices a profile a few percent off cannot tell apart. The
+    first is ``plan(workload, profile, n, strategy)``.
+
+    Distinct: the stages and shards differ, not only which device of a kind holds a piece
+    (the search takes each kind's devices in profile order, and of plans whose stages are
+    equal once each device is read as its kind keeps the best). The rest follow in the search's order
+    (period, then latency), which is the prediction's order unless the profile has shared
+    hosts (the search does not price them; ``evaluate`` does). They are the best complete
+    plans the search kept, not a proven k-best: its Pareto pruning drops partial plans
+    dominated by another one, and a runner-up may go with them. ``paper`` gives its one plan.
+    Raises PlanError for ``k < 1`` or ``within`` outside [0, 1), InfeasiblePlanError when
+    nothing fits."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise PlanError(f"k (how many plans) must be a whole number >= 1, got {k!r}")
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 <= within < 1:
+        raise PlanError(f"within (the IPS margin) must be in [0, 1), e.g. 0.1 for 10 %, got {within!r}")
+    top = _checked(workload, profile, None, strategy, n)
+    if strategy == "paper":
+        return [plan(workload, profile, n, strategy)]
+    found = _optimal(workload, profile, top, [n], keep=k).get(n)
+    if not found:
+        raise InfeasiblePlanError(infeasible_reason(workload, profile, n))
+    out = [with_prediction(p, evaluate(workload, p, profile)) for p in found]
+    best = out[0].predicted["ips"]
+    return [p for p in out if p.predicted["ips"] >= (1 - within) * best]
+
+
+# ---- helpers ------------------------------------------------------------------------------------
+
+def _checked(workload, profile: Profile, max_devices: int | None, strategy: str, only: int | None) -> int:
+    """Check the arguments plan_all takes; the largest device count to plan for."""
     if strategy not in STRATEGIES:
         raise PlanError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
     available = len(profile.devices)
@@ -88,19 +143,14 @@ def plan_all(workload, profile: Profile, max_devices: int | None = None, strateg
         if missing:
             raise ProfileError(f"kind {d.kind!r} (device {d.name}) has no time for {workload.name} layers "
                                f"{missing}; profile them or pick another kind")
-    counts = [only] if only is not None else list(range(1, top + 1))
-    if strategy == "paper":
-        return [paper_plan(workload, profile, n) for n in counts]
+    return top
+
+
+def _optimal(workload, profile: Profile, top: int, counts: list[int], keep: int = 1) -> dict[int, list[Plan]]:
+    """The optimal search's plans (up to ``keep``, best first) for each feasible n in ``counts``:
+    exact up to EXACT_MAX_DEVICES, the restricted search above."""
     exact = {n for n in counts if n <= EXACT_MAX_DEVICES}
-    found = OptimalSearch(workload, profile, min(top, EXACT_MAX_DEVICES)).run(exact) if exact else {}
+    found = OptimalSearch(workload, profile, min(top, EXACT_MAX_DEVICES), keep=keep).run_top(exact) if exact else {}
     if len(exact) < len(counts):
-        found.update(OptimalSearch(workload, profile, top, exact=False).run(set(counts) - exact))
-    out = []
-    for n in counts:
-        if n in found:
-            p = found[n]
-            cost = evaluate(workload, p, profile)
-            out.append(PlanResult(n, with_prediction(p, cost), cost))
-        else:
-            out.append(PlanResult(n, None, None, infeasible_reason(workload, profile, n)))
-    return out
+        found.update(OptimalSearch(workload, profile, top, exact=False, keep=keep).run_top(set(counts) - exact))
+    return found

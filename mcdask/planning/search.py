@@ -4,6 +4,7 @@ a Pareto front per state."""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -57,11 +58,16 @@ class _Entry:
 
 
 class OptimalSearch:
-    def __init__(self, workload, profile: Profile, top: int, exact: bool = True):
+    """``keep``: how many complete plans to keep per device count (``run_top``), best first by
+    (period, latency, cell order); the first is always the one ``run`` returns."""
+
+    def __init__(self, workload, profile: Profile, top: int, exact: bool = True, keep: int = 1):
         self.exact = exact
         self.w = workload
         self.p = profile
         self.top = top
+        self.keep = keep
+        self.kind_of = {d.name: d.kind for d in profile.devices}
         self.L = len(workload.layers)
         order: list[str] = []
         for d in profile.devices:
@@ -166,6 +172,14 @@ class OptimalSearch:
                             yield _Cell(a, b, stages, take)
 
     def run(self, wanted: set[int]) -> dict[int, Plan]:
+        """The best plan for every feasible n in ``wanted``."""
+        return {n: plans[0] for n, plans in self.run_top(wanted).items()}
+
+    def run_top(self, wanted: set[int]) -> dict[int, list[Plan]]:
+        """Up to ``keep`` plans of distinct structure for every feasible n in ``wanted``, best
+        first. The first is the optimum; the others are the best complete plans the search
+        still held, not a proven k-best: the Pareto pruning drops partial plans dominated by
+        another one, and with them complete plans that could rank second."""
         w = self.w
         # the workload inputs leave the client, ready at 0
         base = Walk(w, self.p).exports
@@ -173,7 +187,7 @@ class OptimalSearch:
         # state key: (pos, used, open signature); value: list of _Entry (Pareto front)
         states: dict[tuple, list[_Entry]] = {(0, zero, ()): [_Entry(0.0, 0.0, ())]}
         sig_exports: dict[tuple, dict[str, Export]] = {(): {}}
-        best: dict[int, tuple] = {}
+        best: dict[int, list[tuple]] = {}
         for a in self.cuts:
             keys = sorted((k for k in states if k[0] == a), key=lambda k: (k[1], repr(k[2])))
             for key in keys:
@@ -185,7 +199,7 @@ class OptimalSearch:
                     continue
                 for cell in self.cells_from(a, used):
                     self._step(cell, used, open_ex, sig, front, states, sig_exports, base)
-        return {n: self._build(best[n][3]) for n in sorted(best)}
+        return {n: [self._build(c[3]) for c in best[n]] for n in sorted(best) if best[n]}
 
     def _symbolic(self, open_ex: dict[str, Export]) -> dict[str, Export]:
         out = {}
@@ -230,14 +244,33 @@ class OptimalSearch:
         walk = Walk(w, self.p, self._symbolic(open_ex), self.memo, track=False)
         done = walk.finish()
         keys = [(name, h) for name, ex in sorted(open_ex.items()) for h in range(len(ex.shards))]
+        kept = best.setdefault(n, [])
         for entry in front:
             origins = dict(zip(keys, entry.ready))
             period = max(entry.closed, entry.client + walk.client)
             latency = value(done, origins)
-            score = (period, latency)
-            if n not in best or score < best[n][:2] or (score == best[n][:2] and
-                                                        self._order(entry.cells) < best[n][2]):
-                best[n] = (period, latency, self._order(entry.cells), entry.cells)
+            if len(kept) == self.keep and (period, latency) > kept[-1][:2]:
+                continue
+            cand = (period, latency, self._order(entry.cells), entry.cells)
+            if len(kept) < self.keep or cand[:3] < kept[-1][:3]:
+                self._offer(kept, cand + (self._shape(entry.cells),))
+
+    def _offer(self, kept: list[tuple], cand: tuple) -> None:
+        """Put ``cand`` (period, latency, order, cells, shape) into ``kept`` (sorted, at most
+        ``keep``), unless a better one of the same shape is there; a worse one of it goes."""
+        twin = next((i for i, c in enumerate(kept) if c[4] == cand[4]), None)
+        if twin is not None:
+            if kept[twin][:3] <= cand[:3]:
+                return
+            del kept[twin]
+        bisect.insort(kept, cand, key=lambda c: c[:3])
+        del kept[self.keep:]
+
+    def _shape(self, linked) -> tuple:
+        """The stages without device names: each shard's devices as their sorted kinds."""
+        return tuple((st.start, st.end, tuple((sh.units, tuple(sorted(self.kind_of[d] for d in sh.devices)))
+                                              for sh in st.shards))
+                     for c in self._cells(linked) for st in c.stages)
 
     @staticmethod
     def _cells(linked) -> list[_Cell]:
