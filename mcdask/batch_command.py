@@ -158,7 +158,7 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.batch import refuse_windowed
     from mcdask.streaming.controller import configured_runtime, plan_book
-    from mcdask.streaming.fit import check_fits, live_memory
+    from mcdask.streaming.fit import check_fits, for_live_devices
     from mcdask.streaming.sources import Feeder, frame_count, open_source, opened
 
     show_events_on_stderr()
@@ -183,8 +183,8 @@ def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
-            memory = live_memory(client)   # plan for the smallest device's memory; refuse a plan that does not fit
-            book = plan_book(w, profile, min(memory.values()), configured_runtime(backend))
+            # plan for the smallest device's memory and the largest runtime; refuse a plan that does not fit
+            book, memory = for_live_devices(client, w, profile, configured_runtime(backend))
             if plan_opt:
                 from mcdask.plans import resolve
 

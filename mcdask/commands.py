@@ -253,7 +253,7 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
     from mcdask.runtime.history import client_config
     from mcdask.runtime.weights import WeightsSource
     from mcdask.streaming.dynamic import DynamicBatcher
-    from mcdask.streaming.fit import check_fits, live_memory
+    from mcdask.streaming.fit import check_fits, for_live_devices
     from mcdask.streaming.sources import Feeder, latest, open_source, opened, paced
 
     show_events_on_stderr()
@@ -275,8 +275,8 @@ def run(scheduler, workload, model_file, source, plan_opt, profile, adapt, frame
             names = worker_names(client)
             if not names:
                 raise click.ClickException(f"no workers at {scheduler}; start `dask worker {scheduler}` on each device")
-            memory = live_memory(client)   # plan for the smallest device's memory; refuse a plan that does not fit
-            plans = plan_book(w, profile, min(memory.values()), configured_runtime(backend))
+            # plan for the smallest device's memory and the largest runtime; refuse a plan that does not fit
+            plans, memory = for_live_devices(client, w, profile, configured_runtime(backend))
             if plan_opt and plan_opt != "auto":
                 from mcdask.plans import resolve
 

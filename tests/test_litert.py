@@ -45,13 +45,19 @@ def _records(plan: Plan, items, **runtime):
     return list(Stream(runner, plan, runner.workload, depth=1).run(items))
 
 
+#: LiteRT's kernels against TensorFlow's reference, relative to the output's scale. On CPUs where
+#: TensorFlow turns oneDNN on by default (AVX512-BF16 here) the action model's built-in-kernel
+#: answers differ by up to 1.25e-5 of the scale (its 8192-wide dense layers sum in another order)
+TOLERANCE = 2e-5
+
+
 def _assert_equal(records, ref, what):
     ok = [r for r in records if r.status == "ok"]
     assert [r.frame for r in ok] == sorted(ref), what
     for r in ok:
         scale = np.abs(ref[r.frame]).max()
         diff = np.abs(r.output - ref[r.frame]).max()
-        assert diff <= 1e-5 * scale, f"frame {r.frame}: max diff {diff} > 1e-5 x {scale} for {what}"
+        assert diff <= TOLERANCE * scale, f"frame {r.frame}: max diff {diff} > {TOLERANCE} x {scale} for {what}"
 
 
 @pytest.mark.parametrize("name", ["alexnet", pytest.param("action", marks=pytest.mark.slow)])

@@ -41,20 +41,21 @@ class Runtime:
 
 RUNTIMES = {
     "tensorflow": Runtime(
-        "tensorflow", 597_300_000, 3.2, True,
-        "measured here (2 x86-64 cores, Python 3.11, TensorFlow 2.21, Dask 2026.8; python -m bench.backends, "
-        "bench/results/backends.json, medians of 3 fresh processes): a device process with TensorFlow and a "
-        "tiny model, 597.3 MB resident; building a slice peaks at 1.77x (all of AlexNet) to 3.03x (half of "
-        "VGG16 fc1, 25088 x 2048) its weight bytes, 3.17x for AlexNet's fc1 alone"),
+        "tensorflow", 602_400_000, 1.2, True,
+        "measured here (2 x86-64 cores, Python 3.11, TensorFlow 2.21, Dask 2026.8; python -m bench.backends after "
+        "dropping the page cache, bench/results/backends.json, medians of 3 fresh processes): a device process with "
+        "TensorFlow and a tiny model, 602.4 MB resident; building a slice and running it once peaks at 1.04x (the "
+        "action model) to 1.14x (all of AlexNet) its weight bytes, 1.08x for half of VGG16's fc1, its variables "
+        "adopting the buffers the weights were read into (mcdask.runtime.slices)"),
     "litert": Runtime(
-        "litert", 81_600_000, 2.15, True,
+        "litert", 80_100_000, 2.15, True,
         "measured here (ai-edge-litert 2.3, Dask 2026.8; python -m bench.backends): a device process with the "
-        "LiteRT interpreter and no TensorFlow, 81.6 MB resident; loading a slice's flatbuffer with XNNPACK, "
-        "which repacks the weights into a second copy, peaks at 2.03-2.12x its weight bytes"),
+        "LiteRT interpreter and no TensorFlow, 80.1 MB resident; loading a slice's flatbuffer with XNNPACK, "
+        "which repacks the weights into a second copy, peaks at 2.03-2.11x its weight bytes"),
     "litert-builtin": Runtime(
-        "litert-builtin", 82_600_000, 1.15, True,
+        "litert-builtin", 80_400_000, 1.15, True,
         "as litert, with LiteRT's built-in kernels (mcdask.worker.litert-kernels: builtin), which read the "
-        "weights where they lie: 82.6 MB resident, loading peaks at 1.03-1.12x the weight bytes"),
+        "weights where they lie: 80.4 MB resident, loading peaks at 1.02-1.11x the weight bytes"),
     "tf1.5": Runtime(
         "tf1.5", _pi3.BASELINE_BYTES, _pi3.WEIGHT_MEMORY_FACTOR, False,
         "the paper's Pis (TensorFlow 1.5, Keras 2.1): least squares over RA-L Fig. 10 task memory "

@@ -18,9 +18,9 @@ import workloads
 from mcdask.runtime.slices import ensure_tf
 
 #: a piece is built only if RSS now + this x its parameter bytes fits the usable memory
-#: (measured here: building AlexNet fc1 peaked at 4.1x its 75 MB of weights; the seeded kernel in
-#: NumPy, Keras's zero-initialised variable, the converted and the assigned copies)
-BUILD_PEAK_FACTOR = 4.0
+#: (measured here, ``python -m bench.backends``: building a tensorflow slice peaks at 1.04-1.14x
+#: its weights, loading a LiteRT one with XNNPACK at 2.03-2.11x; this leaves a margin over both)
+BUILD_PEAK_FACTOR = 2.5
 
 
 def rss_bytes() -> int:
@@ -102,15 +102,34 @@ def usable_memory(worker) -> dict[str, Any]:
             "cgroup_memory_limit_bytes": cgroup, "usable_memory_bytes": min(usable)}
 
 
+def runtime_baseline_bytes(runtime: str = "tensorflow") -> int:
+    """This process's resident bytes with the device runtime ``runtime`` loaded (tensorflow:
+    imported, its threads set, one tiny ``tf.function`` run; litert: the interpreter imported,
+    TensorFlow not), less the weights of the slices it holds. Shared-library pages count: Dask
+    pauses a worker on its whole resident size, and how many of those pages a process maps
+    depends on what the system has cached (TensorFlow here: 572 MiB after dropping the page
+    cache, 692 MiB once its files were read, as by the install)."""
+    from mcdask.runtime import plugin
+
+    if runtime.startswith("litert"):
+        from ai_edge_litert import interpreter  # noqa: F401
+    else:
+        import tensorflow as tf
+
+        ensure_tf()
+        tiny = tf.function(lambda x: tf.nn.relu(tf.matmul(x, x)), autograph=False)
+        tiny(tf.ones((4, 4)))
+    gc.collect()
+    return max(rss_bytes() - plugin.resident_param_bytes(), 0)
+
+
 def collect_facts(worker) -> dict[str, Any]:
     import tensorflow as tf
 
     from mcdask.runtime import plugin
 
     threads = ensure_tf()
-    tiny = tf.function(lambda x: tf.nn.relu(tf.matmul(x, x)), autograph=False)
-    tiny(tf.ones((4, 4)))
-    gc.collect()
+    baseline = runtime_baseline_bytes("tensorflow")
     rss = rss_bytes()
     resident = plugin.resident_param_bytes()
     return {**usable_memory(worker),
@@ -118,7 +137,7 @@ def collect_facts(worker) -> dict[str, Any]:
         "pid": os.getpid(), "cores": cpu_cores(), "host_cpus": len(os.sched_getaffinity(0)),
         "nthreads": worker.state.nthreads,
         "intra_op_threads": threads, "rss_bytes": rss, "resident_slice_param_bytes": resident,
-        "baseline_bytes": max(rss - resident, 0),
+        "baseline_bytes": baseline,
         "resources": dict(worker.state.total_resources),
         "tensorflow": tf.__version__,
     }

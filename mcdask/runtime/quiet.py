@@ -8,8 +8,11 @@ cluster inherit it) lets everything through; a level the user set in the environ
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import logging
 import os
+import sys
 
 VERBOSE_ENV = "MCDASK_VERBOSE"
 
@@ -34,6 +37,46 @@ def quiet() -> None:
         os.environ.setdefault(name, value)
     for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL") == _ENV["TF_CPP_MIN_LOG_LEVEL"] and "tensorflow" not in sys.modules \
+            and not any(isinstance(f, _MutedImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _MutedImport())
+
+
+class _MutedImport(importlib.abc.MetaPathFinder):
+    """Imports ``tensorflow`` with this process's standard error (file descriptor 2) pointed at
+    ``/dev/null``. On CPUs where TensorFlow turns oneDNN on by default (AVX512-VNNI or -BF16,
+    AMX), TensorFlow 2.21's import logs "oneDNN custom operations are on" through absl, twice,
+    whatever ``TF_CPP_MIN_LOG_LEVEL`` says. A failed import still raises, after the descriptor
+    is back."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "tensorflow":
+            return None
+        sys.meta_path.remove(self)          # once: the real finder's spec, with its loader wrapped
+        spec = importlib.util.find_spec(name)
+        if spec is not None and spec.loader is not None:
+            spec.loader = _MutedLoader(spec.loader)
+        return spec
+
+
+class _MutedLoader(importlib.abc.Loader):
+    def __init__(self, loader):
+        self.loader = loader
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module) -> None:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        try:
+            self.loader.exec_module(module)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def let_through() -> None:

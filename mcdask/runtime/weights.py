@@ -145,37 +145,76 @@ def layer_weights(layer, source: WeightsSource, units: tuple[int, int] | None = 
     its name in a Keras 2 file where that differs (``workload.keras_applications["names"]``)."""
     if not layer.weight_shapes:
         return []
-    kshape, _ = layer.weight_shapes
-    total = kshape[-1]
+    a, b = _units(layer, units)
+    kernel = np.empty(tuple(layer.weight_shapes[0][:-1]) + (b - a,), np.float32)
+
+    def put(r0: int, rows: np.ndarray) -> None:
+        kernel[r0:r0 + len(rows)] = rows
+
+    bias = fill_weights(layer, source, put, units, keras_name, alias)
+    return [kernel, bias]
+
+
+def fill_weights(layer, source: WeightsSource, put, units: tuple[int, int] | None = None,
+                 keras_name: str | None = None, alias: str | None = None) -> np.ndarray:
+    """Hand ``layer``'s kernel (output units ``[a, b)`` if given) to ``put(r0, rows)`` a few
+    rows of its first axis at a time, ``rows`` being ``kernel[r0:r0 + len(rows)]`` (about
+    ``CHUNK_BYTES`` each), and return its bias. A builder that fills its variable in place
+    this way holds the kernel once, plus one chunk."""
+    a, b = _units(layer, units)
+    if source.path is None:
+        return _seeded(layer, source.seed, a, b, put)
+    with _open_h5(source.path) as f:
+        return _from_file(f, layer, a, b, source.path, put, keras_name, alias)
+
+
+#: bytes of kernel rows drawn or read at a time (``fill_weights``)
+CHUNK_BYTES = 4 << 20
+
+
+def _units(layer, units: tuple[int, int] | None) -> tuple[int, int]:
+    total = layer.weight_shapes[0][-1]
     a, b = units if units is not None else (0, total)
     if not 0 <= a < b <= total:
         raise WeightsError(f"layer {layer.name!r}: units [{a}, {b}) outside [0, {total})")
-    if source.path is None:
-        return _seeded(layer, source.seed, a, b)
-    with _open_h5(source.path) as f:
-        return _from_file(f, layer, a, b, source.path, keras_name, alias)
+    return a, b
 
 
-def _seeded(layer, seed: int, a: int, b: int) -> list[np.ndarray]:
-    kshape, _ = layer.weight_shapes
+def _row_steps(shape: tuple[int, ...], columns: int) -> list[tuple[int, int]]:
+    """Row ranges of a ``shape[:-1] + (columns,)`` kernel, about ``CHUNK_BYTES`` each."""
+    per_row = 4 * int(np.prod(shape[1:-1], dtype=np.int64)) * columns
+    step = max(1, CHUNK_BYTES // max(1, per_row))
+    return [(r0, min(shape[0], r0 + step)) for r0 in range(0, shape[0], step)]
+
+
+def _seeded(layer, seed: int, a: int, b: int, put) -> np.ndarray:
+    """Columns ``[a, b)`` of the seeded kernel, in row chunks, and its bias. Each ``BLOCK`` of
+    columns has its own generator, which draws the block's kernel in C order and then its
+    bias; drawing the rows a chunk at a time reads the same stream, so the values are those of
+    the whole block drawn at once."""
+    kshape = tuple(layer.weight_shapes[0])
     fan_in = int(np.prod(kshape[:-1]))
     fan_out = kshape[-1] * (int(np.prod(kshape[:-2])) if layer.kind == "conv" else 1)
     # He-uniform keeps ReLU stacks from vanishing; Glorot for the softmax layer.
     limit = np.sqrt(6.0 / fan_in) if layer.activation == "relu" else np.sqrt(6.0 / (fan_in + fan_out))
     name_key = zlib.crc32(layer.name.encode())
-    kernel = np.empty(kshape[:-1] + (b - a,), np.float32)
-    bias = np.empty(b - a, np.float32)
+    blocks = []
     for blk in range(a // BLOCK, (b - 1) // BLOCK + 1):
         lo, hi = blk * BLOCK, min((blk + 1) * BLOCK, kshape[-1])
-        rng = np.random.default_rng([seed, name_key, blk])
-        k = rng.random(kshape[:-1] + (hi - lo,), dtype=np.float32)
-        k *= 2 * limit
-        k -= limit
+        blocks.append((lo, hi, max(a, lo), min(b, hi), np.random.default_rng([seed, name_key, blk])))
+    for r0, r1 in _row_steps(kshape, b - a):
+        rows = np.empty((r1 - r0,) + kshape[1:-1] + (b - a,), np.float32)
+        for lo, hi, s0, s1, rng in blocks:
+            k = rng.random((r1 - r0,) + kshape[1:-1] + (hi - lo,), dtype=np.float32)
+            k *= 2 * limit
+            k -= limit
+            rows[..., s0 - a:s1 - a] = k[..., s0 - lo:s1 - lo]
+        put(r0, rows)
+    bias = np.empty(b - a, np.float32)
+    for lo, hi, s0, s1, rng in blocks:
         bb = rng.random(hi - lo, dtype=np.float32) * 0.1 - 0.05
-        s0, s1 = max(a, lo), min(b, hi)
-        kernel[..., s0 - a:s1 - a] = k[..., s0 - lo:s1 - lo]
         bias[s0 - a:s1 - a] = bb[s0 - lo:s1 - lo]
-    return [kernel, bias]
+    return bias
 
 
 def _inflated(path: str, z: zipfile.ZipFile, info: zipfile.ZipInfo) -> Path:
@@ -253,14 +292,15 @@ def _find_vars(f, name: str, keras_name: str | None, alias: str | None, path: st
                          "mcdask.runtime.weights.save_by_name")
 
 
-def _from_file(f, layer, a: int, b: int, path: str, keras_name: str | None = None,
-               alias: str | None = None) -> list[np.ndarray]:
+def _from_file(f, layer, a: int, b: int, path: str, put, keras_name: str | None = None,
+               alias: str | None = None) -> np.ndarray:
     arrays = _find_vars(f, layer.name, keras_name, alias, path)
-    out = []
     for i, shape in enumerate(layer.weight_shapes):
         ds = arrays[i] if i < len(arrays) else None
         if ds is None or tuple(ds.shape) != tuple(shape):
             got = None if ds is None else tuple(ds.shape)
             raise WeightsError(f"{path}: layer {layer.name!r} weight {i} has shape {got}, expected {tuple(shape)}")
-        out.append(np.asarray(ds[..., a:b], dtype=np.float32))
-    return out
+    kernel, bias = arrays[0], arrays[1]
+    for r0, r1 in _row_steps(tuple(kernel.shape), b - a):
+        put(r0, np.asarray(kernel[r0:r1, ..., a:b], dtype=np.float32))
+    return np.asarray(bias[a:b], dtype=np.float32)

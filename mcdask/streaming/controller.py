@@ -147,11 +147,12 @@ def profile_for(spec: str | Profile, runtime: str | None = None) -> ProfileFor:
 
 
 def plan_book(workload, profile: str | None, memory_bytes: int | None = None,
-              runtime: str | None = None) -> PlanBook:
+              runtime: str | None = None, baseline_bytes: int | None = None) -> PlanBook:
     """The plans a stream may move between: the planner's, on built-in kind ``profile``
     (default pi3) running ``runtime`` (default: ``mcdask.worker.backend``), or on a profile
     file; a user's model gets estimated layer times (``mcdask.model.kinds.covering``) where the
-    profile has none. ``memory_bytes`` plans for devices with that much memory."""
+    profile has none. ``memory_bytes`` plans for devices with that much memory, ``baseline_bytes``
+    for a runtime that takes that much before any slice where that is more than the profile says."""
     from dataclasses import replace
 
     from mcdask.model.kinds import covering
@@ -159,10 +160,16 @@ def plan_book(workload, profile: str | None, memory_bytes: int | None = None,
     spec = profile or "pi3"
     base = profile_for(Profile.load(spec) if Path(spec).is_file() else spec, runtime or configured_runtime())
 
+    def sized(kind):
+        if memory_bytes:
+            kind = replace(kind, memory_bytes=memory_bytes)
+        if baseline_bytes and baseline_bytes > kind.baseline_bytes:
+            kind = replace(kind, baseline_bytes=baseline_bytes)
+        return covering(kind, workload)
+
     def of(names: tuple[str, ...]) -> Profile:
         p = base(names)
-        return replace(p, kinds={k: covering(replace(v, memory_bytes=memory_bytes) if memory_bytes else v, workload)
-                                 for k, v in p.kinds.items()})
+        return replace(p, kinds={k: sized(v) for k, v in p.kinds.items()})
     return PlanBook(workload, of)
 
 

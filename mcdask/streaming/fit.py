@@ -2,20 +2,59 @@
 
 The live cluster says what each device has: the smallest of its Dask memory limit times Dask's
 pause fraction, its cgroup limit and its RAM (``mcdask.profiling.worker.usable_memory``, run on
-every worker). The cost model says what each plan device needs: its runtime's baseline, every
-piece at its build peak, and one frame of activations (``mcdask.planning.costmodel``). A plan
+every worker), and what its runtime takes before any slice: the device runtime loaded there and
+measured (``runtime_baseline_bytes``), where that is more than the runtime's recorded figure.
+The cost model says what each plan device needs: that baseline, every piece at its build peak,
+and one frame of activations (``mcdask.planning.costmodel``). A plan
 that needs more than a device has is refused, naming the device and both numbers, before any
 slice is sent: a device that runs out of memory is killed, and with it every frame it held.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+
 from mcdask.errors import DeploymentError, PlanError
 from mcdask.model.plan import Plan
-from mcdask.profiling.worker import usable_memory
+from mcdask.profiling.worker import runtime_baseline_bytes, usable_memory
 
 #: seconds every worker gets to say how much memory it has
 ASK_TIMEOUT_S = 30.0
+#: seconds every worker gets to load its runtime and measure itself (TensorFlow's import takes
+#: 3 s on this host, about 40 s at a Pi 3's speed)
+BASELINE_TIMEOUT_S = 180.0
+
+
+def for_live_devices(client, workload, profile: str | None, runtime: str):
+    """(plan book, worker name -> usable bytes): the planner's plans for the workers there are,
+    each of the smallest one's memory and the largest measured runtime baseline."""
+    from mcdask.streaming.controller import plan_book
+
+    memory = live_memory(client)
+    return plan_book(workload, profile, min(memory.values()), runtime, live_baseline(client, runtime)), memory
+
+
+def live_baseline(client, runtime: str, timeout_s: float = BASELINE_TIMEOUT_S) -> int:
+    """The largest runtime baseline of the workers, each measured with ``runtime`` loaded."""
+    from mcdask.runtime.deploy import run_within, worker_addresses
+
+    names = {a: n for n, a in worker_addresses(client).items()}
+    try:
+        got = client.sync(run_within, client, functools.partial(_baseline, runtime), list(names), timeout_s)
+    except TimeoutError:
+        raise DeploymentError(f"workers {sorted(names.values())} did not all load the {runtime} runtime and "
+                              f"measure their memory within {timeout_s:.0f} s") from None
+    bad = {names[a]: v for a, v in got.items() if not isinstance(v, int)}
+    if bad:
+        raise DeploymentError(f"workers {sorted(bad)} could not load the {runtime} runtime: "
+                              + "; ".join(f"{n}: {v}" for n, v in sorted(bad.items())))
+    return max(got.values(), default=0)
+
+
+async def _baseline(runtime: str) -> int:
+    # off the worker's event loop: loading TensorFlow takes seconds, and the worker keeps talking meanwhile
+    return await asyncio.to_thread(runtime_baseline_bytes, runtime)
 
 
 def live_memory(client, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, int]:
