@@ -81,3 +81,22 @@ def _measured_baseline(cluster) -> int:
 
 def _logs(folder) -> str:
     return "".join(f"\n--- {p.name}:\n" + p.read_text()[-1500:] for p in sorted(folder.glob("dev*.log")))
+
+
+def test_a_worker_dask_does_not_pause_keeps_the_recorded_baseline_and_loads_nothing(tmp_path):
+    """Without a memory limit Dask never pauses a worker on its resident size: the kernel drops
+    clean library pages first, so `mcdask run` neither loads the runtime there nor counts it."""
+    import sys
+
+    from mcdask.streaming.fit import live_baseline
+
+    cluster = StockCluster(tmp_path)
+    cluster.start_scheduler()
+    try:
+        cluster.start_worker("dev0", "--memory-limit", "0")
+        cluster.wait_for({"dev0"})
+        with cluster.client() as c:
+            assert live_baseline(c, "tensorflow") == 0
+            assert list(c.run(lambda: "tensorflow" in sys.modules).values()) == [False]
+    finally:
+        assert not cluster.close(), "processes left behind"

@@ -2,8 +2,13 @@
 
 The live cluster says what each device has: the smallest of its Dask memory limit times Dask's
 pause fraction, its cgroup limit and its RAM (``mcdask.profiling.worker.usable_memory``, run on
-every worker), and what its runtime takes before any slice: the device runtime loaded there and
-measured (``runtime_baseline_bytes``), where that is more than the runtime's recorded figure.
+every worker), and what its runtime takes before any slice. Where Dask pauses a worker (a memory
+limit with a pause fraction), it pauses it on its whole resident size, shared-library pages
+included, and how many of those a process maps moves with the page cache; so such a worker loads
+the device runtime and measures itself (``runtime_baseline_bytes``), and the plan counts that
+where it is more than the runtime's recorded figure. A worker without Dask's pause (the farm's,
+the device recipe's) is bound by its cgroup or its RAM, where the kernel drops clean library
+pages before it runs out: the recorded figure, measured after dropping the page cache, stands.
 The cost model says what each plan device needs: that baseline, every piece at its build peak,
 and one frame of activations (``mcdask.planning.costmodel``). A plan
 that needs more than a device has is refused, naming the device and both numbers, before any
@@ -36,7 +41,8 @@ def for_live_devices(client, workload, profile: str | None, runtime: str):
 
 
 def live_baseline(client, runtime: str, timeout_s: float = BASELINE_TIMEOUT_S) -> int:
-    """The largest runtime baseline of the workers, each measured with ``runtime`` loaded."""
+    """The largest runtime baseline of the workers Dask pauses on their resident size, each
+    measured with ``runtime`` loaded (module docstring); 0 if there is none."""
     from mcdask.runtime.deploy import run_within, worker_addresses
 
     names = {a: n for n, a in worker_addresses(client).items()}
@@ -45,14 +51,17 @@ def live_baseline(client, runtime: str, timeout_s: float = BASELINE_TIMEOUT_S) -
     except TimeoutError:
         raise DeploymentError(f"workers {sorted(names.values())} did not all load the {runtime} runtime and "
                               f"measure their memory within {timeout_s:.0f} s") from None
-    bad = {names[a]: v for a, v in got.items() if not isinstance(v, int)}
+    bad = {names[a]: v for a, v in got.items() if v is not None and not isinstance(v, int)}
     if bad:
         raise DeploymentError(f"workers {sorted(bad)} could not load the {runtime} runtime: "
                               + "; ".join(f"{n}: {v}" for n, v in sorted(bad.items())))
-    return max(got.values(), default=0)
+    return max((v for v in got.values() if v is not None), default=0)
 
 
-async def _baseline(runtime: str) -> int:
+async def _baseline(runtime: str, dask_worker) -> int | None:
+    facts = usable_memory(dask_worker)
+    if not (facts["memory_limit_bytes"] and facts["pause_fraction"]):
+        return None
     # off the worker's event loop: loading TensorFlow takes seconds, and the worker keeps talking meanwhile
     return await asyncio.to_thread(runtime_baseline_bytes, runtime)
 
