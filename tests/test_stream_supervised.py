@@ -64,6 +64,9 @@ class FakeRunner:
         for f in futures:
             f.cancel()
 
+    def why_stalled(self):
+        return None
+
 
 def _answer(frame: int) -> dict:
     v = np.zeros((1, OUT.units), np.float32)

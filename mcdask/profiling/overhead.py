@@ -58,6 +58,9 @@ class _ProbeRunner:
     def cancel(self, futures: list) -> None:
         self.client.cancel(futures)
 
+    def why_stalled(self) -> str | None:
+        return None
+
 
 def _probe_stream(client, addrs: list[str], stages: int, frames: int) -> dict[str, Any]:
     """Stream ``frames`` AlexNet-sized frames through a ``stages``-stage plan of no-op pieces;

@@ -214,3 +214,24 @@ class DaskRunner:
         """Stop the scheduler running these tasks (a frame moved to another plan or answered)."""
         if futures:
             self.client.cancel(futures)
+
+    def why_stalled(self) -> str | None:
+        """Why tasks may not be running (asked when a frame goes unanswered): the workers Dask paused."""
+        return paused_workers(self.client)
+
+
+def paused_workers(client) -> str | None:
+    """One line naming the workers Dask has paused, with their memory, or None. Dask pauses a
+    worker whose resident memory passes ``distributed.worker.memory.pause`` of its limit and
+    starts no task there until it drops: a plan whose slices leave a device there stalls."""
+    pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+    paused = []
+    for a, w in sorted(client.scheduler_info(n_workers=-1)["workers"].items()):
+        if w.get("status") == "paused":
+            rss, limit = (w.get("metrics") or {}).get("memory"), w.get("memory_limit")
+            held = f" ({rss / 1e6:,.0f} MB resident of a {limit / 1e6:,.0f} MB limit)" if rss and limit else ""
+            paused.append(f"{w.get('name', a)}{held}")
+    if not paused:
+        return None
+    return (f"Dask has paused {', '.join(paused)}: a worker above {pause:.0%} of its memory limit starts no task; "
+            "give the devices more memory (--memory-limit) or plan for what they have (leave out --plan)")

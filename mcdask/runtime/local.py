@@ -69,6 +69,10 @@ class LocalRunner:
     def cancel(self, futures: list) -> None:
         """Nothing runs in the background here."""
 
+    def why_stalled(self) -> str | None:
+        """Nothing stalls here: every piece runs when submitted."""
+        return None
+
 
 def _build(spec: SliceSpec) -> SliceShape:
     if spec.backend == "litert":

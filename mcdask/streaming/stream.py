@@ -47,6 +47,7 @@ class Runner(Protocol):
     def submit(self, stage: int, shard: int, frame: int, feeds: dict): ...
     def gather(self, futures: list) -> list: ...
     def cancel(self, futures: list) -> None: ...
+    def why_stalled(self) -> str | None: ...
 
 
 class Supervisor(Protocol):
@@ -353,14 +354,16 @@ class Stream:
             if time.perf_counter() < fr.deadline or _answered(fr) is not None:
                 continue
             waited = time.perf_counter() - fr.t0
+            why = self.runner.why_stalled()
+            why = f"; {why}" if why else ""
             if fr.submissions >= self.attempts:
                 self._drop_others(fr, None)
                 return Record(fr.frame, "error", plan_id=self.plan.id, attempts=fr.submissions,
                               error=f"frame {fr.frame}: no answer after {fr.submissions} submissions "
-                                    f"in {waited:.1f} s (deadline {self.deadline_s:.1f} s each)")
+                                    f"in {waited:.1f} s (deadline {self.deadline_s:.1f} s each){why}")
             if self.events is not None:
                 self.events.emit("resubmitted", f"frame {fr.frame} unanswered after {waited:.1f} s: "
-                                 f"submitted again under plan {self.plan.id}", frames=1, frame=fr.frame,
+                                 f"submitted again under plan {self.plan.id}{why}", frames=1, frame=fr.frame,
                                  plan=self.plan.id)
             self._resubmit([fr], rebuild=False)
 
