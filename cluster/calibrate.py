@@ -41,24 +41,11 @@ def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float =
 
 def whole_model(workload: str, backend: str = "tensorflow", flatbuffers: list[str] | None = None) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (one thread), on
-    TensorFlow or on LiteRT from ``flatbuffers`` (``litert_flatbuffers``: a litert device has no
+    TensorFlow or on LiteRT from ``flatbuffers`` (``mcdask.runtime.timing.litert_flatbuffers``: a litert device has no
     TensorFlow to convert them)."""
     from mcdask.runtime.timing import whole_model as build
 
     return build(workload, intra_op=1, backend=backend, flatbuffers=flatbuffers)
-
-
-def litert_flatbuffers(workload: str = "alexnet") -> list[str]:
-    """The files of the whole workload's LiteRT flatbuffers, one per stage, converted on this
-    host (it has TensorFlow) into the client's cache, which the farm's devices can read."""
-    import workloads
-    from mcdask.model.plan import single_device
-    from mcdask.runtime.convert import flatbuffer_path
-    from mcdask.runtime.pieces import SliceSpec
-
-    w = workloads.get(workload)
-    return [str(flatbuffer_path(SliceSpec(w.name, st.start, st.end, backend="litert")))
-            for st in single_device(w).stages]
 
 
 def prepare(workload: str = "alexnet", warmup: int = 2, backend: str = "tensorflow",

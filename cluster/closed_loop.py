@@ -58,7 +58,9 @@ def reference_built(client, devices: list[dict], timeout_s: float, set_caps: Cal
     """Every device holds the reference model on ``backend`` (built with the caps lifted:
     ``set_caps(False)``, then ``set_caps(True)``) while the block runs, and lets it go after.
     LiteRT's flatbuffers are converted here, where TensorFlow is, and read by the devices."""
-    flatbuffers = calibrate.litert_flatbuffers(CALIBRATION_WORKLOAD) if backend == "litert" else None
+    from mcdask.runtime.timing import litert_flatbuffers
+
+    flatbuffers = litert_flatbuffers(CALIBRATION_WORKLOAD) if backend == "litert" else None
     set_caps(False)
     try:
         on_each(client, devices, timeout_s, calibrate.prepare, CALIBRATION_WORKLOAD, 2, backend, flatbuffers)

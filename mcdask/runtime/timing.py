@@ -66,6 +66,20 @@ def sustained_mean(fn: Callable[[], object], *, min_calls: int = 3, min_s: float
             "slowest_s": slowest}
 
 
+def litert_flatbuffers(workload: str = "alexnet") -> list[str]:
+    """The files of the whole workload's LiteRT flatbuffers, one per stage of its single-device
+    plan, converted in this process (it needs TensorFlow) into the client's cache; the farm's
+    devices read them there."""
+    import workloads
+    from mcdask.model.plan import single_device
+    from mcdask.runtime.convert import flatbuffer_path
+    from mcdask.runtime.pieces import SliceSpec
+
+    w = workloads.get(workload)
+    return [str(flatbuffer_path(SliceSpec(w.name, st.start, st.end, backend="litert")))
+            for st in single_device(w).stages]
+
+
 def whole_model(workload: str, intra_op: int | None = 1, backend: str = "tensorflow",
                 flatbuffers: list[str] | None = None) -> Callable[[], None]:
     """A zero-argument function running one frame through the whole workload (windowed
@@ -85,9 +99,7 @@ def whole_model(workload: str, intra_op: int | None = 1, backend: str = "tensorf
 
         specs = [SliceSpec(w.name, st.start, st.end, backend="litert") for st in stages]
         if flatbuffers is None:
-            from mcdask.runtime.convert import flatbuffer_path
-
-            flatbuffers = [str(flatbuffer_path(spec)) for spec in specs]
+            flatbuffers = litert_flatbuffers(workload)
         if len(flatbuffers) != len(specs):
             raise ValueError(f"{workload} has {len(specs)} stages; got {len(flatbuffers)} flatbuffers")
         slices: list = [LiteSlice(spec, Path(path)) for spec, path in zip(specs, flatbuffers)]
