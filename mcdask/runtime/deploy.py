@@ -220,13 +220,21 @@ class DaskRunner:
         return paused_workers(self.client)
 
 
+#: seconds the scheduler gets to say which workers are paused
+ASK_TIMEOUT_S = 5.0
+
+
 def paused_workers(client) -> str | None:
     """One line naming the workers Dask has paused, with their memory, or None. Dask pauses a
     worker whose resident memory passes ``distributed.worker.memory.pause`` of its limit and
     starts no task there until it drops: a plan whose slices leave a device there stalls."""
     pause = dask.config.get("distributed.worker.memory.pause", 0.8)
+    try:   # a diagnosis, asked while a frame waits: a scheduler that does not answer soon gives none
+        info = client.sync(client.scheduler.identity, n_workers=-1, callback_timeout=ASK_TIMEOUT_S)
+    except (OSError, TimeoutError):
+        return None
     paused = []
-    for a, w in sorted(client.scheduler_info(n_workers=-1)["workers"].items()):
+    for a, w in sorted(info["workers"].items()):
         if w.get("status") == "paused":
             rss, limit = (w.get("metrics") or {}).get("memory"), w.get("memory_limit")
             held = f" ({rss / 1e6:,.0f} MB resident of a {limit / 1e6:,.0f} MB limit)" if rss and limit else ""
