@@ -101,6 +101,12 @@ try:
     plugin._build_all({"alexnet/0/0": SliceSpec("alexnet", 0, 2)})
 except Exception as e:
     print(type(e).__name__, e)
+from mcdask.profiling.worker import runtime_baseline_bytes
+
+try:   # what `mcdask run` asks a worker that Dask may pause before it plans
+    runtime_baseline_bytes("tensorflow")
+except Exception as e:
+    print(type(e).__name__, e)
 """
 
 
@@ -110,6 +116,6 @@ def test_a_tensorflow_slice_on_a_device_without_tensorflow_says_what_to_do(tmp_p
     run = subprocess.run([sys.executable, "-c", NO_TENSORFLOW], capture_output=True, text=True, timeout=300,
                          cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert run.stdout.strip() == (
-        "SliceNotLoadedError this device has no TensorFlow for a tensorflow deployment (No module named "
-        "'tensorflow'); install mcdask[device] on it, or deploy with --backend litert")
+    line = ("this device has no TensorFlow for a tensorflow deployment (No module named 'tensorflow'); install "
+            "mcdask[device] on it, or deploy with --backend litert")
+    assert run.stdout.strip().splitlines() == [f"SliceNotLoadedError {line}", f"ImportError {line}"]

@@ -112,11 +112,15 @@ def runtime_baseline_bytes(runtime: str = "tensorflow") -> int:
     from mcdask.runtime import plugin
 
     if runtime.startswith("litert"):
-        from ai_edge_litert import interpreter  # noqa: F401
+        try:
+            from ai_edge_litert import interpreter  # noqa: F401
+        except ImportError as e:
+            raise ImportError(f"this device has no LiteRT for a litert deployment ({e}); install mcdask[litert] "
+                              "on it, or deploy with --backend tensorflow") from None
     else:
+        ensure_tf()   # first: it says what to do where TensorFlow is missing
         import tensorflow as tf
 
-        ensure_tf()
         tiny = tf.function(lambda x: tf.nn.relu(tf.matmul(x, x)), autograph=False)
         tiny(tf.ones((4, 4)))
     gc.collect()

@@ -259,9 +259,8 @@ def _build(spec: SliceSpec, content_key: str | None, worker):
 
     try:
         ensure_tf()
-    except ImportError as e:  # a device installed for litert only
-        raise SliceNotLoadedError(f"this device has no TensorFlow for a tensorflow deployment ({e}); install "
-                                  "mcdask[device] on it, or deploy with --backend litert") from None
+    except ImportError as e:  # a device installed for litert only: ensure_tf says what to do
+        raise SliceNotLoadedError(str(e)) from None
     return Slice(spec)
 
 

@@ -42,7 +42,12 @@ def ensure_tf(intra_op: int | None = None) -> int:
     preload) comes through here. Returns the intra-op threads in effect."""
     global _TF_READY
     import dask.config
-    import tensorflow as tf
+
+    try:
+        import tensorflow as tf
+    except ImportError as e:  # a device installed for litert only
+        raise ImportError(f"this device has no TensorFlow for a tensorflow deployment ({e}); install "
+                          "mcdask[device] on it, or deploy with --backend litert") from None
 
     cores = len(os.sched_getaffinity(0))
     if not _TF_READY:
