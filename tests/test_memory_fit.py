@@ -5,6 +5,7 @@ import json
 import re
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 from stock import BIN, StockCluster
@@ -90,16 +91,9 @@ def test_a_worker_dask_does_not_pause_keeps_the_recorded_baseline_and_loads_noth
 
     from mcdask.streaming.fit import live_baseline
 
-    cluster = StockCluster(tmp_path)
-    cluster.start_scheduler()
-    try:
-        cluster.start_worker("dev0", "--memory-limit", "0")
-        cluster.wait_for({"dev0"})
-        with cluster.client() as c:
-            assert live_baseline(c, "tensorflow") == 0
-            assert list(c.run(lambda: "tensorflow" in sys.modules).values()) == [False]
-    finally:
-        assert not cluster.close(), "processes left behind"
+    with one_worker(tmp_path, "0") as c:
+        assert live_baseline(c, "tensorflow") == 0
+        assert list(c.run(lambda: "tensorflow" in sys.modules).values()) == [False]
 
 
 def test_a_worker_dask_paused_is_named_with_its_memory(tmp_path):
@@ -107,27 +101,34 @@ def test_a_worker_dask_paused_is_named_with_its_memory(tmp_path):
     resident memory passed the pause fraction of its limit, and it starts no task until it drops."""
     from mcdask.runtime.deploy import paused_workers
 
+    with one_worker(tmp_path, "500MB") as c:
+        assert paused_workers(c) is None
+
+        def hold(n):   # 400 MB written, kept: the worker passes 80 % of 500 MB
+            import builtins
+
+            import numpy as np
+
+            builtins._mcdask_test_hold = np.ones(n, np.uint8)
+
+        c.run(hold, 400_000_000)
+        deadline = time.monotonic() + 30
+        while (line := paused_workers(c)) is None:
+            assert time.monotonic() < deadline, "Dask did not pause a worker holding 400 of its 500 MB"
+            time.sleep(0.2)
+        assert re.search(r"Dask has paused dev0 \([\d,]+ MB resident of a 500 MB limit\): a worker above 80% "
+                         r"of its memory limit starts no task", line), line
+
+
+@contextmanager
+def one_worker(tmp_path, memory_limit: str):
+    """A stock scheduler and one stock worker, dev0, with ``--memory-limit``; a client of them."""
     cluster = StockCluster(tmp_path)
     cluster.start_scheduler()
     try:
-        cluster.start_worker("dev0", "--memory-limit", "500MB")
+        cluster.start_worker("dev0", "--memory-limit", memory_limit)
         cluster.wait_for({"dev0"})
         with cluster.client() as c:
-            assert paused_workers(c) is None
-
-            def hold(n):   # 400 MB written, kept: the worker passes 80 % of 500 MB
-                import builtins
-
-                import numpy as np
-
-                builtins._mcdask_test_hold = np.ones(n, np.uint8)
-
-            c.run(hold, 400_000_000)
-            deadline = time.monotonic() + 30
-            while (line := paused_workers(c)) is None:
-                assert time.monotonic() < deadline, "Dask did not pause a worker holding 400 of its 500 MB"
-                time.sleep(0.2)
-            assert re.search(r"Dask has paused dev0 \([\d,]+ MB resident of a 500 MB limit\): a worker above 80% "
-                             r"of its memory limit starts no task", line), line
+            yield c
     finally:
         assert not cluster.close(), "processes left behind"
