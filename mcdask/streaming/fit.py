@@ -36,57 +36,51 @@ def for_live_devices(client, workload, profile: str | None, runtime: str):
     each of the smallest one's memory and the largest measured runtime baseline."""
     from mcdask.streaming.controller import plan_book
 
-    memory = live_memory(client)
-    return plan_book(workload, profile, min(memory.values()), runtime, live_baseline(client, runtime)), memory
+    memory, baseline = live_devices(client, runtime)
+    return plan_book(workload, profile, min(memory.values()), runtime, baseline), memory
+
+
+def live_memory(client, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, int]:
+    """Worker name -> the bytes it may use (module docstring)."""
+    return live_devices(client, None, timeout_s)[0]
 
 
 def live_baseline(client, runtime: str, timeout_s: float = BASELINE_TIMEOUT_S) -> int:
     """The largest runtime baseline of the workers Dask pauses on their resident size, each
     measured with ``runtime`` loaded (module docstring); 0 if there is none."""
-    from mcdask.runtime.deploy import run_within, worker_addresses
-
-    names = {a: n for n, a in worker_addresses(client).items()}
-    try:
-        got = client.sync(run_within, client, functools.partial(_baseline, runtime), list(names), timeout_s)
-    except TimeoutError:
-        raise DeploymentError(f"workers {sorted(names.values())} did not all load the {runtime} runtime and "
-                              f"measure their memory within {timeout_s:.0f} s") from None
-    bad = {names[a]: v for a, v in got.items() if v is not None and not isinstance(v, int)}
-    if bad:
-        raise DeploymentError(f"workers {sorted(bad)} could not load the {runtime} runtime: "
-                              + "; ".join(f"{n}: {v}" for n, v in sorted(bad.items())))
-    return max((v for v in got.values() if v is not None), default=0)
+    return live_devices(client, runtime, timeout_s)[1]
 
 
-async def _baseline(runtime: str, dask_worker) -> int | None:
-    facts = usable_memory(dask_worker)
-    if not (facts["memory_limit_bytes"] and facts["pause_fraction"]):
-        return None
-    # off the worker's event loop: loading TensorFlow takes seconds, and the worker keeps talking meanwhile
-    return await asyncio.to_thread(runtime_baseline_bytes, runtime)
-
-
-def live_memory(client, timeout_s: float = ASK_TIMEOUT_S) -> dict[str, int]:
-    """Worker name -> the bytes it may use (module docstring)."""
+def live_devices(client, runtime: str | None, timeout_s: float | None = None) -> tuple[dict[str, int], int]:
+    """(worker name -> the bytes it may use, the largest measured runtime baseline or 0), in one
+    ask of every worker; with ``runtime``, each worker Dask may pause loads it and measures itself."""
     from mcdask.runtime.deploy import run_within, worker_addresses
 
     names = {a: n for n, a in worker_addresses(client).items()}
     if not names:
-        return {}
+        return {}, 0
+    timeout_s = timeout_s or (BASELINE_TIMEOUT_S if runtime else ASK_TIMEOUT_S)
+    what = f"how much memory they have with the {runtime} runtime loaded" if runtime else "how much memory they have"
     try:
-        got = client.sync(run_within, client, _usable, list(names), timeout_s)
+        got = client.sync(run_within, client, functools.partial(_facts, runtime), list(names), timeout_s)
     except TimeoutError:
-        raise DeploymentError(f"workers {sorted(names.values())} did not all say how much memory they have "
-                              f"within {timeout_s:.0f} s") from None
-    bad = sorted(names[a] for a, v in got.items() if not isinstance(v, int))
+        raise DeploymentError(f"workers {sorted(names.values())} did not all say {what} within {timeout_s:.0f} s") \
+            from None
+    bad = {names[a]: v for a, v in got.items() if not isinstance(v, tuple)}
     if bad:
-        raise DeploymentError(f"workers {bad} did not say how much memory they have: "
-                              + "; ".join(f"{names[a]}: {v!r}" for a, v in got.items() if not isinstance(v, int)))
-    return {names[a]: v for a, v in got.items()}
+        raise DeploymentError(f"workers {sorted(bad)} did not say {what}: "
+                              + "; ".join(f"{n}: {v}" for n, v in sorted(bad.items())))
+    baselines = [b for _, b in got.values() if b is not None]
+    return {names[a]: usable for a, (usable, _) in got.items()}, max(baselines, default=0)
 
 
-def _usable(dask_worker) -> int:
-    return int(usable_memory(dask_worker)["usable_memory_bytes"])
+async def _facts(runtime: str | None, dask_worker) -> tuple[int, int | None]:
+    facts = usable_memory(dask_worker)
+    usable = int(facts["usable_memory_bytes"])
+    if runtime is None or not (facts["memory_limit_bytes"] and facts["pause_fraction"]):
+        return usable, None
+    # off the worker's event loop: loading TensorFlow takes seconds, and the worker keeps talking meanwhile
+    return usable, await asyncio.to_thread(runtime_baseline_bytes, runtime)
 
 
 def shortfalls(workload, plan: Plan, profile, binding: dict[str, str], memory: dict[str, int]) -> list[str]:
