@@ -39,15 +39,17 @@ def parse_devices(text: str) -> tuple[int, ...]:
               help="devices K times faster with K times the bandwidth [default: 1; quick: 4]")
 @click.option("--strategy", "strategies", type=click.Choice(["optimal", "paper"]), multiple=True,
               help="planner strategies to compare [default: optimal]")
-@click.option("--profile", type=click.Choice(["farm", "device", "pi3"]), default="farm", show_default=True,
-              help="plan on the Pi 3's layer times rebalanced to this host's conv/dense split (farm), on "
-                   "times measured layer by layer on a farm device (device: models whose layers fit a "
-                   "device), or on the published Pi 3 ones")
+@click.option("--profile", type=click.Choice(["farm", "device", "pi3"]), default=None,
+              help="plan on times measured piece by piece on a farm device under its quotas (device), on the "
+                   "Pi 3's layer times rebalanced to this host's conv/dense split (farm), or on the published "
+                   "Pi 3 ones [default: device; quick: farm]")
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="measure up to K distinct plans per row, the planner's and its runners-up predicted within "
                    "--within of it, and report the winner (the row's figures), each candidate and won_by")
 @click.option("--within", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True, metavar="F",
               help="with --top: runners-up predicted at least (1 - F) x the best plan's IPS")
+@click.option("--frames", type=click.IntRange(min=8), default=None, metavar="N",
+              help="frames per row for every workload [default: AlexNet and action 100, VGG16 24; quick: 80/16]")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
 @click.option("--name", "--out", "name", default=None,
               help="result file stem [default: bench for a full run, bench-quick for --quick; a partial run "
@@ -59,8 +61,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
 @options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, top, within, scheduler, name, out_dir, backend,
-          as_json, soak_frames):
+def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, scheduler, name, out_dir,
+          backend, as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
@@ -74,14 +76,17 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, s
         devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 13))),
         strategies=tuple(strategies) or ("optimal",),
         time_scale=time_scale or (4.0 if quick else 1.0),
-        frames=QUICK_FRAMES if quick else DEFAULT_FRAMES,
-        profile=profile,
+        frames=(dict.fromkeys(workloads.NAMES, frames) if frames
+                else QUICK_FRAMES if quick else DEFAULT_FRAMES),
+        profile=profile or ("farm" if quick else "device"),
         top=top,
         within=within,
     )
-    full = not names and not devices and time_scale is None and backend is None and top == 1
+    full = (not names and not devices and time_scale is None and backend is None and top == 1 and frames is None
+            and profile in (None, "device"))
     partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
-               + (f"-{backend}" if backend else "") + (f"-top{top}" if top > 1 else ""))
+               + (f"-{backend}" if backend else "") + (f"-top{top}" if top > 1 else "")
+               + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, "device") else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
     except PartialRunError as e:

@@ -40,7 +40,7 @@ class Settings:
     strategies: tuple[Strategy, ...] = ("optimal",)
     time_scale: float = 1.0
     frames: dict | None = None        # workload -> frames per run
-    profile: str = "farm"             # planning profile: "farm", "device" or "pi3" (see farm_profile)
+    profile: str = "device"           # planning profile: "device", "farm" or "pi3" (see farm_profile)
     top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
     within: float = 0.10              # runners-up predicted within this of the best IPS
 
@@ -56,6 +56,19 @@ def _compute_by_worker(task_stream: list[dict]) -> dict[str, float]:
             if ss["action"] == "compute":
                 out[rec["worker"]] = out.get(rec["worker"], 0.0) + ss["stop"] - ss["start"]
     return out
+
+
+def _task_s_by_piece(task_stream: list[dict]) -> dict[str, dict]:
+    """Each piece's measured task time: mean and count of its compute spans, by its label
+    (the first part of the task key, ``mcdask.runtime.pieces.stage_label``)."""
+    spans: dict[str, list[float]] = {}
+    for rec in task_stream:
+        key = rec.get("key")
+        label = str(key[0] if isinstance(key, tuple) else key)
+        spans.setdefault(label, []).extend(ss["stop"] - ss["start"] for ss in rec.get("startstops", ())
+                                           if ss["action"] == "compute")
+    return {label: {"mean_s": statistics.fmean(s), "median_s": statistics.median(s), "tasks": len(s)}
+            for label, s in sorted(spans.items()) if s}
 
 
 def _cpu_s(pids: list[int]) -> float:
@@ -148,6 +161,12 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         "efficiency_compute": ips_pi / compute_bound, "efficiency_link": ips_pi / link_bound,
         "efficiency": metrics.efficiency(ips_pi, compute_bound, link_bound, *filter(None, [placement_bound])),
         "measured_over_predicted": ips_pi / cost.ips if cost.ips else None,
+        # where a prediction misses: each device's task seconds per answered frame, measured and
+        # as the profile has it (at Pi speed), and each piece's mean task time
+        "device_busy_s_per_frame": {d: {"measured": compute.get(addr_by_name.get(dep.binding[d], ""), 0.0)
+                                        / frames * time_scale,
+                                        "predicted": cost.compute_s.get(d, 0.0)} for d in plan.devices},
+        "piece_task_s": _task_s_by_piece(ts.data),
         "utilisation": util, "utilisation_mean": statistics.fmean(util.values()),
         # how busy the busiest device was: ~1 means the runtime kept the bottleneck fed, and
         # any gap to the prediction is the profile's, not the runtime's

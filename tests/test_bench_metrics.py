@@ -118,12 +118,16 @@ def test_a_partial_run_never_takes_the_full_runs_file_name():
         result_name("bench", False, "bench", "bench-alexnet-n6")
 
 
-def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything():
+@pytest.mark.parametrize("args", [["--workload", "alexnet", "--devices", "6"], ["--frames", "48"],
+                                  ["--profile", "farm"]])
+def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything(args):
+    """Fewer workloads or devices, other frame counts, another planning profile: each a run
+    whose figures are not the full run's."""
     from click.testing import CliRunner
 
     from bench.cli import bench
 
-    r = CliRunner().invoke(bench, ["--workload", "alexnet", "--devices", "6", "--name", "bench"])
+    r = CliRunner().invoke(bench, [*args, "--name", "bench"])
     assert r.exit_code == 2 and "this run is partial" in r.output
 
 

@@ -297,6 +297,7 @@ class Cost:
     busy_s: dict[str, float] = field(default_factory=dict)
     stage_time_s: tuple[float, ...] = ()
     tasks: dict[str, list[str]] = field(default_factory=dict)
+    compute_s: dict[str, float] = field(default_factory=dict)   # device -> its compute seconds per frame
 
     @property
     def period_s(self) -> float:
@@ -373,4 +374,5 @@ def evaluate(workload, plan: Plan, profile: Profile, memo: Memo | None = None) -
     limits = {d: profile.kind_of(d).memory_bytes for d in plan.devices}
     return Cost(ips=1 / period, latency_s=latency, bottleneck=name,
                 memory_bytes={d: walk.memory.get(d, 0) for d in plan.devices}, memory_limit_bytes=limits,
-                busy_s=busy, stage_time_s=tuple(walk.stage_time), tasks=walk.tasks)
+                busy_s=busy, stage_time_s=tuple(walk.stage_time), tasks=walk.tasks,
+                compute_s={d: walk.compute.get(d, 0.0) for d in plan.devices})

@@ -4,6 +4,8 @@ answer, or why there is none), the checks a frame's inputs pass, and the figures
 
 from __future__ import annotations
 
+import math
+
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -88,13 +90,21 @@ def validate(workload, inputs: dict, batch: int = 1) -> dict[str, np.ndarray]:
 
 
 def steady_ips(done: Sequence[float], skip: float = 0.2) -> float | None:
-    """Answers per second once the pipeline is full: over the answers after the first
-    ``skip`` of them (pipeline fill left out), by their completion times ``done``."""
-    done = sorted(done)
-    first = int(len(done) * skip)
-    if len(done) - first < 3 or done[-1] <= done[first]:
+    """Answers per second once the pipeline is full: the least-squares slope of answer count
+    against completion time ``done``, over the answers after the first ``skip`` of them
+    (pipeline fill left out). A slope, not first-to-last: replicas that finish in waves
+    (9 conv replicas answering 9 frames at once) would otherwise count a window that starts
+    mid-wave and ends on a wave, up to a wave too many."""
+    done = sorted(done)[int(len(done) * skip):]
+    n = len(done)
+    if n < 3:
         return None
-    return (len(done) - 1 - first) / (done[-1] - done[first])
+    t_mean = math.fsum(done) / n
+    var = math.fsum((t - t_mean) ** 2 for t in done)
+    if var <= 0:
+        return None
+    i_mean = (n - 1) / 2
+    return math.fsum((t - t_mean) * (i - i_mean) for i, t in enumerate(done)) / var
 
 
 def longest_gap_s(done: Sequence[float]) -> float | None:
