@@ -205,7 +205,7 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
     piece built with the CPU caps lifted (``caps(False)``), then timed under them from the
     device's task thread, as slices run. Times are divided back to Pi speed (x ``time_scale``).
     A dense layer too big to build whole gets the least-squares line through its shards."""
-    from mcdask.profiling.assemble import planner_shard_sizes
+    from mcdask.profiling.assemble import planner_shard_sizes, split_call_cost
     from mcdask.profiling.links import fit_link
 
     on = {"workers": [address], "pure": False, "allow_other_workers": False}
@@ -241,14 +241,18 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
                 layer_time.setdefault(name, {})[layer.name] = fit_link(shards).time_s(layer.units)
                 notes[f"{name}/{layer.name}"] += "; whole time from the line through its shards"
     client.submit(drop_piece, **on).result()
+    call_s, layer_time, shard_time = split_call_cost(layer_time, shard_time)
+    log(f"  one call of a piece: {call_s:.4f} s (the fastest layer), counted once per piece")
     how = (f"measured on farm device {address} under its CPU quotas: mean of back-to-back calls of a one-layer "
            f"slice (at least {repeats} calls and {min_wall_s:g} s) from the worker's task thread (built with the "
-           f"caps lifted), x time scale {time_scale:g}")
+           f"caps lifted), x time scale {time_scale:g}, less the fastest layer's time ({call_s:.4f} s: one call's "
+           f"fixed cost, counted once per piece; mcdask.profiling.assemble.split_call_cost)")
     return replace(base, kind=f"{base.kind}-farm-measured", layer_time_s=layer_time, shard_time_s=shard_time,
-                   dense_fixed_s=None, dense_s_per_weight_byte=None,
+                   dense_fixed_s=None, dense_s_per_weight_byte=None, task_overhead_s=base.task_overhead_s + call_s,
                    sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
                    note=f"emulated {base.kind} farm device, measured: {base.kind} memory model",
-                   measured={"device": address, "skipped": notes, "seconds": round(time.perf_counter() - t0, 1)})
+                   measured={"device": address, "skipped": notes, "call_s": call_s,
+                             "seconds": round(time.perf_counter() - t0, 1)})
 
 
 @click.command()

@@ -97,6 +97,26 @@ def planner_shard_sizes(layer, n_devices: int) -> list[int]:
 
 
 
+def split_call_cost(layer_time: dict[str, dict[str, float]], shard_time: dict[str, dict[str, dict[int, float]]]
+                    ) -> tuple[float, dict, dict]:
+    """``(call_s, layer_time, shard_time)``: the fixed cost of one call of a piece, and the
+    one-layer times without it. Each layer is timed as a one-layer slice, so each time holds a
+    call's fixed cost (feeds assembled, the function or interpreter dispatched, outputs copied)
+    that a piece of k layers pays once, not k times: on the farm at Pi speed AlexNet's 12 layer
+    times summed to 0.604 s where the whole model ran as one task in 0.49-0.55 s. The fastest
+    one-layer call measured stands for that cost (a flatten or pooling layer, whose compute is a
+    reshape or a few comparisons: 9-10 ms at Pi speed); the planner adds it once per piece
+    (``task_overhead_s``). Times stay at least 0."""
+    times = [t for w in layer_time.values() for t in w.values()]
+    if not times:
+        return 0.0, layer_time, shard_time
+    call_s = min(times)
+    return (call_s,
+            {w: {name: max(t - call_s, 0.0) for name, t in ls.items()} for w, ls in layer_time.items()},
+            {w: {name: {u: max(t - call_s, 0.0) for u, t in us.items()} for name, us in ls.items()}
+             for w, ls in shard_time.items()})
+
+
 def dense_model(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     """(fixed_s, s_per_weight_byte) through (param bytes, seconds) of measured dense pieces, or
     None when the line is not meaningful (fewer than two sizes, a negative slope or intercept)."""
@@ -152,7 +172,11 @@ def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dic
             raise ProfileError(f"device {name}: {wname} layer {layer.name!r} cannot be built ({r['skipped']}) and no "
                                f"shard of it could be timed either; give the worker more memory")
         sources[f"layer_time_s.{wname}.{layer.name}"] = f"not built whole ({r['skipped']}); time from {how}"
+    call_s, layer_time, shard_time = split_call_cost(layer_time, shard_time)
+    if dense is not None:
+        dense = (max(dense[0] - call_s, 0.0), dense[1])
     measured = {
+        "call_s": call_s,
         "host": facts["host"], "address": facts["address"], "cores": facts["cores"], "nthreads": facts["nthreads"],
         "intra_op_threads": facts["intra_op_threads"], "ram_bytes": facts["ram_bytes"],
         "memory_limit_bytes": facts["memory_limit_bytes"], "pause_fraction": facts["pause_fraction"],
@@ -178,7 +202,9 @@ def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dic
                           "call, minus the parameters of slices already resident",
         "memory_bytes": "min(memory_limit x Dask's pause fraction, cgroup memory limit, RAM)",
         "task_overhead_s": "CPU seconds of this worker process per task of a probe stream with the runtime's "
-                           "traffic (frames embedded, 16 kB exports, merged feeds; see measure_task_overhead)",
+                           "traffic (frames embedded, 16 kB exports, merged feeds; see measure_task_overhead), "
+                           "plus the fixed cost of calling a piece, taken out of each layer time (measured.call_s, "
+                           "split_call_cost)",
     })
     return DeviceKind(
         kind=name, memory_bytes=int(facts["usable_memory_bytes"]), baseline_bytes=int(facts["baseline_bytes"]),
@@ -187,7 +213,7 @@ def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dic
         resources={k: float(v) for k, v in facts["resources"].items()}, sources=sources,
         note=f"measured by mcdask profile on worker {name} ({facts['host']}, {facts['cores']:g} cores, "
              f"{facts['intra_op_threads']} TensorFlow threads)",
-        task_overhead_s=max(float(overhead["task_cpu_s"]), 0.0), measured=measured)
+        task_overhead_s=max(float(overhead["task_cpu_s"]), 0.0) + call_s, measured=measured)
 
 
 def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEFAULT_REPEATS, warmup: int = 2,

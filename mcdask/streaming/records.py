@@ -5,7 +5,6 @@ answer, or why there is none), the checks a frame's inputs pass, and the figures
 from __future__ import annotations
 
 import math
-
 from array import array
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
