@@ -50,6 +50,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
               help="with --top: runners-up predicted at least (1 - F) x the best plan's IPS")
 @click.option("--frames", type=click.IntRange(min=8), default=None, metavar="N",
               help="frames per row for every workload [default: AlexNet and action 100, VGG16 24; quick: 80/16]")
+@click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True, metavar="R",
+              help="measure each plan R times; the row is the median run's, with every run's IPS and the spread")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
 @click.option("--name", "--out", "name", default=None,
               help="result file stem [default: bench for a full run, bench-quick for --quick; a partial run "
@@ -61,8 +63,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
                    "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
 @options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, scheduler, name, out_dir,
-          backend, as_json, soak_frames):
+def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, repeats, scheduler, name,
+          out_dir, backend, as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
@@ -81,12 +83,14 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
         profile=profile or ("farm" if quick else "device"),
         top=top,
         within=within,
+        repeats=repeats,
     )
     full = (not names and not devices and time_scale is None and backend is None and top == 1 and frames is None
-            and profile in (None, "device"))
+            and profile in (None, "device") and repeats == 1)
     partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
                + (f"-{backend}" if backend else "") + (f"-top{top}" if top > 1 else "")
-               + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, "device") else ""))
+               + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, "device") else "")
+               + (f"-r{repeats}" if repeats > 1 else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
     except PartialRunError as e:
@@ -104,7 +108,8 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
     if as_json:
         rows = [{k: r.get(k) for k in ("workload", "devices", "ips", "ips_pi_speed", "latency_p50_s",
                                         "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")
-                                        + (("winner", "planner_choice", "won_by") if top > 1 else ())}
+                                        + (("winner", "planner_choice", "won_by") if top > 1 else ())
+                                        + (("ips_median", "ips_spread") if repeats > 1 else ())}
                 for r in result["rows"]]
         click.echo(json.dumps({"rows": rows, "files": files, "settings": result["settings"]}))
 

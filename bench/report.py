@@ -20,6 +20,15 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def _ips(r: dict) -> str:
+    """A row's IPS at Pi speed; with repeats, the median and the range of the runs."""
+    runs = r.get("runs")
+    if not runs:
+        return _f(r["ips_pi_speed"])
+    ips = [x["ips_pi_speed"] for x in runs]
+    return f"{_f(r['ips_median'])} ({len(ips)} runs: {_f(min(ips))}-{_f(max(ips))})"
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
     farm = result.get("farm") or {}
@@ -46,7 +55,7 @@ def markdown(result: dict) -> str:
                 continue
             e = r.get("energy") or {}
             lines.append(
-                f"| {r['devices']} | {r['strategy']} | {_f(r['ips_pi_speed'])} | {_f(r['predicted_ips'])} | "
+                f"| {r['devices']} | {r['strategy']} | {_ips(r)} | {_f(r['predicted_ips'])} | "
                 f"{_f(r['measured_over_predicted'])} | {_f(r['latency_p50_s'] * s['time_scale'])} | "
                 f"{_f(r['latency_p99_s'] * s['time_scale'])} | {_f(r['compute_bound_ips'])} | "
                 f"{_f(r.get('placement_bound_ips'))} | "

@@ -27,7 +27,7 @@ import psutil
 import workloads
 from mcdask.runtime.deploy import worker_addresses
 
-from . import candidates, metrics, paper
+from . import candidates, metrics, paper, repeats
 
 if TYPE_CHECKING:
     from mcdask.planning.planner import Strategy
@@ -43,6 +43,7 @@ class Settings:
     profile: str = "device"           # planning profile: "device", "farm" or "pi3" (see farm_profile)
     top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
     within: float = 0.10              # runners-up predicted within this of the best IPS
+    repeats: int = 1                  # runs of each plan (bench.repeats): the row is the median run's
 
 
 DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
@@ -290,9 +291,10 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
                                          "failed": f"not run: {broken}", "plan_id": p.id})
                             continue
                         log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS")
-                        measure = partial(measure_one, client, profile=prof, items=items, caps=caps,
-                                          time_scale=settings.time_scale, scheduler_pid=scheduler_pid,
-                                          worker_pids=worker_pids)
+                        once = partial(measure_one, client, profile=prof, items=items, caps=caps,
+                                       time_scale=settings.time_scale, scheduler_pid=scheduler_pid,
+                                       worker_pids=worker_pids)
+                        measure = partial(repeats.measure_repeated, measure=once, repeats=settings.repeats, log=log)
                         try:
                             row = candidates.measure_all(plans, measure, log) if settings.top > 1 else measure(p)
                         except Exception as e:  # noqa: BLE001 - keep every other row of the run
@@ -316,7 +318,8 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
                          "profile": settings.profile, "backend": configured_runtime(),
-                         **({"top": settings.top, "within": settings.within} if settings.top > 1 else {})},
+                         **({"top": settings.top, "within": settings.within} if settings.top > 1 else {}),
+                         **({"repeats": settings.repeats} if settings.repeats > 1 else {})},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
                                                       "not_capped_reason", "time_scale")},
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},

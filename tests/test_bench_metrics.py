@@ -119,7 +119,7 @@ def test_a_partial_run_never_takes_the_full_runs_file_name():
 
 
 @pytest.mark.parametrize("args", [["--workload", "alexnet", "--devices", "6"], ["--frames", "48"],
-                                  ["--profile", "farm"]])
+                                  ["--profile", "farm"], ["--repeats", "3"]])
 def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything(args):
     """Fewer workloads or devices, other frame counts, another planning profile: each a run
     whose figures are not the full run's."""
@@ -129,6 +129,35 @@ def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_any
 
     r = CliRunner().invoke(bench, [*args, "--name", "bench"])
     assert r.exit_code == 2 and "this run is partial" in r.output
+
+
+def test_bench_repeats_keep_the_median_run_and_the_spread():
+    """``--repeats 3``: the row is the median run's, with every run's IPS and the spread."""
+    from bench import repeats
+
+    ips = iter([10.0, 12.0, 11.0])
+    lines = []
+    row = repeats.measure_repeated("plan", lambda p: {"ips_pi_speed": next(ips), "latency_p50_s": 1.0, "plan": p},
+                                   3, lines.append)
+    assert row["ips_pi_speed"] == row["ips_median"] == 11.0 and row["plan"] == "plan"
+    assert [r["ips_pi_speed"] for r in row["runs"]] == [10.0, 12.0, 11.0]
+    assert row["ips_spread"] == pytest.approx(2.0 / 11.0) and len(lines) == 4 and "spread 18.2%" in lines[-1]
+    even = repeats.combine([{"ips_pi_speed": 4.0}, {"ips_pi_speed": 2.0}])
+    assert even["ips_pi_speed"] == 2.0 and even["ips_median"] == 3.0   # the lower middle run, the true median
+    assert repeats.measure_repeated("p", lambda p: {"ips_pi_speed": 5.0}, 1) == {"ips_pi_speed": 5.0}
+    with pytest.raises(ValueError, match="at least one"):
+        repeats.combine([])
+    # the table shows the median and the runs' range
+    import json
+    from pathlib import Path
+
+    from bench import report
+
+    result = json.loads((Path(__file__).parent.parent / "bench/results/issue13-alexnet-device.json").read_text())
+    one = result["rows"][0]
+    runs = [dict(one, ips_pi_speed=x) for x in (3.5, 3.7, 3.6)]
+    result["rows"] = [repeats.combine(runs)]
+    assert "| 2 | optimal | 3.60 (3 runs: 3.50-3.70) |" in report.markdown(result)
 
 
 def test_every_result_records_where_it_came_from():
