@@ -159,21 +159,23 @@ def farm_kind(base, split: dict, alexnet_s: float, n_devices: int):
 _PIECE: dict = {}
 
 
-def build_piece(workload_name: str, index: int, units: int | None, warmup: int = 2) -> dict:
-    """On a device (its task thread): build one layer, or its first ``units`` units, unless
-    its build peak would pass the device's memory (the cgroup kills, it does not raise)."""
+def build_piece(workload_name: str, index: int, units: int | None, warmup: int = 2, end: int | None = None) -> dict:
+    """On a device (its task thread): build one layer, or its first ``units`` units, or with
+    ``end`` layers ``index`` to ``end``, unless its build peak would pass the device's memory
+    (the cgroup kills, it does not raise)."""
     from mcdask.profiling import worker as profiling
     from mcdask.runtime.slices import Slice, SliceSpec
 
     drop_piece()
     w = workloads.get(workload_name)
-    layer = w.layers[index]
-    param = layer.param_bytes if units is None else layer.shard_param_bytes(units)
+    end = index + 1 if end is None else end
+    param = (sum(layer.param_bytes for layer in w.layers[index:end]) if units is None
+             else w.layers[index].shard_param_bytes(units))
     limit = profiling.cgroup_memory_limit()
     need = profiling.rss_bytes() + profiling.BUILD_PEAK_FACTOR * param
     if limit and need > limit:
         return {"skipped": f"needs about {need / 1e6:,.0f} MB to build; the device has {limit / 1e6:,.0f} MB"}
-    s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
+    s = Slice(SliceSpec(workload_name, index, end, None if units is None else (0, units)))
     _PIECE["call"] = functools.partial(profiling.call_piece, s, w, profiling.piece_feeds(s, w))
     for _ in range(warmup):
         _PIECE["call"]()
@@ -205,27 +207,37 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
     piece built with the CPU caps lifted (``caps(False)``), then timed under them from the
     device's task thread, as slices run. Times are divided back to Pi speed (x ``time_scale``).
     A dense layer too big to build whole gets the least-squares line through its shards."""
-    from mcdask.profiling.assemble import planner_shard_sizes, split_call_cost
+    from mcdask.profiling.assemble import cells, planner_shard_sizes, scale_to_cells, split_call_cost
     from mcdask.profiling.links import fit_link
 
     on = {"workers": [address], "pure": False, "allow_other_workers": False}
     layer_time: dict[str, dict[str, float]] = {}
     shard_time: dict[str, dict[str, dict[int, float]]] = {}
+    cell_time: dict[str, dict[tuple[int, int], float]] = {}
     notes: dict[str, str] = {}
     t0 = time.perf_counter()
+
+    def timed(name: str, index: int, units: int | None, end: int | None = None) -> float | None:
+        """Seconds per call of a piece at Pi speed, or None (noted) when it cannot be built."""
+        caps(False)
+        try:
+            built = client.submit(build_piece, name, index, units, end=end, **on).result()
+        finally:
+            caps(True)
+        if "skipped" in built:
+            layers = workloads.get(name).layers
+            notes[f"{name}/{layers[index].name}" + ("" if units is None else f"[{units}]")
+                  + ("" if end is None else f"..{layers[end - 1].name}")] = built["skipped"]
+            return None
+        return client.submit(time_piece, repeats, min_wall_s, budget_s, **on).result()["mean_s"] * time_scale
+
     for name in dict.fromkeys(names):
         w = workloads.get(name)
         for i, layer in enumerate(w.layers):
             for units in [None] + planner_shard_sizes(layer, n_devices):
-                caps(False)
-                try:
-                    built = client.submit(build_piece, name, i, units, **on).result()
-                finally:
-                    caps(True)
-                if "skipped" in built:
-                    notes[f"{name}/{layer.name}" + ("" if units is None else f"[{units}]")] = built["skipped"]
+                t = timed(name, i, units)
+                if t is None:
                     continue
-                t = client.submit(time_piece, repeats, min_wall_s, budget_s, **on).result()["mean_s"] * time_scale
                 if units is None:
                     layer_time.setdefault(name, {})[layer.name] = t
                 else:
@@ -240,18 +252,28 @@ def device_kind(client, address: str, base, names: list[str], n_devices: int, ca
                                        f"of its shards: {notes}")
                 layer_time.setdefault(name, {})[layer.name] = fit_link(shards).time_s(layer.units)
                 notes[f"{name}/{layer.name}"] += "; whole time from the line through its shards"
+        for a, b in cells(w):
+            t = timed(name, a, None, b)
+            if t is not None:
+                cell_time.setdefault(name, {})[(a, b)] = t
+                log(f"  {name} {w.layers[a].name}..{w.layers[b - 1].name} as one slice: {t:.3f} s "
+                    f"(its layers: {sum(layer_time[name][x.name] for x in w.layers[a:b]):.3f} s)")
     client.submit(drop_piece, **on).result()
     call_s, layer_time, shard_time = split_call_cost(layer_time, shard_time)
+    for name, ct in cell_time.items():
+        layer_time[name] = scale_to_cells(workloads.get(name), layer_time[name], ct, call_s)
     log(f"  one call of a piece: {call_s:.4f} s (the fastest layer), counted once per piece")
     how = (f"measured on farm device {address} under its CPU quotas: mean of back-to-back calls of a one-layer "
            f"slice (at least {repeats} calls and {min_wall_s:g} s) from the worker's task thread (built with the "
            f"caps lifted), x time scale {time_scale:g}, less the fastest layer's time ({call_s:.4f} s: one call's "
-           f"fixed cost, counted once per piece; mcdask.profiling.assemble.split_call_cost)")
+           f"fixed cost, counted once per piece; mcdask.profiling.assemble.split_call_cost); the layers of each "
+           f"run the planner never cuts inside scaled to that run timed as one slice (scale_to_cells)")
     return replace(base, kind=f"{base.kind}-farm-measured", layer_time_s=layer_time, shard_time_s=shard_time,
                    dense_fixed_s=None, dense_s_per_weight_byte=None, task_overhead_s=base.task_overhead_s + call_s,
                    sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
                    note=f"emulated {base.kind} farm device, measured: {base.kind} memory model",
                    measured={"device": address, "skipped": notes, "call_s": call_s,
+                             "cells_s": {f"{n}/{a}..{b}": t for n, ct in cell_time.items() for (a, b), t in ct.items()},
                              "seconds": round(time.perf_counter() - t0, 1)})
 
 

@@ -12,7 +12,7 @@ import workloads
 from mcdask.commands import check_against_reference, run, stream_through
 from mcdask.errors import ProfileError
 from mcdask.model.profile import CLIENT, Profile
-from mcdask.profiling.assemble import planner_shard_sizes, split_call_cost
+from mcdask.profiling.assemble import cells, planner_shard_sizes, scale_to_cells, split_call_cost
 from mcdask.profiling.cache import auto_plan, cache_key, cached_profile
 from mcdask.profiling.links import fit_link
 from mcdask.runtime.weights import WeightsSource
@@ -94,6 +94,19 @@ def test_one_calls_fixed_cost_is_counted_once_per_piece():
     assert st == {"alexnet": {"fc1": {2048: pytest.approx(0.091), 1365: pytest.approx(0.061)}}}
     assert layers["alexnet"]["conv1"] == 0.090   # the caller's figures are left as they were
     assert split_call_cost({}, {}) == (0.0, {}, {})
+
+
+def test_runs_the_planner_never_cuts_are_timed_whole_and_their_layers_scaled_to_them():
+    vgg = workloads.get("vgg16")
+    runs = cells(vgg)
+    names = [[vgg.layers[i].name for i in range(a, b)] for a, b in runs]
+    assert names[0] == ["block1_conv1", "block1_conv2", "block1_pool"]
+    assert all(vgg.layers[i].kind != "dense" for a, b in runs for i in range(a, b))   # shards stay as timed
+    layers = {"block1_conv1": 0.10, "block1_conv2": 0.80, "block1_pool": 0.10, "fc1": 1.0}
+    scaled = scale_to_cells(vgg, layers, {runs[0]: 0.81}, call_s=0.01)   # the run as one call: 0.80 + a call
+    assert scaled["block1_conv1"] == pytest.approx(0.08) and scaled["block1_conv2"] == pytest.approx(0.64)
+    assert sum(scaled[n] for n in names[0]) == pytest.approx(0.80) and scaled["fc1"] == 1.0
+    assert layers["block1_conv1"] == 0.10
 
 
 @pytest.fixture(scope="module")

@@ -117,6 +117,31 @@ def split_call_cost(layer_time: dict[str, dict[str, float]], shard_time: dict[st
              for w, ls in shard_time.items()})
 
 
+def cells(workload) -> list[tuple[int, int]]:
+    """The runs of more than one layer that the planner never cuts inside (between consecutive
+    cut points of ``mcdask.planning.search.allowed_cuts``): each is also timed as one slice."""
+    from mcdask.planning.search import allowed_cuts
+
+    cuts = allowed_cuts(workload)
+    return [(a, b) for a, b in zip(cuts, cuts[1:]) if b - a > 1]
+
+
+def scale_to_cells(workload, layer_time: dict[str, float], cell_time: dict[tuple[int, int], float],
+                   call_s: float) -> dict[str, float]:
+    """``layer_time`` (one call's cost already out) with each cell's layers scaled to sum to the
+    cell's own time less one call. A one-layer slice copies its input in and its output out,
+    which inside a piece stay where they are: VGG16's block1 convolutions each take and give
+    12.8 MB, and its layer times summed 10-19 % over what its pieces ran in on the farm."""
+    out = dict(layer_time)
+    for (a, b), t in cell_time.items():
+        names = [workload.layers[i].name for i in range(a, b)]
+        total = sum(out[n] for n in names)
+        if total > 0:
+            for n in names:
+                out[n] *= max(t - call_s, 0.0) / total
+    return out
+
+
 def dense_model(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     """(fixed_s, s_per_weight_byte) through (param bytes, seconds) of measured dense pieces, or
     None when the line is not meaningful (fewer than two sizes, a negative slope or intercept)."""
@@ -126,8 +151,10 @@ def dense_model(points: list[tuple[int, float]]) -> tuple[float, float] | None:
     return (fixed, slope) if slope > 0 and fixed >= 0 else None
 
 
-def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dict) -> DeviceKind:
-    """One device's DeviceKind from its facts and ``pieces[(workload, layer index, units)]``."""
+def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dict,
+             cell_pieces: dict | None = None) -> DeviceKind:
+    """One device's DeviceKind from its facts, ``pieces[(workload, layer index, units)]`` and
+    ``cell_pieces[(workload, start, end)]`` (``cells``, each timed as one slice)."""
     layer_time: dict[str, dict[str, float]] = {}
     shard_time: dict[str, dict[str, dict[int, float]]] = {}
     memory: dict[str, dict[str, int]] = {}
@@ -173,6 +200,14 @@ def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dic
                                f"shard of it could be timed either; give the worker more memory")
         sources[f"layer_time_s.{wname}.{layer.name}"] = f"not built whole ({r['skipped']}); time from {how}"
     call_s, layer_time, shard_time = split_call_cost(layer_time, shard_time)
+    cell_time: dict[str, dict[tuple[int, int], float]] = {}
+    for (wname, a, b), r in sorted((cell_pieces or {}).items()):
+        if "skipped" in r:
+            skipped[f"{wname}/cell {a}..{b}"] = r["skipped"]
+        else:
+            cell_time.setdefault(wname, {})[(a, b)] = r["mean_s"]
+    for wname, ct in cell_time.items():
+        layer_time[wname] = scale_to_cells(workloads.get(wname), layer_time[wname], ct, call_s)
     if dense is not None:
         dense = (max(dense[0] - call_s, 0.0), dense[1])
     measured = {
@@ -196,6 +231,8 @@ def kind_for(name: str, facts: dict, pieces: dict, overhead: dict, settings: dic
                         f"workers on one host timed one at a time (the host's CPU sharing is the profile's "
                         f"host_cores term)",
         "shard_time_s": "same, for every shard size the planner may use on this cluster",
+        "cells": "each run of layers the planner never cuts inside, timed as one slice; its layers' times are "
+                 "scaled to sum to it less one call (scale_to_cells)",
         "layer_memory_bytes": "RSS growth of the worker from building to after timing the slice, at least its "
                               "parameter bytes",
         "baseline_bytes": "worker RSS after importing TensorFlow, setting its threads and one tiny tf.function "
@@ -250,6 +287,7 @@ def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEF
     rounds = [[by_host[h][r] for h in sorted(by_host) if r < len(by_host[h])]
               for r in range(max(len(v) for v in by_host.values()))]
     pieces: dict[str, dict] = {n: {} for n in workers}
+    cell_pieces: dict[str, dict] = {n: {} for n in workers}
     for wname in names:
         w = workloads.get(wname)
         for i, layer in enumerate(w.layers):
@@ -260,6 +298,13 @@ def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEF
                                          workers=[addr[n] for n in group])
                     for a, r in results.items():
                         pieces[name_of[a]][(wname, i, units)] = r
+        for start, end in cells(w):
+            say(f"{wname} layers {w.layers[start].name}..{w.layers[end - 1].name} as one slice")
+            for group in rounds:
+                results = client.run(time_piece, wname, start, None, timing, end=end,
+                                     workers=[addr[n] for n in group])
+                for a, r in results.items():
+                    cell_pieces[name_of[a]][(wname, start, end)] = r
     say("per-task overhead")
     overhead = measure_task_overhead(client, workers)
     say("links")
@@ -269,7 +314,8 @@ def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEF
     for n in workers:
         s = dict(settings, co_located_workers=len(by_host[facts[n]["host"]]))
         kinds[n] = kind_for(n, facts[n], pieces[n], {"task_cpu_s": overhead["workers"][n],
-                                                      "noop_round_trip_s": overhead["noop_round_trip_s"][n]}, s)
+                                                      "noop_round_trip_s": overhead["noop_round_trip_s"][n]}, s,
+                            cell_pieces[n])
     links = []
     pooled: list[tuple[int, float]] = []
     samples: dict[str, list] = {}

@@ -169,8 +169,9 @@ def call_piece(s, w, feeds):
 
 
 def build_and_time(workload_name: str, index: int, units: int | None, timing: dict[str, Any],
-                   usable_bytes: int) -> dict[str, Any]:
-    """Build, time and free one piece; skip it (saying why) if building it would not fit.
+                   usable_bytes: int, end: int | None = None) -> dict[str, Any]:
+    """Build, time and free one piece (layer ``index``, or its first ``units`` units, or with
+    ``end`` layers ``index`` to ``end``); skip it (saying why) if building it would not fit.
     ``timing`` holds ``sustained_mean``'s keywords (``min_calls``, ``min_s``, ``max_s``,
     ``warmup``): the piece is timed as the runtime calls it, back to back."""
     from mcdask.runtime.slices import Slice, SliceSpec
@@ -178,8 +179,9 @@ def build_and_time(workload_name: str, index: int, units: int | None, timing: di
 
     ensure_tf()
     w = workloads.get(workload_name)
-    layer = w.layers[index]
-    param = layer.param_bytes if units is None else layer.shard_param_bytes(units)
+    end = index + 1 if end is None else end
+    param = (sum(layer.param_bytes for layer in w.layers[index:end]) if units is None
+             else w.layers[index].shard_param_bytes(units))
     gc.collect()
     before = rss_bytes()
     need = before + BUILD_PEAK_FACTOR * param
@@ -188,7 +190,7 @@ def build_and_time(workload_name: str, index: int, units: int | None, timing: di
                            f"{BUILD_PEAK_FACTOR:g} x {param / 1e6:,.0f} MB of weights); usable memory "
                            f"{usable_bytes / 1e6:,.0f} MB"}
     peak_ok = reset_peak()
-    s = Slice(SliceSpec(workload_name, index, index + 1, None if units is None else (0, units)))
+    s = Slice(SliceSpec(workload_name, index, end, None if units is None else (0, units)))
     feeds = piece_feeds(s, w)
     timed = sustained_mean(functools.partial(call_piece, s, w, feeds), **timing)
     after = rss_bytes()
@@ -200,12 +202,12 @@ def build_and_time(workload_name: str, index: int, units: int | None, timing: di
 
 
 async def time_piece(workload_name: str, index: int, units: int | None, timing: dict[str, Any], *,
-                     dask_worker) -> dict[str, Any]:
-    """``client.run`` target: time layer ``index`` (or its first ``units`` units) here, on the
-    worker's task thread, where slices run (on a farm device that thread is under the device's
-    compute quota, and Dask's own threads are not)."""
+                     dask_worker, end: int | None = None) -> dict[str, Any]:
+    """``client.run`` target: time layer ``index`` (or its first ``units`` units, or layers
+    ``index`` to ``end``) here, on the worker's task thread, where slices run (on a farm device
+    that thread is under the device's compute quota, and Dask's own threads are not)."""
     usable = usable_memory(dask_worker)["usable_memory_bytes"]
-    run = functools.partial(build_and_time, workload_name, index, units, timing, usable)
+    run = functools.partial(build_and_time, workload_name, index, units, timing, usable, end)
     return await asyncio.get_running_loop().run_in_executor(dask_worker.executors["default"], run)
 
 
