@@ -197,8 +197,8 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
     link, running the configured backend (``mcdask.model.runtimes``: its measured baseline and
     build peak). Layer times: ``pi3``: the published
     Pi 3 ones; ``farm``: those rebalanced to this host's conv/dense split; ``device``: measured
-    layer by layer on the farm's first device under its quotas, as ``mcdask profile`` measures
-    real devices (the farm's devices are alike). See ``bench.farm_profile``."""
+    piece by piece on every farm device at once under its quotas (the median: the farm's devices
+    are alike), as ``mcdask profile`` measures real devices. See ``bench.farm_profile``."""
 
     from cluster.devices import KINDS
     from mcdask.model import kinds as devices
@@ -218,9 +218,11 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
     elif profile == "device":
         from .farm_profile import device_kind
 
-        address = worker_addresses(client)[names[0]]
-        log(f"profiling {', '.join(workload_names)} on {names[0]} under its CPU quotas...")
-        k = device_kind(client, address, k, list(workload_names), n_max, caps, time_scale, log=log)
+        address = worker_addresses(client)
+        log(f"profiling {', '.join(workload_names)} on {len(names)} devices at once under their CPU quotas "
+            "(the median of each piece's times)...")
+        k = device_kind(client, [address[n] for n in names], k, list(workload_names), n_max, caps, time_scale,
+                        log=log)
     return homogeneous(k, names=names, link=devices.link_for("pi3"))
 
 
