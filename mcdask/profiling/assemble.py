@@ -18,7 +18,11 @@ device kind per worker (kind name = device name = worker name):
   ``shard_time_s[workload][layer][units]``. Layers that read a workload input get it as uint8,
   as the runtime sends frames. One ``client.run`` per piece and round: workers on different
   hosts time it at the same time, workers sharing a host one after the other (solo times;
-  see *Shared hosts*).
+  see *Shared hosts*). Each run of layers the planner never cuts inside (``cells``: VGG16's
+  blocks, AlexNet's conv-pool groups) is also timed as one slice, and its layers' times scaled
+  to sum to it (``scale_to_cells``). Each time holds one call's fixed cost, which a piece of k
+  layers pays once: the fastest one-layer time measured stands for it (``split_call_cost``,
+  ``measured.call_s``) and moves from every layer and shard time into ``task_overhead_s``.
 * **Memory**: ``layer_memory_bytes`` is the growth of the worker's resident set (RSS, after
   ``gc.collect()``) from before building the slice to after timing it, at least the
   parameter bytes; ``measured.peak_build_bytes`` the peak RSS growth where the kernel lets us
