@@ -165,18 +165,18 @@ def build_piece(workload_name: str, index: int, units: int | None, warmup: int =
     ``end`` layers ``index`` to ``end``, unless its build peak would pass the device's memory
     (the cgroup kills, it does not raise)."""
     from mcdask.profiling import worker as profiling
+    from mcdask.runtime.pieces import SliceShape
     from mcdask.runtime.slices import Slice, SliceSpec
 
     drop_piece()
     w = workloads.get(workload_name)
-    end = index + 1 if end is None else end
-    param = (sum(layer.param_bytes for layer in w.layers[index:end]) if units is None
-             else w.layers[index].shard_param_bytes(units))
+    spec = SliceSpec(workload_name, index, index + 1 if end is None else end, None if units is None else (0, units))
+    param = SliceShape(spec).param_bytes
     limit = profiling.cgroup_memory_limit()
     need = profiling.rss_bytes() + profiling.BUILD_PEAK_FACTOR * param
     if limit and need > limit:
         return {"skipped": f"needs about {need / 1e6:,.0f} MB to build; the device has {limit / 1e6:,.0f} MB"}
-    s = Slice(SliceSpec(workload_name, index, end, None if units is None else (0, units)))
+    s = Slice(spec)
     _PIECE["call"] = functools.partial(profiling.call_piece, s, w, profiling.piece_feeds(s, w))
     for _ in range(warmup):
         _PIECE["call"]()

@@ -50,12 +50,15 @@ DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
 QUICK_FRAMES = {"alexnet": 80, "vgg16": 16, "action": 80}
 
 
+def _compute_s(rec: dict) -> list[float]:
+    """A task stream record's compute spans, in seconds."""
+    return [ss["stop"] - ss["start"] for ss in rec.get("startstops", ()) if ss["action"] == "compute"]
+
+
 def _compute_by_worker(task_stream: list[dict]) -> dict[str, float]:
     out: dict[str, float] = {}
     for rec in task_stream:
-        for ss in rec.get("startstops", ()):
-            if ss["action"] == "compute":
-                out[rec["worker"]] = out.get(rec["worker"], 0.0) + ss["stop"] - ss["start"]
+        out[rec["worker"]] = out.get(rec["worker"], 0.0) + sum(_compute_s(rec))
     return out
 
 
@@ -65,9 +68,7 @@ def _task_s_by_piece(task_stream: list[dict]) -> dict[str, dict]:
     spans: dict[str, list[float]] = {}
     for rec in task_stream:
         key = rec.get("key")
-        label = str(key[0] if isinstance(key, tuple) else key)
-        spans.setdefault(label, []).extend(ss["stop"] - ss["start"] for ss in rec.get("startstops", ())
-                                           if ss["action"] == "compute")
+        spans.setdefault(str(key[0] if isinstance(key, tuple) else key), []).extend(_compute_s(rec))
     return {label: {"mean_s": statistics.fmean(s), "median_s": statistics.median(s), "tasks": len(s)}
             for label, s in sorted(spans.items()) if s}
 
@@ -143,8 +144,8 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     wall = summary["wall_s"]
     addr_by_name = worker_addresses(client)
     compute = _compute_by_worker(ts.data)
-    util = metrics.utilisation({d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) for d in plan.devices},
-                               wall)
+    busy = {d: compute.get(addr_by_name.get(dep.binding[d], ""), 0.0) for d in plan.devices}
+    util = metrics.utilisation(busy, wall)
     ips = summary["ips_steady"] or summary["ips"]   # steady state: pipeline fill and drain left out
     ips_pi = ips / time_scale
     whole = {d: sum(sub.kind_of(d).time_s(w.name, l) for l in w.layers) for d in plan.devices}
@@ -164,8 +165,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         "measured_over_predicted": ips_pi / cost.ips if cost.ips else None,
         # where a prediction misses: each device's task seconds per answered frame, measured and
         # as the profile has it (at Pi speed), and each piece's mean task time
-        "device_busy_s_per_frame": {d: {"measured": compute.get(addr_by_name.get(dep.binding[d], ""), 0.0)
-                                        / frames * time_scale,
+        "device_busy_s_per_frame": {d: {"measured": busy[d] / frames * time_scale,
                                         "predicted": cost.compute_s.get(d, 0.0)} for d in plan.devices},
         "piece_task_s": _task_s_by_piece(ts.data),
         "utilisation": util, "utilisation_mean": statistics.fmean(util.values()),

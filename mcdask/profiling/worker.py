@@ -174,14 +174,14 @@ def build_and_time(workload_name: str, index: int, units: int | None, timing: di
     ``end`` layers ``index`` to ``end``); skip it (saying why) if building it would not fit.
     ``timing`` holds ``sustained_mean``'s keywords (``min_calls``, ``min_s``, ``max_s``,
     ``warmup``): the piece is timed as the runtime calls it, back to back."""
+    from mcdask.runtime.pieces import SliceShape
     from mcdask.runtime.slices import Slice, SliceSpec
     from mcdask.runtime.timing import sustained_mean
 
     ensure_tf()
     w = workloads.get(workload_name)
-    end = index + 1 if end is None else end
-    param = (sum(layer.param_bytes for layer in w.layers[index:end]) if units is None
-             else w.layers[index].shard_param_bytes(units))
+    spec = SliceSpec(workload_name, index, index + 1 if end is None else end, None if units is None else (0, units))
+    param = SliceShape(spec).param_bytes
     gc.collect()
     before = rss_bytes()
     need = before + BUILD_PEAK_FACTOR * param
@@ -190,7 +190,7 @@ def build_and_time(workload_name: str, index: int, units: int | None, timing: di
                            f"{BUILD_PEAK_FACTOR:g} x {param / 1e6:,.0f} MB of weights); usable memory "
                            f"{usable_bytes / 1e6:,.0f} MB"}
     peak_ok = reset_peak()
-    s = Slice(SliceSpec(workload_name, index, end, None if units is None else (0, units)))
+    s = Slice(spec)
     feeds = piece_feeds(s, w)
     timed = sustained_mean(functools.partial(call_piece, s, w, feeds), **timing)
     after = rss_bytes()
