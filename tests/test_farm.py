@@ -150,13 +150,16 @@ def test_status_shows_each_device_calibration(farm3):
 
 
 #: How far a device may be from its farm's median (the median of 3 timings each), and how far
-#: the farm's median may be from the target. Measured with `python -m bench.calibration_check
-#: --farm-ups 10 --devices 6 --time-scale 4|1` on this 2-core VM (bench/results/calibration-*.json,
-#: 60 timings of 6 devices per file): devices sit within 0.89-1.08 of their farm's median at 4x
-#: (0.91-1.20 at 1x under load), while the farm's median moves 0.82-1.20 of the target from one
-#: timing to the next with the host, all devices together; a CI run read 0.79. The loop sets
-#: quotas at farm up and cannot hold what it does not control, so the device bar is the tight one.
-#: A missing quota reads about 10x too fast, a share off by the time scale 4x: both fail here.
+#: the farm's median may be from the target times the host's drift. Measured with `python -m
+#: bench.calibration_check --farm-ups 10 --devices 6 --time-scale 4|1` on this 2-core VM
+#: (bench/results/calibration-*.json, 60 timings of 6 devices per file): devices sit within
+#: 0.89-1.08 of their farm's median at 4x (0.91-1.20 at 1x under load), while the farm's median
+#: moves 0.82-1.20 of the target from one timing to the next with the host, all devices together;
+#: CI runs read 0.79 and, a minute after a calibration within 4 %, 1.34-1.49 on all three devices.
+#: The loop sets quotas at farm up and cannot hold what it does not control, so the device bar is
+#: the tight one, and the farm bar divides out the host's own slowing (its fresh-process AlexNet
+#: time moves 10-15 % from one run to the next here). A missing quota reads about 10x too fast,
+#: a share off by the time scale 4x: both fail here.
 DEVICE_BAR = 0.15
 FARM_BAR = 0.30
 
@@ -165,20 +168,26 @@ def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
     """Runs last: the workers keep what TensorFlow does not give back. As the calibration
     loop measures, and as a stream loads them: the model is built with the quota lifted,
     then every device times it at the same time, under its quotas, from its task thread
-    (the sustained mean of back-to-back inferences), three times."""
+    (the sustained mean of back-to-back inferences), three times. The farm's median is held
+    to its target times the host's drift since farm up: this host's AlexNet time in a fresh
+    process (as farm up measures it) just before and just after the timings, over farm up's."""
     import statistics
 
     from distributed import Client
 
-    from cluster import closed_loop, farm
+    from cluster import calibrate, closed_loop, farm
 
     devices = farm3["devices"]
+    before = calibrate.host_time_s()["host_time_s"]
     with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c, \
             closed_loop.reference_built(c, devices, 300, farm.set_caps):
         timings = [closed_loop.time_devices(c, devices, 300) for _ in range(3)]
+    after = calibrate.host_time_s()["host_time_s"]
+    drift = (before + after) / 2 / farm3["calibration"]["host_time_s"]
     ratios = {d["name"]: statistics.median(t[d["name"]]["mean_s"] for t in timings) / (0.52 / SCALE)
               for d in devices}
     farm_ratio = statistics.median(ratios.values())
-    why = (ratios, [d["calibration"] for d in devices])
+    why = (ratios, {"host_drift": drift, "host_s": (farm3["calibration"]["host_time_s"], before, after)},
+           [d["calibration"] for d in devices])
     assert all(abs(r / farm_ratio - 1) <= DEVICE_BAR for r in ratios.values()), why
-    assert abs(farm_ratio - 1) <= FARM_BAR, why
+    assert abs(farm_ratio / drift - 1) <= FARM_BAR, why
