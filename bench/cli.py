@@ -11,6 +11,7 @@ import click
 import workloads
 from bench.provenance import OUT_DIR_HELP
 from mcdask import options
+from mcdask.planning.planner import TOP_WITHIN
 from mcdask.security.tls import tls_options
 
 
@@ -46,7 +47,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="measure up to K distinct plans per row, the planner's and its runners-up predicted within "
                    "--within of it, and report the winner (the row's figures), each candidate and won_by")
-@click.option("--within", type=click.FloatRange(0, 1, max_open=True), default=0.10, show_default=True, metavar="F",
+@click.option("--within", type=click.FloatRange(0, 1, max_open=True), default=TOP_WITHIN, show_default=True,
+              metavar="F",
               help="with --top: runners-up predicted at least (1 - F) x the best plan's IPS")
 @click.option("--frames", type=click.IntRange(min=8), default=None, metavar="N",
               help="frames per row for every workload [default: AlexNet and action 100, VGG16 24; quick: 80/16]")

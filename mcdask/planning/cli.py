@@ -29,7 +29,7 @@ from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan, stage_label
 from mcdask.model.profile import Profile
 from mcdask.planning.costmodel import Cost, evaluate
-from mcdask.planning.planner import STRATEGIES, plan_all, plan_top
+from mcdask.planning.planner import STRATEGIES, TOP_WITHIN, plan_all, plan_top
 from mcdask.planning.result import PlanResult
 
 
@@ -91,10 +91,6 @@ def _print_result(console, workload, r: PlanResult) -> None:
         table.add_row(dev, escape(", ".join(c.tasks.get(dev, []))), _mb(c.memory_bytes[dev]),
                       _mb(c.memory_limit_bytes[dev]))
     console.print(table)
-
-
-#: how close to the best predicted IPS a runner-up of ``--top`` must be (a profile's error)
-TOP_WITHIN = 0.10
 
 
 def _candidates(plans: list[Plan]) -> list[dict]:

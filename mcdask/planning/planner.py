@@ -95,7 +95,11 @@ def plan_all(workload, profile: Profile, max_devices: int | None = None, strateg
     return out
 
 
-def plan_top(workload, profile: Profile, n: int, k: int = 3, within: float = 0.10,
+#: how close to the best predicted IPS a runner-up of ``plan_top`` must be (a profile's error)
+TOP_WITHIN = 0.10
+
+
+def plan_top(workload, profile: Profile, n: int, k: int = 3, within: float = TOP_WITHIN,
              strategy: Strategy = "optimal") -> list[Plan]:
     """Up to ``k`` plans of distinct structure for exactly ``n`` devices, each with its
     prediction, keeping those predicted within ``within`` of the first's IPS (at least
