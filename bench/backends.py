@@ -13,6 +13,10 @@ loads them from its cache), runs them one thread, and reports:
 - ``time_per_frame_s``: median of back-to-back calls on one frame (the sum over the case's
   pieces: the action model is its per-frame CNNs plus the pyramid and fc layers);
 - ``peak_rss_bytes``: the process's peak resident memory (``VmHWM``);
+- ``retained_after_release_bytes``: what the process holds, once it has let go of the slices
+  (as at a plan switch), above what it held before building them: the runtime's state a first
+  build leaves (TensorFlow's traced functions and kernels), which a device's baseline carries
+  from then on;
 - ``build_peak_over_weights``: the peak resident memory while building or loading the slices
   and running them once, above what the process held before, divided by their weight bytes
   (meaningless for ``tiny``'s 0.1 MB).
@@ -130,10 +134,13 @@ def one(runtime: str, case: str, folder: Path, calls: int) -> dict:
             piece(feeds)
             times.append(time.perf_counter() - t0)
         per_frame += statistics.median(times)
-    return {"runtime": runtime, "case": case, "weight_bytes": weights, "rss_before_build_bytes": before,
-            "rss_bytes": _rss(), **_rss_parts(), "peak_rss_bytes": max(import_peak, _peak()),
-            "time_per_frame_s": per_frame,
-            "build_peak_over_weights": (built_peak - before) / weights}
+    out = {"runtime": runtime, "case": case, "weight_bytes": weights, "rss_before_build_bytes": before,
+           "rss_bytes": _rss(), **_rss_parts(), "peak_rss_bytes": max(import_peak, _peak()),
+           "time_per_frame_s": per_frame,
+           "build_peak_over_weights": (built_peak - before) / weights}
+    del piece, pieces   # as a plan switch lets go of them (mcdask.runtime.plugin.release_memory)
+    mcdask.runtime.plugin.release_memory()
+    return {**out, "rss_released_bytes": _rss(), "retained_after_release_bytes": _rss() - before}
 
 
 def convert_all(folder: Path) -> dict[str, int]:
@@ -185,7 +192,7 @@ def main(repeats: int, calls: int, one: tuple[str, str] | None, folder: Path | N
                 runs[runtime][case].append(_child(runtime, case, folder, calls))
         click.echo(f"repeat {rep + 1}/{repeats} done", err=True)
     fields = ("rss_bytes", "rss_anon_bytes", "rss_file_bytes", "peak_rss_bytes", "time_per_frame_s",
-              "build_peak_over_weights")
+              "build_peak_over_weights", "retained_after_release_bytes")
     medians = {r: {c: {f: statistics.median(x[f] for x in runs[r][c]) for f in fields} | {
         "time_per_frame_min_s": min(x["time_per_frame_s"] for x in runs[r][c]),   # the least disturbed run
         "weight_bytes": runs[r][c][0]["weight_bytes"]} for c in CASES} for r in RUNTIMES}
@@ -199,7 +206,8 @@ def main(repeats: int, calls: int, one: tuple[str, str] | None, folder: Path | N
         for c in CASES:
             m = medians[r][c]
             click.echo(f"{r:15s} {c:15s} {m['time_per_frame_s'] * 1e3:8.2f} ms  rss {m['rss_bytes'] / 2**20:6.0f} MiB  "
-                       f"peak {m['peak_rss_bytes'] / 2**20:6.0f} MiB  build peak {m['build_peak_over_weights']:.2f}x")
+                       f"peak {m['peak_rss_bytes'] / 2**20:6.0f} MiB  build peak {m['build_peak_over_weights']:.2f}x  "
+                       f"retained {m['retained_after_release_bytes'] / 2**20:5.1f} MiB")
     click.echo(f"written {path}")
 
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 import psutil
 
 import workloads
+from mcdask.planning.planner import TOP_WITHIN
 from mcdask.runtime.deploy import worker_addresses
 
 from . import candidates, metrics, paper, repeats
@@ -42,7 +43,7 @@ class Settings:
     frames: dict | None = None        # workload -> frames per run
     profile: str = "device"           # planning profile: "device", "farm" or "pi3" (see farm_profile)
     top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
-    within: float = 0.10              # runners-up predicted within this of the best IPS
+    within: float = TOP_WITHIN        # runners-up predicted within this of the best IPS
     repeats: int = 1                  # runs of each plan (bench.repeats): the row is the median run's
 
 
@@ -120,10 +121,14 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     memory = live_memory(client)
     cost = evaluate(w, plan, sub)
     pids = [psutil.Process().pid] + ([scheduler_pid] if scheduler_pid else [])
-    from mcdask.runtime.deploy import deploy
+    from mcdask.runtime.deploy import deploy, release
 
     pid_of = worker_pids or {}
-    for pid in pid_of.values():   # each device's peak from here: its build, then the stream
+    # every device lets go of the last row's slices first, so its peak is this plan's own (its
+    # build, then the stream), and what it holds then is the resident baseline of a device that
+    # has built and run slices before
+    idle = release(client) if pid_of else {}
+    for pid in pid_of.values():
         reset_peak(pid)
     caps(False)
     try:
@@ -138,6 +143,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
     runtime_cpu = _cpu_s(pids) - cpu0
     peaks = {d: peak for d in plan.devices
              if dep.binding[d] in pid_of and (peak := peak_rss_bytes(pid_of[dep.binding[d]])) is not None}
+    idle_rss = {d: idle[dep.binding[d]] for d in plan.devices if dep.binding[d] in idle}
     limits = {d: usable for d in plan.devices if (usable := memory.get(dep.binding[d])) is not None}
     threads1 = _thread_cpu_s(devices_pids)
     worker_cpu = {k: threads1[k] - threads0[k] for k in threads1}
@@ -179,8 +185,9 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         "worker_runtime_over_compute": (worker_cpu["runtime"] / worker_cpu["compute"]
                                         if devices_pids and worker_cpu["compute"] else None),
         "energy": metrics.energy_per_inference(util, ips_pi) if ips_pi > 0 else None,
-        # each device's peak resident memory over its build and the stream, against what it may use
-        "device_peak_rss_bytes": peaks, "device_memory_limit_bytes": limits,
+        # each device's peak resident memory over its build and the stream, against what it may
+        # use, and what it held before, with no slices (the resident baseline it plans with)
+        "device_peak_rss_bytes": peaks, "device_idle_rss_bytes": idle_rss, "device_memory_limit_bytes": limits,
         "predicted_memory_bytes": dict(cost.memory_bytes),
         "memory_within_limits": all(peaks[d] <= limits[d] for d in peaks if d in limits) if peaks else None,
         "plan": plan.to_dict(),

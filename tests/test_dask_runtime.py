@@ -10,7 +10,7 @@ import workloads
 from mcdask.commands import check_against_reference, stream_through
 from mcdask.errors import DeploymentError
 from mcdask.model.plan import Plan, Shard, Stage
-from mcdask.runtime.deploy import DaskRunner, deploy
+from mcdask.runtime.deploy import DaskRunner, deploy, release
 from mcdask.runtime.plugin import PLUGIN_NAME
 from mcdask.runtime.weights import WeightsSource
 from mcdask.streaming.records import Item
@@ -128,6 +128,26 @@ def test_a_plan_switch_frees_the_old_plans_slices_before_building(client):
     deploy(client, ALEX_B)           # shares no slice with ALEX_A
     alive = client.run(lambda dask_worker: getattr(dask_worker, "_mcdask_test_alive", None))
     assert [n for n in alive.values() if n is not None] and sum(n or 0 for n in alive.values()) == 0, alive
+
+
+def test_release_lets_go_of_every_slice_tag_and_their_memory(client):
+    """``release``: every worker drops its slices and tags and gives their heap back (the bench
+    releases between rows, so each row's peak is its own plan's); a deploy after it builds anew."""
+    w = workloads.get("alexnet")
+    deploy(client, ALEX_A)
+    held = client.run(lambda dask_worker: dask_worker.plugins[PLUGIN_NAME].status()["param_bytes"])
+    rss = client.run(lambda: __import__("psutil").Process().memory_info().rss)
+    after = release(client)
+    names = {a: str(i["name"]) for a, i in client.scheduler_info(n_workers=-1)["workers"].items()}
+    assert sorted(after) == sorted(names.values())
+    assert client.run(lambda dask_worker: sorted(dask_worker.plugins[PLUGIN_NAME].slices)) == {a: [] for a in names}
+    tags = client.run(lambda dask_worker: [t for t, v in dask_worker.state.total_resources.items()
+                                           if t.startswith("mcdask-") and v > 0])
+    assert not any(tags.values()), tags
+    for a, name in names.items():   # each gives back at least 80 % of its weights (AlexNet's fc: 100+ MB)
+        assert rss[a] - after[name] >= 0.8 * held[a], (name, rss[a], after[name], held[a])
+    records, _ = _stream(client, ALEX_A, items_for(w, 4))
+    assert check_against_reference(w, items_for(w, 4), records, WeightsSource())["equal"]
 
 
 def test_restarted_worker_rebuilds_before_taking_tasks(client):

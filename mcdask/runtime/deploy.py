@@ -147,6 +147,30 @@ def deploy(client, plan: Plan, weights: WeightsSource = WeightsSource(),
     return Deployment(plan, binding, weights, dep_id, backend, shipped)
 
 
+def release(client, timeout_s: float | None = None) -> dict[str, int]:
+    """Every worker lets go of its slices, its resource tags and the heap they took: the
+    scheduler's deployment becomes one of no plan. Returns each answering worker's resident
+    bytes after (worker name -> bytes); raises ``DeploymentError`` naming the workers that did
+    not answer within ``timeout_s`` (``mcdask.controller.deploy-timeout``). ``deploy`` after it
+    builds from nothing, so what a device then peaks at is that plan's own."""
+    from mcdask.runtime.plugin import rss_after_sync
+
+    timeout_s = timeout_s or dask.utils.parse_timedelta(dask.config.get("mcdask.controller.deploy-timeout", "120s"))
+    client.set_metadata(METADATA_KEY, {"id": f"released-{uuid.uuid4().hex[:8]}", "plan_id": None, "plan": None,
+                                       "binding": {}})
+    addresses = worker_addresses(client)
+    try:
+        answers = client.sync(run_within, client, rss_after_sync, sorted(addresses.values()), timeout_s)
+    except TimeoutError:
+        raise DeploymentError(f"release: workers {sorted(addresses)} did not all let go of their slices within "
+                              f"{timeout_s:.0f} s (mcdask.controller.deploy-timeout)") from None
+    by_address = {a: n for n, a in addresses.items()}
+    silent = sorted(by_address[a] for a, r in answers.items() if not isinstance(r, int))
+    if silent:
+        raise DeploymentError(f"release: workers {silent} did not answer ({answers})")
+    return {by_address[a]: r for a, r in answers.items()}
+
+
 def _ship_flatbuffers(client, doc: dict, workload, weights: WeightsSource, addresses: dict[str, str]) -> int:
     """litert: fix the preprocessing in the deployment (a device needs no weights file), name
     each slice's flatbuffer, and put the ones a device lacks in its cache; returns bytes sent."""

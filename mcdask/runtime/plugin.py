@@ -53,10 +53,10 @@ def pieces_for(deployment: dict, worker_name: str) -> dict[str, SliceSpec]:
     from mcdask.runtime.pieces import SliceSpec
     from mcdask.runtime.weights import WeightsSource
 
-    plan = Plan.from_dict(deployment["plan"])
     device = {w: d for d, w in deployment["binding"].items()}.get(str(worker_name))
-    if device is None:
+    if device is None:   # not bound, or a release (``mcdask.runtime.deploy.release``: no plan)
         return {}
+    plan = Plan.from_dict(deployment["plan"])
     weights = WeightsSource.from_dict(deployment.get("weights"))
     runtime = {"backend": deployment.get("backend", "tensorflow"), "kernels": deployment.get("kernels", "xnnpack")}
     out = {}
@@ -120,7 +120,7 @@ class SliceHost(WorkerPlugin):
             except Exception as e:  # keep the worker up; tasks will say why they cannot run
                 self.slices, self.error = {}, f"{type(e).__name__}: {e}"
                 logger.exception("mcdask: building slices failed on %s", worker.name)
-            plan_id = deployment["plan_id"]
+            plan_id = deployment.get("plan_id")
             new_tags = {resource_tag(plan_id, *map(int, sid.split("/")[1:])): 1.0 for sid in self.slices}
             stale = [t for t in worker.state.total_resources if t.startswith("mcdask-") and t not in new_tags]
             gone = [t for t in stale if not _tag_in_use(worker, t)]
@@ -270,6 +270,16 @@ async def sync_worker(dask_worker) -> dict:
     if plugin is None:
         return {"deployment": None, "slices": [], "error": "mcdask plugin not registered"}
     return await plugin.sync(dask_worker)
+
+
+async def rss_after_sync(dask_worker) -> int:
+    """``client.run`` target: ``sync_worker`` (a worker without the plugin holds nothing), then
+    this worker's resident bytes."""
+    import psutil
+
+    if dask_worker.plugins.get(PLUGIN_NAME) is not None:
+        await sync_worker(dask_worker)
+    return int(psutil.Process().memory_info().rss)
 
 
 def slice_for(sid: str):
