@@ -105,6 +105,16 @@ def _thread_cpu_s(pids: list[int]) -> dict[str, float]:
     return out
 
 
+def _major_faults(pid: int) -> int | None:
+    """Page faults process ``pid`` has waited on the disk for (``majflt``, /proc/PID/stat): a
+    device near its memory limit has its libraries' pages taken and reads them again."""
+    try:
+        fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return int(fields[9])   # the 12th field; fields[0] is the 3rd (state)
+
+
 def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: int | None,
                 caps=lambda on: None, worker_pids: dict[str, int] | None = None) -> dict:
     """Deploy ``plan``, stream ``items``, and return one row of figures."""
@@ -137,12 +147,15 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         caps(True)
     devices_pids = [pid_of[dep.binding[d]] for d in plan.devices if dep.binding[d] in pid_of]
     cpu0, threads0 = _cpu_s(pids), _thread_cpu_s(devices_pids)
+    faults0 = {d: _major_faults(pid_of[dep.binding[d]]) for d in plan.devices if dep.binding[d] in pid_of}
     with get_task_stream(client) as ts:
         records, summary = stream_through(client, plan, items, WeightsSource(), None, None, False,
                                           deployment=dep)
     runtime_cpu = _cpu_s(pids) - cpu0
     peaks = {d: peak for d in plan.devices
              if dep.binding[d] in pid_of and (peak := peak_rss_bytes(pid_of[dep.binding[d]])) is not None}
+    faults = {d: f1 - f0 for d, f0 in faults0.items()
+              if f0 is not None and (f1 := _major_faults(pid_of[dep.binding[d]])) is not None}
     idle_rss = {d: idle[dep.binding[d]] for d in plan.devices if dep.binding[d] in idle}
     limits = {d: usable for d in plan.devices if (usable := memory.get(dep.binding[d])) is not None}
     threads1 = _thread_cpu_s(devices_pids)
@@ -189,6 +202,7 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
         # use, and what it held before, with no slices (the resident baseline it plans with)
         "device_peak_rss_bytes": peaks, "device_idle_rss_bytes": idle_rss, "device_memory_limit_bytes": limits,
         "predicted_memory_bytes": dict(cost.memory_bytes),
+        "device_major_faults": faults,   # over the stream
         "memory_within_limits": all(peaks[d] <= limits[d] for d in peaks if d in limits) if peaks else None,
         "plan": plan.to_dict(),
     }

@@ -288,8 +288,9 @@ class Feeder:
 
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self._prev_gray is not None:
-            # flow=None asks OpenCV to allocate the output (its stubs do not say so)
-            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, None, 0.5, 1, 5, 3, 5, 1.1, 0)  # type: ignore[call-overload]
+            # the output given, not None: OpenCV 5.0's stubs do not allow None there, 5.1's do
+            flow = np.zeros((*gray.shape, 2), np.float32)
+            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, flow, 0.5, 1, 5, 3, 5, 1.1, 0)
             self._flows.append(flow.astype(np.float32))
         self._prev_gray = gray
         if len(self._flows) < self.flow_stack:
