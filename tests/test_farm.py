@@ -169,8 +169,9 @@ def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
     loop measures, and as a stream loads them: the model is built with the quota lifted,
     then every device times it at the same time, under its quotas, from its task thread
     (the sustained mean of back-to-back inferences), three times. The farm's median is held
-    to its target times the host's drift since farm up: this host's AlexNet time in a fresh
-    process (as farm up measures it) just before and just after the timings, over farm up's."""
+    to its target, or, where it is off, to its target times the host's drift since farm up:
+    this host's AlexNet time in a fresh process (as farm up measures it) just after the
+    timings, over farm up's."""
     import statistics
 
     import psutil
@@ -179,18 +180,19 @@ def test_every_device_alexnet_time_is_within_bar_of_target(farm3):
     from cluster import calibrate, closed_loop, farm
 
     devices = farm3["devices"]
-    cpu0, before = psutil.cpu_times(), calibrate.host_time_s()["host_time_s"]
+    cpu0 = psutil.cpu_times()
     with Client(farm3["scheduler"], timeout="30s", set_as_default=False) as c, \
             closed_loop.reference_built(c, devices, 300, farm.set_caps):
         timings = [closed_loop.time_devices(c, devices, 300) for _ in range(3)]
-    after, cpu1 = calibrate.host_time_s()["host_time_s"], psutil.cpu_times()
-    busy = {k: round(getattr(cpu1, k) - getattr(cpu0, k), 1) for k in ("user", "system", "idle", "steal")}
-    drift = (before + after) / 2 / farm3["calibration"]["host_time_s"]
+    cpu1 = psutil.cpu_times()
     ratios = {d["name"]: statistics.median(t[d["name"]]["mean_s"] for t in timings) / (0.52 / SCALE)
               for d in devices}
     farm_ratio = statistics.median(ratios.values())
-    why = (ratios, {"host_drift": drift, "host_s": (farm3["calibration"]["host_time_s"], before, after),
-                   "host_cpu_s": busy, "loadavg": psutil.getloadavg()},
-           [d["calibration"] for d in devices])
+    busy = {k: round(getattr(cpu1, k) - getattr(cpu0, k), 1) for k in ("user", "system", "idle", "steal")}
+    why: tuple = (ratios, {"host_cpu_s": busy, "loadavg": psutil.getloadavg()}, [d["calibration"] for d in devices])
     assert all(abs(r / farm_ratio - 1) <= DEVICE_BAR for r in ratios.values()), why
-    assert abs(farm_ratio / drift - 1) <= FARM_BAR, why
+    if abs(farm_ratio - 1) > FARM_BAR:
+        now = calibrate.host_time_s()["host_time_s"]
+        drift = now / farm3["calibration"]["host_time_s"]
+        why = (ratios, {"host_drift": drift, "host_s": (farm3["calibration"]["host_time_s"], now)}, *why[1:])
+        assert abs(farm_ratio / drift - 1) <= FARM_BAR, why
