@@ -140,7 +140,8 @@ def one(runtime: str, case: str, folder: Path, calls: int) -> dict:
            "build_peak_over_weights": (built_peak - before) / weights}
     del piece, pieces   # as a plan switch lets go of them (mcdask.runtime.plugin.release_memory)
     mcdask.runtime.plugin.release_memory()
-    return {**out, "rss_released_bytes": _rss(), "retained_after_release_bytes": _rss() - before}
+    released = _rss()
+    return {**out, "rss_released_bytes": released, "retained_after_release_bytes": released - before}
 
 
 def convert_all(folder: Path) -> dict[str, int]:

@@ -289,9 +289,8 @@ class Feeder:
         gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
         if self._prev_gray is not None:
             # the output given, not None: OpenCV 5.0's stubs do not allow None there, 5.1's do
-            flow = np.zeros((*gray.shape, 2), np.float32)
-            flow = cv2.calcOpticalFlowFarneback(self._prev_gray, gray, flow, 0.5, 1, 5, 3, 5, 1.1, 0)
-            self._flows.append(flow.astype(np.float32))
+            flow = np.zeros((*gray.shape, 2), np.float32)   # float32 in, float32 out: no copy after
+            self._flows.append(cv2.calcOpticalFlowFarneback(self._prev_gray, gray, flow, 0.5, 1, 5, 3, 5, 1.1, 0))
         self._prev_gray = gray
         if len(self._flows) < self.flow_stack:
             return Item(index, warmup=True)
