@@ -1,10 +1,11 @@
 """``python -m bench.backends``: the device runtimes side by side, on this host, no farm.
 
 For each runtime (``tensorflow``; ``litert`` with XNNPACK's kernels; ``litert`` with the built-in
-ones) and each case, a fresh Python process imports what a device's worker imports (Dask's
-worker, mcdask's plugin, the runtime), builds the case's slices (tensorflow: from the seeded
-weights; litert: loads the flatbuffers this process converted beforehand, from disk, as a device
-loads them from its cache), runs them one thread, and reports:
+ones; ``litert`` with both, ``mixed``: dense layers on the built-in kernels) and each case, a
+fresh Python process imports what a device's worker imports (Dask's worker, mcdask's plugin,
+the runtime), builds the case's slices (tensorflow: from the seeded weights; litert: loads the
+flatbuffers this process converted beforehand, from disk, as a device loads them from its
+cache), runs them one thread, and reports:
 
 - ``rss_bytes``: resident memory once built and run: for the ``tiny`` case (AlexNet's conv1
   and pool1, 0.1 MB of weights) this is the resident baseline of a device process; split into
@@ -42,7 +43,7 @@ import click
 from bench.provenance import OUT_DIR_HELP, provenance, results_dir
 
 RUNTIMES = {"tensorflow": ("tensorflow", "xnnpack"), "litert-xnnpack": ("litert", "xnnpack"),
-            "litert-builtin": ("litert", "builtin")}
+            "litert-builtin": ("litert", "builtin"), "litert-mixed": ("litert", "mixed")}
 CASES = ("tiny", "alexnet", "vgg16-fc1-half", "action")
 #: converted flatbuffers, kept between runs by content key (a run converts only what is new)
 FLATBUFFERS = Path(tempfile.gettempdir()) / "mcdask-bench-flatbuffers"
@@ -109,11 +110,11 @@ def one(runtime: str, case: str, folder: Path, calls: int) -> dict:
         def build(spec):
             return Slice(spec)
     else:
-        from mcdask.runtime.litert import LiteSlice
+        from mcdask.runtime.litert import load
 
         def build(spec):
-            return LiteSlice(replace(spec, backend="litert", kernels=kernels),
-                             folder / f"{content_key(spec)}.tflite")
+            return load(replace(spec, backend="litert", kernels=kernels),
+                        lambda part: folder / f"{content_key(part)}.tflite")
     specs = specs_of(case)
     import_peak = _peak()
     _reset_peak()
@@ -146,15 +147,19 @@ def one(runtime: str, case: str, folder: Path, calls: int) -> dict:
 
 def convert_all(folder: Path) -> dict[str, int]:
     """Every case's flatbuffers into ``folder`` as ``<content key>.tflite``; their sizes."""
+    from dataclasses import replace
+
     from mcdask.runtime.convert import content_key, to_flatbuffer
+    from mcdask.runtime.pieces import parts
 
     sizes = {}
     for case in CASES:
         for spec in specs_of(case):
-            path = folder / f"{content_key(spec)}.tflite"
-            if not path.exists():
-                path.write_bytes(to_flatbuffer(spec))
-            sizes[spec.key] = path.stat().st_size
+            for part in [spec, *parts(replace(spec, backend="litert", kernels="mixed"))]:
+                path = folder / f"{content_key(part)}.tflite"
+                if not path.exists():
+                    path.write_bytes(to_flatbuffer(part))
+                sizes[part.key] = path.stat().st_size
     return sizes
 
 

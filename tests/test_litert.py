@@ -25,13 +25,15 @@ import workloads
 from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.runtime import local
 from mcdask.runtime.flatcache import FlatCache
+from mcdask.runtime.litert import LiteChain
 from mcdask.runtime.pieces import SliceSpec
 from mcdask.streaming.reference import reference_outputs
 from mcdask.streaming.stream import Stream
 
-#: one random plan each (seeds whose plan splits a dense layer), frames, kernels: a conversion
+#: one random plan each (seeds whose plan splits a dense layer), frames, kernels (mixed: a stage
+#: with convolutions and dense layers runs as two interpreters, XNNPACK then built-in): a conversion
 #: costs about 30 MB of weights a second here, so each plan converts its model once
-CASES = {"alexnet": (20, 3, "xnnpack"), "action": (12, 36, "builtin")}
+CASES = {"alexnet": (11, 3, "mixed"), "action": (12, 36, "builtin")}
 
 
 @pytest.fixture(autouse=True)
@@ -72,6 +74,9 @@ def test_a_random_plan_on_litert_equals_unsplit_model(name):
     plan = random_plan(w, np.random.default_rng(sum(map(ord, name)) + seed), max_stages=4).validate(w)
     assert any(st.split for st in plan.stages) and any(len(sh.devices) > 1 for st in plan.stages for sh in st.shards)
     _assert_equal(_records(plan, items, kernels=kernels), ref, f"{kernels} {plan.to_json()}")
+    if kernels == "mixed":   # the plan has a stage of conv5..fc1: XNNPACK's interpreter, then the built-in one
+        chains = [s for s in local._CACHE.values() if isinstance(s, LiteChain)]
+        assert chains and all([p.spec.kernels for p in c.parts] == ["xnnpack", "builtin"] for c in chains), chains
 
 
 def test_a_batch_resizes_the_interpreter():
@@ -208,13 +213,13 @@ def test_a_backend_in_the_config_is_checked_at_deploy():
     from mcdask.errors import DeploymentError
     from mcdask.runtime.deploy import backend_of
 
-    assert backend_of("litert") == ("litert", "xnnpack")
+    assert backend_of("litert") == ("litert", "mixed")
     with dask.config.set({"mcdask.worker.backend": "tflite"}), pytest.raises(DeploymentError) as e:
         backend_of()
     assert str(e.value) == "backend 'tflite': choose one of tensorflow, litert (mcdask.worker.backend)"
     with dask.config.set({"mcdask.worker.litert-kernels": "gpu"}), pytest.raises(DeploymentError) as e:
         backend_of("litert")
-    assert str(e.value) == "litert kernels 'gpu': choose one of xnnpack, builtin (mcdask.worker.litert-kernels)"
+    assert str(e.value) == "litert kernels 'gpu': choose one of xnnpack, builtin, mixed (mcdask.worker.litert-kernels)"
 
 
 def test_a_litert_device_installs_no_tensorflow():

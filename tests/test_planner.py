@@ -5,6 +5,7 @@ bench/planner_validation.py."""
 import json
 from functools import cache
 
+import dask.config
 import pytest
 
 import workloads
@@ -195,8 +196,9 @@ def test_cli_json_and_evaluate(tmp_path):
 def test_the_runtime_sets_what_fits(tmp_path):
     """One 1 GB pi3 holds all of AlexNet under TensorFlow 2 (602 MB baseline, 1.2x build peak),
     but not VGG16, which LiteRT's built-in kernels (80 MB, 1.15x) fit on one device; XNNPACK's
-    second copy of the weights (2.15x) needs two. The paper's TensorFlow 1.5 figures fit
-    AlexNet too."""
+    second copy of the weights (2.15x) needs two; litert's default, mixed kernels (XNNPACK for the
+    convolutions, the built-in kernels and 1.15x for dense layers) fit it on one. The paper's
+    TensorFlow 1.5 figures fit AlexNet too."""
     from click.testing import CliRunner
 
     from mcdask.model import runtimes
@@ -211,8 +213,15 @@ def test_the_runtime_sets_what_fits(tmp_path):
     assert feasible("tensorflow") == [True, True]
     assert feasible("tf1.5") == [True, True]
     assert feasible("tensorflow", "vgg16") == [False, True]
-    assert feasible("litert", "vgg16") == [False, True]
+    assert feasible("litert-xnnpack", "vgg16") == [False, True]
     assert feasible("litert-builtin", "vgg16") == [True, True]
+    assert feasible("litert", "vgg16") == feasible("litert-mixed", "vgg16") == [True, True]
+    with dask.config.set({"mcdask.worker.litert-kernels": "xnnpack"}):
+        assert feasible("litert", "vgg16") == [False, True]
+    w, pi3 = workloads.get("alexnet"), devices.get("pi3")
+    whole = {r: piece_memory_bytes(w, runtimes.on(pi3, r), 0, len(w.layers)) for r in ("litert-xnnpack", "litert")}
+    dense = sum(layer.param_bytes for layer in w.layers if layer.kind == "dense")
+    assert whole["litert-xnnpack"] - whole["litert"] == pytest.approx((2.15 - 1.15) * dense, abs=len(w.layers))
     r = CliRunner().invoke(plan_cmd, ["-w", "alexnet", "-n", "2", "--backend", "onnx"])
     assert r.exit_code == 2 and "'onnx' is not one of" in r.output
     for rt in runtimes.RUNTIMES.values():

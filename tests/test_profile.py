@@ -12,6 +12,7 @@ from mcdask.model.kinds import pi3 as pi3_data
 from mcdask.model.profile import SCHEMA, Device, DeviceKind, Link, LinkModel, Profile
 
 VGG = workloads.get("vgg16")
+ALEX = workloads.get("alexnet")
 
 
 def kind(**kw) -> DeviceKind:
@@ -102,9 +103,14 @@ def test_homogeneous_names_and_overrides():
     assert prof.default_link == devices.link_for("pi3")
     named = homogeneous("pi3", names=["x", "y"], baseline_bytes=500_000_000)
     assert named.kind_of("y").baseline_bytes == 500_000_000
-    lite = homogeneous("pi3", 2, runtime="litert").kind_of("pi3-01")
-    assert (lite.baseline_bytes, lite.weight_memory_factor) == (80_100_000, 2.15)
-    assert "litert" in lite.sources["runtime"]
+    lite = homogeneous("pi3", 2, runtime="litert").kind_of("pi3-01")   # litert's default kernels: mixed
+    assert (lite.baseline_bytes, lite.weight_memory_factor, lite.dense_weight_memory_factor) == (80_400_000, 2.15, 1.15)
+    assert "litert-mixed" in lite.sources["runtime"]
+    assert lite.weight_memory_bytes("alexnet", ALEX.layer("fc3")) == round(1.15 * ALEX.layer("fc3").param_bytes)
+    assert lite.weight_memory_bytes("alexnet", ALEX.layer("conv2")) == round(2.15 * ALEX.layer("conv2").param_bytes)
+    assert Profile.from_dict(homogeneous("pi3", 1, runtime="litert").to_dict()).kind_of("pi3-00") == lite
+    fast = homogeneous("pi3", 2, runtime="litert-xnnpack").kind_of("pi3-01")
+    assert (fast.baseline_bytes, fast.weight_memory_factor, fast.dense_weight_memory_factor) == (80_100_000, 2.15, None)
     assert homogeneous("pi3", 2, runtime="tensorflow", baseline_bytes=1).kind_of("pi3-00").baseline_bytes == 1
     assert devices.get("pi3").baseline_bytes == pi3_data.BASELINE_BYTES   # the built-in is untouched
     with pytest.raises(ProfileError, match="n=3 but 2 names"):

@@ -22,8 +22,9 @@ Rules the cost model and the planner rely on, said once here:
 
   With ``units == U`` (the whole layer) the whole-layer time is used.
 * **Weight memory** of a layer (or a dense shard): ``kind.layer_memory_bytes`` if given
-  (scaled by ``units / U`` for a shard), else ``weight_memory_factor * param bytes``. The factor
-  covers what a framework holds per weight byte beyond the float32 weights themselves.
+  (scaled by ``units / U`` for a shard), else ``weight_memory_factor * param bytes``
+  (``dense_weight_memory_factor`` for a dense layer where given). The factor covers what a
+  framework holds per weight byte beyond the float32 weights themselves.
 * **Baseline memory**: ``kind.baseline_bytes`` once per device (runtime + worker process).
 * **Link time** for one message of ``n`` bytes: ``latency_s + n / bandwidth_Bps``; zero
   between two pieces on the same device.
@@ -135,11 +136,14 @@ class DeviceKind:
     task_overhead_s: float = 0.0
     #: what a profiler measured about this device (plain JSON data, for people)
     measured: dict[str, Any] = field(default_factory=dict)
+    #: ``weight_memory_factor`` of dense layers, where a runtime loads them otherwise (None: the same)
+    dense_weight_memory_factor: float | None = None
 
     def __post_init__(self) -> None:
         if not self.task_overhead_s >= 0:
             raise ProfileError(f"kind {self.kind!r}: need task_overhead_s >= 0; got {self.task_overhead_s!r}")
-        if self.memory_bytes <= 0 or self.baseline_bytes < 0 or self.weight_memory_factor <= 0:
+        if (self.memory_bytes <= 0 or self.baseline_bytes < 0 or self.weight_memory_factor <= 0
+                or not (self.dense_weight_memory_factor or 1) > 0):
             raise ProfileError(f"kind {self.kind!r}: need memory_bytes > 0, baseline_bytes >= 0 and "
                                f"weight_memory_factor > 0; got {self.memory_bytes}, {self.baseline_bytes}, "
                                f"{self.weight_memory_factor}")
@@ -177,7 +181,8 @@ class DeviceKind:
         if given is not None:
             return round(given * fraction)
         raw = layer.param_bytes if units is None else layer.shard_param_bytes(units)
-        return round(self.weight_memory_factor * raw)
+        dense = layer.kind == "dense" and self.dense_weight_memory_factor is not None
+        return round((self.dense_weight_memory_factor if dense else self.weight_memory_factor) * raw)
 
     def covers(self, workload) -> list[str]:
         """Names of ``workload``'s layers this kind has no time for (empty: all covered)."""
@@ -190,6 +195,8 @@ class DeviceKind:
             "kind": self.kind, "memory_bytes": self.memory_bytes, "baseline_bytes": self.baseline_bytes,
             "weight_memory_factor": self.weight_memory_factor,
         }
+        if self.dense_weight_memory_factor is not None:
+            d["dense_weight_memory_factor"] = self.dense_weight_memory_factor
         if self.dense_fixed_s is not None:
             d["dense_fixed_s"] = self.dense_fixed_s
             d["dense_s_per_weight_byte"] = self.dense_s_per_weight_byte
@@ -199,16 +206,10 @@ class DeviceKind:
                                  for w, t in self.shard_time_s.items()}
         if self.layer_memory_bytes:
             d["layer_memory_bytes"] = {w: dict(t) for w, t in self.layer_memory_bytes.items()}
-        if self.resources:
-            d["resources"] = dict(self.resources)
         if self.task_overhead_s:
             d["task_overhead_s"] = self.task_overhead_s
-        if self.sources:
-            d["sources"] = dict(self.sources)
-        if self.note:
-            d["note"] = self.note
-        if self.measured:
-            d["measured"] = dict(self.measured)
+        d.update({key: value if isinstance(value, str) else dict(value)
+                  for key in ("resources", "sources", "note", "measured") if (value := getattr(self, key))})
         return d
 
     @classmethod
@@ -239,6 +240,7 @@ class DeviceKind:
                 layer_memory_bytes={w: {l: whole(b, f"kind {k}: {w} layer {l} memory") for l, b in t.items()}
                                     for w, t in per_workload("layer_memory_bytes").items()},
                 dense_fixed_s=optional("dense_fixed_s"), dense_s_per_weight_byte=optional("dense_s_per_weight_byte"),
+                dense_weight_memory_factor=optional("dense_weight_memory_factor"),
                 resources={r: number(v, f"kind {k}: resource {r}", maximum=float("inf"))
                            for r, v in mapping(d.get("resources", {}), f"kind {k}: resources").items()},
                 sources=dict(mapping(d.get("sources", {}), f"kind {k}: sources")), note=str(d.get("note", "")),

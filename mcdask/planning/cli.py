@@ -68,6 +68,16 @@ def default_runtime() -> str:
                                 dask.config.get("mcdask.worker.litert-kernels", None))
 
 
+def litert_runtime() -> str:
+    """The runtime of a litert deployment: litert on ``mcdask.worker.litert-kernels``."""
+    import dask.config
+
+    from mcdask.config import register_defaults
+
+    register_defaults()
+    return runtimes.for_backend("litert", dask.config.get("mcdask.worker.litert-kernels", None))
+
+
 def _mb(x: int) -> str:
     return f"{x / 1e6:,.0f}"
 
@@ -168,8 +178,8 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str |
 @click.option("--baseline-bytes", type=click.IntRange(min=0), default=None,
               help="Override a built-in kind's runtime baseline memory (TensorFlow + worker), in bytes.")
 @click.option("--backend", type=click.Choice(runtimes.NAMES), default=None,
-              help="The runtime whose memory a built-in kind counts (tf1.5: the paper's Pis) "
-                   "[default: mcdask.worker.backend, else tensorflow].")
+              help="The runtime whose memory a built-in kind counts (litert: on mcdask.worker.litert-kernels; "
+                   "tf1.5: the paper's Pis) [default: mcdask.worker.backend, else tensorflow].")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object (the last stdout line).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Write the plan for n = N here; a path containing {n} writes every feasible n.")
@@ -180,6 +190,8 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str |
                    "(the search's runners-up, not a proven k-best); with --json, a candidates list.")
 def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_json, output, evaluate_spec, top):
     """Choose a task assignment for every device count 1..N."""
+    if backend == "litert":   # on the kernels a litert deployment would use
+        backend = litert_runtime()
     try:
         if evaluate_spec:
             if top > 1:

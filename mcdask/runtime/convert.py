@@ -24,7 +24,7 @@ import tempfile
 from pathlib import Path
 
 import workloads
-from mcdask.runtime.pieces import SliceSpec
+from mcdask.runtime.pieces import SliceSpec, parts
 
 #: bumped when the conversion changes what a flatbuffer holds
 FORMAT = 2
@@ -100,8 +100,9 @@ def flatbuffer(spec: SliceSpec) -> bytes:
 
 
 def keys_of(specs) -> dict[str, str]:
-    """slice key -> content key of each spec (what a litert deployment tells its devices)."""
-    return {s.key: content_key(s) for s in specs}
+    """slice key -> content key of each flatbuffer the specs load (``parts``: one per spec, or
+    one per part of a ``mixed`` one): what a litert deployment tells its devices."""
+    return {p.key: content_key(p) for s in specs for p in parts(s)}
 
 
 def _missing(dask_worker, keys: list[str]) -> list[str]:
@@ -130,7 +131,7 @@ def ship(client, wanted: dict[str, list[SliceSpec]], addresses: dict[str, str]) 
     needs = {addresses[n]: keys_of(specs) for n, specs in wanted.items() if specs}
     if not needs:
         return 0
-    spec_of = {s.key: s for specs in wanted.values() for s in specs}
+    spec_of = {p.key: p for specs in wanted.values() for s in specs for p in parts(s)}
     lacking = {}
     for addr, keys in needs.items():
         missing = client.run(_missing, keys=sorted(set(keys.values())), workers=[addr])[addr]

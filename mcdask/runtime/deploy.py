@@ -26,6 +26,7 @@ import dask.utils
 
 import workloads
 from mcdask.errors import DeploymentError
+from mcdask.model import runtimes
 from mcdask.model.plan import Plan, stage_label
 from mcdask.runtime import history
 from mcdask.runtime.pieces import BACKENDS, KERNELS
@@ -58,7 +59,7 @@ def backend_of(backend: str | None = None) -> tuple[str, str]:
     """(backend, litert kernels): ``backend`` or ``mcdask.worker.backend``, and
     ``mcdask.worker.litert-kernels``, checked."""
     backend = backend or dask.config.get("mcdask.worker.backend", "tensorflow")
-    kernels = dask.config.get("mcdask.worker.litert-kernels", "xnnpack")
+    kernels = dask.config.get("mcdask.worker.litert-kernels", None) or runtimes.LITERT_KERNELS
     if backend not in BACKENDS:
         raise DeploymentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)} (mcdask.worker.backend)")
     if kernels not in KERNELS:

@@ -4,9 +4,10 @@ The client converts each slice from the same Keras layers and weights the tensor
 builds (``mcdask.runtime.convert``) and ships the flatbuffer; the device keeps it in its disk
 cache (``mcdask.runtime.flatcache``) and runs it here with ``ai_edge_litert``, one thread, with
 XNNPACK's kernels or LiteRT's built-in ones (``SliceSpec.kernels``: the built-in ones read the
-weights where they lie, XNNPACK repacks them into a second copy), on the process's one model
-thread (``mcdask.runtime.model_thread``). The flatbuffer is opened by path, so its weights are
-file pages the system can drop, not a copy on the heap.
+weights where they lie, XNNPACK repacks them into a second copy), or both (``mixed``: one
+interpreter per run of dense or other layers, ``mcdask.runtime.pieces.parts``, called one after
+the other as one slice), on the process's one model thread (``mcdask.runtime.model_thread``).
+The flatbuffer is opened by path, so its weights are file pages the system can drop, not a copy on the heap.
 
 Imports neither TensorFlow nor ``mcdask.runtime.slices``: a device that runs only litert
 slices never loads TensorFlow.
@@ -14,12 +15,13 @@ slices never loads TensorFlow.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from mcdask.runtime import model_thread
-from mcdask.runtime.pieces import SliceShape, SliceSpec
+from mcdask.runtime.pieces import SliceShape, SliceSpec, parts
 
 
 def interpreter(spec_kernels: str, *, model_path: str | None = None, model_content: bytes | None = None):
@@ -65,3 +67,28 @@ class LiteSlice(SliceShape):
             self._it.set_tensor(index, x)
         self._it.invoke()
         return {name: self._it.get_tensor(index) for name, index in zip(self.outputs, self._out)}
+
+
+class LiteChain(SliceShape):
+    """A ``mixed`` slice: its parts' interpreters, each fed from the slice's inputs and the
+    exports of the parts before it, in one call on the model thread."""
+
+    def __init__(self, spec: SliceSpec, pieces: list[LiteSlice]):
+        super().__init__(spec)
+        self.parts = pieces
+
+    def __call__(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        values = {x: np.ascontiguousarray(feeds[x], np.float32) for x in self.inputs}
+        return model_thread.run(self._invoke, values)
+
+    def _invoke(self, values: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        for part in self.parts:
+            values.update(part._invoke([values[x] for x in part.inputs]))
+        return {x: values[x] for x in self.outputs}
+
+
+def load(spec: SliceSpec, path_of: Callable[[SliceSpec], Path]) -> LiteSlice | LiteChain:
+    """``spec`` on LiteRT, each of its parts' flatbuffers found by ``path_of``: one interpreter
+    (its spec names the kernels it runs), or a chain of them."""
+    pieces = [LiteSlice(part, path_of(part)) for part in parts(spec)]
+    return pieces[0] if len(pieces) == 1 else LiteChain(spec, pieces)

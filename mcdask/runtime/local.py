@@ -77,7 +77,7 @@ class LocalRunner:
 def _build(spec: SliceSpec) -> SliceShape:
     if spec.backend == "litert":
         from mcdask.runtime.convert import flatbuffer_path
-        from mcdask.runtime.litert import LiteSlice
+        from mcdask.runtime.litert import load
 
-        return LiteSlice(spec, flatbuffer_path(spec))
+        return load(spec, flatbuffer_path)
     return Slice(spec)

@@ -10,7 +10,7 @@ TensorFlow nor LiteRT, so a LiteRT device never loads TensorFlow.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import numpy as np
@@ -19,16 +19,17 @@ import workloads
 from mcdask.runtime.weights import WeightsSource
 
 Backend = Literal["tensorflow", "litert"]
-Kernels = Literal["xnnpack", "builtin"]
+Kernels = Literal["xnnpack", "builtin", "mixed"]
 BACKENDS: tuple[str, ...] = ("tensorflow", "litert")
-KERNELS: tuple[str, ...] = ("xnnpack", "builtin")
+KERNELS: tuple[str, ...] = ("xnnpack", "builtin", "mixed")
 
 
 @dataclass(frozen=True)
 class SliceSpec:
     """What to build: plain data, the same on every device. ``kernels`` matters only to the
-    litert backend (XNNPACK, or LiteRT's built-in kernels, which keep no second copy of the
-    weights)."""
+    litert backend: XNNPACK, LiteRT's built-in kernels (which keep no second copy of the
+    weights), or ``mixed``: each run of dense layers on the built-in kernels, every other layer
+    on XNNPACK (``parts``)."""
 
     workload: str
     start: int
@@ -44,6 +45,26 @@ class SliceSpec:
         u = f"[{self.units[0]}:{self.units[1]}]" if self.units else ""
         runtime = "" if self.backend == "tensorflow" else f"#{self.backend}-{self.kernels}"
         return f"{self.workload}/{self.start}:{self.end}{u}@{self.weights.id}{runtime}"
+
+
+def parts(spec: SliceSpec) -> list[SliceSpec]:
+    """The slices a device loads for ``spec``, run one after the other: ``spec`` itself, or for
+    litert's ``mixed`` kernels one per run of consecutive dense or non-dense layers, dense runs
+    on the built-in kernels and the rest on XNNPACK. Measured here (``python -m bench.backends``):
+    XNNPACK runs AlexNet's convolutions 3x faster than the built-in kernels and repacks their
+    weights into a second copy, a few MB; on the dense layers, which hold 94-99 % of the
+    weights, the built-in kernels keep that copy off a 1 GB device for 1.4x their time."""
+    if spec.backend != "litert" or spec.kernels != "mixed":
+        return [spec]
+    layers = workloads.get(spec.workload).layers
+    runs: list[list[int]] = []
+    for i in range(spec.start, spec.end):
+        if runs and (layers[i].kind == "dense") == (layers[runs[-1][0]].kind == "dense"):
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return [replace(spec, start=run[0], end=run[-1] + 1, units=spec.units if run[-1] == spec.end - 1 else None,
+                    kernels="builtin" if layers[run[0]].kind == "dense" else "xnnpack") for run in runs]
 
 
 class SliceShape:

@@ -234,26 +234,31 @@ def _build_all(wanted: dict, flatbuffers: dict[str, str] | None = None, worker=N
     out = {}
     for sid, spec in wanted.items():
         if spec.key not in _BUILT:
-            s = _build(spec, (flatbuffers or {}).get(spec.key), worker)
+            s = _build(spec, flatbuffers or {}, worker)
             s.warm_up()
             _BUILT[spec.key] = s
         out[sid] = _BUILT[spec.key]
     return out
 
 
-def _build(spec: SliceSpec, content_key: str | None, worker):
+def _build(spec: SliceSpec, flatbuffers: dict[str, str], worker):
     if spec.backend == "litert":
         from mcdask.runtime.flatcache import for_worker
-        from mcdask.runtime.litert import LiteSlice
+        from mcdask.runtime.litert import load
 
-        if content_key is None:
-            raise SliceNotLoadedError(f"the deployment names no flatbuffer for {spec.key}; deploy it again")
-        try:
-            path = for_worker(worker).load(content_key)
-        except KeyError:
-            raise SliceNotLoadedError(f"flatbuffer {content_key} of {spec.key} is not in this device's cache "
-                                      f"({for_worker(worker).folder}); deploy again to send it") from None
-        return LiteSlice(spec, path)
+        cache = for_worker(worker)
+
+        def path_of(part: SliceSpec):
+            content_key = flatbuffers.get(part.key)
+            if content_key is None:
+                raise SliceNotLoadedError(f"the deployment names no flatbuffer for {part.key}; deploy it again")
+            try:
+                return cache.load(content_key)
+            except KeyError:
+                raise SliceNotLoadedError(f"flatbuffer {content_key} of {part.key} is not in this device's cache "
+                                          f"({cache.folder}); deploy again to send it") from None
+
+        return load(spec, path_of)
     quiet()  # this worker's first TensorFlow import may come next
     from mcdask.runtime.slices import Slice, ensure_tf
 
