@@ -17,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 from helpers import items_for, random_plan
 from stock import StockCluster
@@ -116,6 +117,25 @@ def test_the_cache_keeps_checked_entries(tmp_path):
         cache.put("../etc", b"")
 
 
+def test_the_cache_takes_a_flatbuffer_in_chunks_in_order_and_checks_it(tmp_path):
+    import hashlib
+
+    cache, key = FlatCache(tmp_path), "d" * 40
+    data = bytes(range(256)) * 40
+    sha = hashlib.sha256(data).hexdigest()
+    assert cache.put_chunk(key, 0, data[:4000], len(data), sha) is None
+    with pytest.raises(ValueError, match=f"flatbuffer {key}: a chunk at byte 9,000 came after 4,000 bytes"):
+        cache.put_chunk(key, 9000, data[9000:], len(data), sha)
+    assert cache.put_chunk(key, 4000, data[4000:8000], len(data), sha) is None
+    path = cache.put_chunk(key, 8000, data[8000:], len(data), sha)
+    assert path is not None and path.read_bytes() == data and cache.load(key) == path
+    assert cache.put_chunk(key, 0, data[:5000], len(data), sha) is None      # offset 0 starts afresh
+    spoilt = b"\0" + data[5001:]
+    with pytest.raises(ValueError, match="arrived of 10,240, SHA-256"):
+        cache.put_chunk(key, 5000, spoilt, len(data), sha)
+    assert cache.load(key) == path and not list(tmp_path.glob(".*"))   # the entry stands; no partial left
+
+
 SPLIT = Plan("alexnet", ("a", "b"), (
     Stage(0, 9, (Shard(None, ("a",)),)),
     Stage(9, 10, (Shard((0, 2048), ("a",)), Shard((2048, 4096), ("b",)))),
@@ -150,10 +170,24 @@ def test_a_litert_deployment_on_stock_workers(tmp_path):
                 check = check_against_reference(w, items, records, WeightsSource())
                 assert check["equal"] and check["checked"] == len(items), check
 
+            # a flatbuffer larger than a chunk reaches a device a chunk at a time: its resident
+            # memory never holds the whole (fc2..fc3, 84 MB, before it is deployed below)
+            from mcdask.profiling.worker import peak_rss_bytes, reset_peak
+            from mcdask.runtime.convert import CHUNK_BYTES, content_key, flatbuffer_path, send
+
+            tail = SliceSpec("alexnet", 10, 12, backend="litert")
+            pid, rss = cluster.procs["d1"].pid, psutil.Process(cluster.procs["d1"].pid).memory_info().rss
+            reset_peak(pid)
+            sent = send(client, addr["d1"], content_key(tail), flatbuffer_path(tail))
+            assert sent > 4 * CHUNK_BYTES and peak_rss_bytes(pid) - rss < 3 * CHUNK_BYTES, (peak_rss_bytes(pid), rss)
+
             first = deploy(client, SPLIT, binding=home, backend="litert")
-            assert first.backend == "litert" and first.shipped_bytes > 0.9 * w.param_bytes
+            assert first.backend == "litert" and first.shipped_bytes + sent > 0.9 * w.param_bytes
             stream_and_check(first)
             assert client.run(_tensorflow_loaded) == {addr["d0"]: [], addr["d1"]: []}
+            # auto kernels on workers with no memory limit: the dense layers on XNNPACK too
+            assert {a: st["kernels"] for a, st in client.run(_status).items()} == {
+                addr["d0"]: ["xnnpack"], addr["d1"]: ["xnnpack"]}
 
             moved = deploy(client, SPLIT, binding=swapped, backend="litert")   # each needs the other's pieces
             assert 0 < moved.shipped_bytes < 1.1 * w.param_bytes
@@ -207,19 +241,40 @@ def test_a_backend_mcdask_does_not_have_is_one_clear_line(command):
     assert "Invalid value for '--backend': 'foo' is not one of 'tensorflow', 'litert'." in result.output
 
 
+def test_auto_kernels_put_dense_weights_on_xnnpack_only_where_their_copy_fits():
+    """A device on auto kernels loads its new slices' dense layers on XNNPACK when what it holds
+    plus 2.15x their weights fits what it may use, else on the built-in kernels (mixed)."""
+    from mcdask.runtime.litert import LiteChain, load
+    from mcdask.runtime.plugin import fast_dense_fits
+
+    w = workloads.get("alexnet")
+    whole = SliceSpec("alexnet", 0, len(w.layers), backend="litert", kernels="auto")
+    weights = sum(layer.param_bytes for layer in w.layers)
+    assert fast_dense_fits([whole], 100_000_000, 100_000_000 + round(2.15 * weights) + 1)
+    assert not fast_dense_fits([whole], 100_000_000, 100_000_000 + round(2.15 * weights) - 1_000_000)
+    stage = SliceSpec("alexnet", 6, 10, (0, 1024), backend="litert", kernels="auto")   # conv5..fc1[0:1024]
+    from mcdask.runtime.convert import flatbuffer_path
+
+    for fast, kernels in ((True, ["xnnpack", "xnnpack"]), (False, ["xnnpack", "builtin"])):
+        s = load(stage, flatbuffer_path, fast_dense=fast)
+        assert isinstance(s, LiteChain) and [p.spec.kernels for p in s.parts] == kernels
+        assert [(p.spec.start, p.spec.end, p.spec.units) for p in s.parts] == [(6, 9, None), (9, 10, (0, 1024))]
+
+
 def test_a_backend_in_the_config_is_checked_at_deploy():
     import dask
 
     from mcdask.errors import DeploymentError
     from mcdask.runtime.deploy import backend_of
 
-    assert backend_of("litert") == ("litert", "mixed")
+    assert backend_of("litert") == ("litert", "auto")
     with dask.config.set({"mcdask.worker.backend": "tflite"}), pytest.raises(DeploymentError) as e:
         backend_of()
     assert str(e.value) == "backend 'tflite': choose one of tensorflow, litert (mcdask.worker.backend)"
     with dask.config.set({"mcdask.worker.litert-kernels": "gpu"}), pytest.raises(DeploymentError) as e:
         backend_of("litert")
-    assert str(e.value) == "litert kernels 'gpu': choose one of xnnpack, builtin, mixed (mcdask.worker.litert-kernels)"
+    assert str(e.value) == ("litert kernels 'gpu': choose one of auto, mixed, xnnpack, builtin "
+                            "(mcdask.worker.litert-kernels)")
 
 
 def test_a_litert_device_installs_no_tensorflow():

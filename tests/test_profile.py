@@ -103,9 +103,9 @@ def test_homogeneous_names_and_overrides():
     assert prof.default_link == devices.link_for("pi3")
     named = homogeneous("pi3", names=["x", "y"], baseline_bytes=500_000_000)
     assert named.kind_of("y").baseline_bytes == 500_000_000
-    lite = homogeneous("pi3", 2, runtime="litert").kind_of("pi3-01")   # litert's default kernels: mixed
+    lite = homogeneous("pi3", 2, runtime="litert").kind_of("pi3-01")   # default kernels: auto, counted as mixed
     assert (lite.baseline_bytes, lite.weight_memory_factor, lite.dense_weight_memory_factor) == (80_400_000, 2.15, 1.15)
-    assert "litert-mixed" in lite.sources["runtime"]
+    assert "litert-auto" in lite.sources["runtime"]
     assert lite.weight_memory_bytes("alexnet", ALEX.layer("fc3")) == round(1.15 * ALEX.layer("fc3").param_bytes)
     assert lite.weight_memory_bytes("alexnet", ALEX.layer("conv2")) == round(2.15 * ALEX.layer("conv2").param_bytes)
     assert Profile.from_dict(homogeneous("pi3", 1, runtime="litert").to_dict()).kind_of("pi3-00") == lite

@@ -8,11 +8,13 @@ memory counts every piece at that peak, so no moment of a deployment exceeds wha
 says). ``on(kind, runtime)`` gives a kind those figures.
 
 * ``tensorflow``: TensorFlow 2.21 + Keras 3 + Dask, the ``--backend tensorflow`` device.
-* ``litert-mixed``, ``litert-xnnpack``, ``litert-builtin``: ``ai-edge-litert`` + Dask without
-  TensorFlow, the ``--backend litert`` device, on the kernels ``mcdask.worker.litert-kernels``
-  names: ``mixed`` (the default: dense layers on LiteRT's built-in kernels, which read the
-  weights where they lie; the rest on XNNPACK), ``xnnpack`` (faster, with a second, repacked copy
-  of every weight) or ``builtin``. ``litert`` alone means the default, ``litert-mixed``.
+* ``litert-auto``, ``litert-mixed``, ``litert-xnnpack``, ``litert-builtin``: ``ai-edge-litert``
+  + Dask without TensorFlow, the ``--backend litert`` device, on the kernels
+  ``mcdask.worker.litert-kernels`` names: ``mixed`` (dense layers on LiteRT's built-in kernels,
+  which read the weights where they lie; the rest on XNNPACK), ``xnnpack`` (faster, with a
+  second, repacked copy of every weight), ``builtin``, or ``auto`` (the default: mixed, and
+  XNNPACK for the dense layers too on a device with room for their copy; counted as mixed).
+  ``litert`` alone means the default, ``litert-auto``.
 * ``tf1.5``: the paper's TensorFlow 1.5 / Keras 2.1 Pis (RA-L Fig. 10, ``mcdask.model.kinds.pi3``);
   for planning what the paper planned. No device of ours runs it.
 
@@ -31,7 +33,7 @@ from mcdask.model.profile import DeviceKind
 #: the runtime a device runs unless a deployment says otherwise (``mcdask.worker.backend``)
 DEFAULT = "tensorflow"
 #: litert's kernels unless a deployment says otherwise (``mcdask.worker.litert-kernels``)
-LITERT_KERNELS = "mixed"
+LITERT_KERNELS = "auto"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,10 @@ RUNTIMES = {
         "as litert-xnnpack, with mcdask.worker.litert-kernels: mixed: each run of dense layers loads on the "
         "built-in kernels (their factor, 1.15), every other layer on XNNPACK (2.15; a few MB of convolution "
         "weights); measured with python -m bench.backends: loading peaks at 1.04-1.13x the weight bytes"),
+    "litert-auto": Runtime(
+        "litert-auto", 80_400_000, 2.15, 1.15, True,
+        "as litert-mixed, which it is where memory is short: a device loads its dense layers on XNNPACK as well "
+        "only when what it holds plus XNNPACK's peak of its new slices fits what it may use (mcdask.runtime.plugin)"),
     "tf1.5": Runtime(
         "tf1.5", _pi3.BASELINE_BYTES, _pi3.WEIGHT_MEMORY_FACTOR, None, False,
         "the paper's Pis (TensorFlow 1.5, Keras 2.1): least squares over RA-L Fig. 10 task memory "

@@ -12,7 +12,8 @@ it on its own disk (``mcdask.convert.cache-dir``): a later run, or a plan switch
 twice. ``ship`` asks every device which
 keys its disk cache holds intact (``mcdask.runtime.flatcache``), converts only what some device
 lacks, and sends each device its missing ones straight from the client to the worker
-(``Client.scatter(direct=True)``: not through the scheduler), where they are written to disk.
+(``Client.scatter(direct=True)``: not through the scheduler), ``CHUNK_BYTES`` at a time, where
+they are written to disk and checked against their SHA-256.
 """
 
 from __future__ import annotations
@@ -112,17 +113,40 @@ def _missing(dask_worker, keys: list[str]) -> list[str]:
     return for_worker(dask_worker).missing(keys)
 
 
-def _store(dask_worker, data_keys: dict[str, str]) -> int:
-    """``client.run`` target: write each scattered flatbuffer (content key -> its Dask data
-    key on this worker) to the disk cache; returns the bytes written."""
+#: bytes of a flatbuffer sent to a device at a time: a device holds one chunk in memory, not a
+#: flatbuffer (the action model's dense layers are one of 520 MB, and a pi3 has 1 GB)
+CHUNK_BYTES = 16 * 2**20
+
+
+def _store_chunk(dask_worker, key: str, data_key: str, offset: int, total: int, sha256: str) -> int:
+    """``client.run`` target: append the scattered chunk ``data_key`` to flatbuffer ``key`` in the
+    disk cache (``FlatCache.put_chunk``); returns its length."""
     from mcdask.runtime.flatcache import for_worker
 
-    cache, total = for_worker(dask_worker), 0
-    for key, data_key in data_keys.items():
-        data = dask_worker.data[data_key]
-        cache.put(key, data)
-        total += len(data)
-    return total
+    data = dask_worker.data[data_key]
+    for_worker(dask_worker).put_chunk(key, offset, data, total, sha256)
+    return len(data)
+
+
+def send(client, addr: str, key: str, path: Path) -> int:
+    """Put the flatbuffer at ``path`` into the disk cache of the worker at ``addr`` as ``key``,
+    ``CHUNK_BYTES`` at a time, each scattered straight to the worker; returns the bytes sent."""
+    from mcdask.runtime.flatcache import entry_sha256
+
+    total, sha256, offset = path.stat().st_size, entry_sha256(path), 0
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(CHUNK_BYTES)
+            data_key = f"mcdask-flatbuffer-{key}-{offset}-{addr}"
+            futures = client.scatter({data_key: chunk}, workers=[addr], direct=True, hash=False)
+            try:
+                client.run(_store_chunk, key=key, data_key=data_key, offset=offset, total=total, sha256=sha256,
+                           workers=[addr])
+            finally:
+                client.cancel(list(futures.values()))
+            offset += len(chunk)
+            if offset >= total:
+                return total
 
 
 def ship(client, wanted: dict[str, list[SliceSpec]], addresses: dict[str, str]) -> int:
@@ -139,12 +163,7 @@ def ship(client, wanted: dict[str, list[SliceSpec]], addresses: dict[str, str]) 
             lacking[addr] = {ck: spec_of[sk] for sk, ck in keys.items() if ck in missing}
     sent = 0
     for addr, specs in lacking.items():
-        data = {f"mcdask-flatbuffer-{ck}-{addr}": flatbuffer(spec) for ck, spec in specs.items()}
-        futures = client.scatter(data, workers=[addr], direct=True, hash=False)
-        try:
-            data_keys = {ck: f"mcdask-flatbuffer-{ck}-{addr}" for ck in specs}
-            sent += client.run(_store, data_keys=data_keys, workers=[addr])[addr]
-        finally:
-            client.cancel(list(futures.values()) if isinstance(futures, dict) else futures)
-        logger.info("mcdask: sent %d flatbuffers (%d bytes) to %s", len(specs), sent, addr)
+        here = sum(send(client, addr, ck, flatbuffer_path(spec)) for ck, spec in specs.items())
+        logger.info("mcdask: sent %d flatbuffers (%d bytes) to %s", len(specs), here, addr)
+        sent += here
     return sent

@@ -60,6 +60,7 @@ class FlatCache:
         self.limit_bytes = limit_bytes
         self.hits = self.stored = self.corrupt = self.evicted = 0
         self._verified: dict[Path, tuple[int, int]] = {}   # path -> (size, mtime_ns) whose checksum held
+        self._receiving: dict[str, tuple] = {}   # key -> (SHA-256 so far, bytes so far) of a chunked put
 
     def _entries(self, key: str | None = None) -> list[Path]:
         if not self.folder.is_dir():
@@ -97,21 +98,62 @@ class FlatCache:
 
     def put(self, key: str, data: bytes) -> Path:
         """Write ``data`` as ``key``'s entry, atomically; then keep the cache within its bound."""
-        if not re.fullmatch(r"[0-9a-f]{16,64}", key):
-            raise ValueError(f"content key {key!r}: expected 16 to 64 lowercase hex digits")
+        _check_key(key)
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{key}.{hashlib.sha256(data).hexdigest()}{SUFFIX}"
         fd, tmp = tempfile.mkstemp(prefix=f".{key}.", suffix=".part", dir=self.folder)
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        for old in self._entries(key):   # an older entry of the same key (other bytes) goes
+        return self._commit(key, Path(tmp), hashlib.sha256(data).hexdigest())
+
+    def put_chunk(self, key: str, offset: int, data: bytes, total: int, sha256: str) -> Path | None:
+        """Write ``data`` at ``offset`` of ``key``'s entry as it arrives: ``total`` bytes whose
+        SHA-256 is ``sha256``, in order from offset 0 (which starts it afresh). Each chunk is
+        synced and its pages dropped from the page cache, which a memory cgroup counts: a device
+        takes a flatbuffer larger than its free memory. The last chunk checks the whole and
+        makes it the entry (returned, as ``put``); until then None."""
+        _check_key(key)
+        part = self.folder / f".{key}.receiving"
+        if offset == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            part.unlink(missing_ok=True)
+            self._receiving[key] = (hashlib.sha256(), 0)
+        digest, done = self._receiving.get(key, (None, -1))
+        if digest is None or done != offset:
+            raise ValueError(f"flatbuffer {key}: a chunk at byte {offset:,} came after {max(done, 0):,} bytes; "
+                             "send it again from the start")
+        with open(part, "ab") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+            if hasattr(os, "posix_fadvise"):
+                os.posix_fadvise(f.fileno(), offset, len(data), os.POSIX_FADV_DONTNEED)
+        digest.update(data)
+        self._receiving[key] = (digest, offset + len(data))
+        if offset + len(data) < total:
+            return None
+        del self._receiving[key]
+        if offset + len(data) != total or digest.hexdigest() != sha256:
+            part.unlink(missing_ok=True)
+            raise ValueError(f"flatbuffer {key}: {offset + len(data):,} bytes arrived of {total:,}, "
+                             f"SHA-256 {digest.hexdigest()[:12]} against {sha256[:12]}; send it again")
+        return self._commit(key, part, sha256)
+
+    def _commit(self, key: str, written: Path, sha256: str) -> Path:
+        """Rename the synced file ``written`` into ``key``'s entry; drop older entries of the key
+        (other bytes); keep the cache within its bound."""
+        path = self.folder / f"{key}.{sha256}{SUFFIX}"
+        try:
+            os.replace(written, path)
+        except BaseException:
+            written.unlink(missing_ok=True)
+            raise
+        for old in self._entries(key):
             if old != path:
                 old.unlink(missing_ok=True)
         self.stored += 1
@@ -151,6 +193,17 @@ class FlatCache:
         return {"dir": str(self.folder), "entries": len(entries), "bytes": sum(p.stat().st_size for p in entries),
                 "limit_bytes": self.limit_bytes, "hits": self.hits, "stored": self.stored,
                 "corrupt": self.corrupt, "evicted": self.evicted}
+
+
+def _check_key(key: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]{16,64}", key):
+        raise ValueError(f"content key {key!r}: expected 16 to 64 lowercase hex digits")
+
+
+def entry_sha256(path: Path) -> str:
+    """The SHA-256 an entry's name carries (the client's cache names its files so too)."""
+    m = _NAME.match(path.name)
+    return m["sha"] if m else sha256_of(path)
 
 
 _OPEN: dict[Path, FlatCache] = {}

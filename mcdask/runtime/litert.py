@@ -16,6 +16,7 @@ slices never loads TensorFlow.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,10 @@ class LiteChain(SliceShape):
         return {x: values[x] for x in self.outputs}
 
 
-def load(spec: SliceSpec, path_of: Callable[[SliceSpec], Path]) -> LiteSlice | LiteChain:
+def load(spec: SliceSpec, path_of: Callable[[SliceSpec], Path], fast_dense: bool = False) -> LiteSlice | LiteChain:
     """``spec`` on LiteRT, each of its parts' flatbuffers found by ``path_of``: one interpreter
-    (its spec names the kernels it runs), or a chain of them."""
-    pieces = [LiteSlice(part, path_of(part)) for part in parts(spec)]
+    (its spec names the kernels it runs), or a chain of them. With ``fast_dense`` an ``auto``
+    spec runs its dense parts on XNNPACK as well."""
+    fast = fast_dense and spec.kernels == "auto"
+    pieces = [LiteSlice(replace(part, kernels="xnnpack") if fast else part, path_of(part)) for part in parts(spec)]
     return pieces[0] if len(pieces) == 1 else LiteChain(spec, pieces)

@@ -19,17 +19,18 @@ import workloads
 from mcdask.runtime.weights import WeightsSource
 
 Backend = Literal["tensorflow", "litert"]
-Kernels = Literal["xnnpack", "builtin", "mixed"]
+Kernels = Literal["xnnpack", "builtin", "mixed", "auto"]
 BACKENDS: tuple[str, ...] = ("tensorflow", "litert")
-KERNELS: tuple[str, ...] = ("xnnpack", "builtin", "mixed")
+KERNELS: tuple[str, ...] = ("auto", "mixed", "xnnpack", "builtin")
 
 
 @dataclass(frozen=True)
 class SliceSpec:
     """What to build: plain data, the same on every device. ``kernels`` matters only to the
     litert backend: XNNPACK, LiteRT's built-in kernels (which keep no second copy of the
-    weights), or ``mixed``: each run of dense layers on the built-in kernels, every other layer
-    on XNNPACK (``parts``)."""
+    weights), ``mixed``: each run of dense layers on the built-in kernels, every other layer on
+    XNNPACK (``parts``), or ``auto``: as mixed, with the dense runs on XNNPACK too on a device
+    whose memory holds that second copy (``mcdask.runtime.plugin``)."""
 
     workload: str
     start: int
@@ -49,12 +50,12 @@ class SliceSpec:
 
 def parts(spec: SliceSpec) -> list[SliceSpec]:
     """The slices a device loads for ``spec``, run one after the other: ``spec`` itself, or for
-    litert's ``mixed`` kernels one per run of consecutive dense or non-dense layers, dense runs
-    on the built-in kernels and the rest on XNNPACK. Measured here (``python -m bench.backends``):
+    litert's ``mixed`` (or ``auto``) kernels one per run of consecutive dense or non-dense
+    layers, dense runs on the built-in kernels and the rest on XNNPACK. Measured here (``python -m bench.backends``):
     XNNPACK runs AlexNet's convolutions 3x faster than the built-in kernels and repacks their
     weights into a second copy, a few MB; on the dense layers, which hold 94-99 % of the
     weights, the built-in kernels keep that copy off a 1 GB device for 1.4x their time."""
-    if spec.backend != "litert" or spec.kernels != "mixed":
+    if spec.backend != "litert" or spec.kernels not in ("mixed", "auto"):
         return [spec]
     layers = workloads.get(spec.workload).layers
     runs: list[list[int]] = []

@@ -141,7 +141,9 @@ class SliceHost(WorkerPlugin):
 
         return {"deployment": self.deployment_id, "slices": sorted(self.slices), "error": self.error,
                 "param_bytes": sum(s.param_bytes for s in self.slices.values()),
-                "backends": sorted({s.spec.backend for s in self.slices.values()}), "cache": statuses()}
+                "backends": sorted({s.spec.backend for s in self.slices.values()}),
+                "kernels": sorted({p.spec.kernels for s in self.slices.values() if s.spec.backend == "litert"
+                                   for p in getattr(s, "parts", [s])}), "cache": statuses()}
 
     def teardown(self, worker):
         self.slices = {}
@@ -232,16 +234,40 @@ def _build_all(wanted: dict, flatbuffers: dict[str, str] | None = None, worker=N
     if dropped:
         release_memory()
     out = {}
+    fast_dense = _room_for_fast_dense(wanted.values(), worker)
     for sid, spec in wanted.items():
         if spec.key not in _BUILT:
-            s = _build(spec, flatbuffers or {}, worker)
+            s = _build(spec, flatbuffers or {}, worker, fast_dense)
             s.warm_up()
             _BUILT[spec.key] = s
         out[sid] = _BUILT[spec.key]
     return out
 
 
-def _build(spec: SliceSpec, flatbuffers: dict[str, str], worker):
+def _room_for_fast_dense(specs, worker) -> bool:
+    """litert's ``auto`` kernels: whether this device holds the slices it does not hold yet with
+    XNNPACK's second copy of their dense weights (``fast_dense_fits``, on what it holds now and
+    what it may use: ``mcdask.profiling.worker.usable_memory``, Dask's pause fraction of its
+    limit, its cgroup's limit, its RAM). The plan counted them at mixed's peak, which fits."""
+    new = [s for s in specs if s.backend == "litert" and s.kernels == "auto" and s.key not in _BUILT]
+    if not new or worker is None:
+        return False
+    from mcdask.profiling.worker import rss_bytes, usable_memory
+
+    return fast_dense_fits(new, rss_bytes(), usable_memory(worker)["usable_memory_bytes"])
+
+
+def fast_dense_fits(new: list[SliceSpec], resident_bytes: int, usable_bytes: int) -> bool:
+    """Whether ``resident_bytes`` plus the slices ``new`` at XNNPACK's measured load peak
+    (``mcdask.model.runtimes``: 2.15x all their weights) fit in ``usable_bytes``."""
+    from mcdask.model.runtimes import get
+    from mcdask.runtime.pieces import SliceShape
+
+    factor = get("litert-xnnpack").weight_memory_factor
+    return resident_bytes + factor * sum(SliceShape(s).param_bytes for s in new) <= usable_bytes
+
+
+def _build(spec: SliceSpec, flatbuffers: dict[str, str], worker, fast_dense: bool = False):
     if spec.backend == "litert":
         from mcdask.runtime.flatcache import for_worker
         from mcdask.runtime.litert import load
@@ -258,7 +284,7 @@ def _build(spec: SliceSpec, flatbuffers: dict[str, str], worker):
                 raise SliceNotLoadedError(f"flatbuffer {content_key} of {part.key} is not in this device's cache "
                                           f"({cache.folder}); deploy again to send it") from None
 
-        return load(spec, path_of)
+        return load(spec, path_of, fast_dense)
     quiet()  # this worker's first TensorFlow import may come next
     from mcdask.runtime.slices import Slice, ensure_tf
 
