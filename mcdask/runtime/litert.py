@@ -4,10 +4,11 @@ The client converts each slice from the same Keras layers and weights the tensor
 builds (``mcdask.runtime.convert``) and ships the flatbuffer; the device keeps it in its disk
 cache (``mcdask.runtime.flatcache``) and runs it here with ``ai_edge_litert``, one thread, with
 XNNPACK's kernels or LiteRT's built-in ones (``SliceSpec.kernels``: the built-in ones read the
-weights where they lie, XNNPACK repacks them into a second copy), or both (``mixed``: one
-interpreter per run of dense or other layers, ``mcdask.runtime.pieces.parts``, called one after
-the other as one slice), on the process's one model thread (``mcdask.runtime.model_thread``).
-The flatbuffer is opened by path, so its weights are file pages the system can drop, not a copy on the heap.
+weights where they lie, XNNPACK repacks them into a second copy), or both (``mixed`` and
+``auto``: one interpreter per run of dense or other layers, ``mcdask.runtime.pieces.parts``,
+called one after the other as one slice), on the process's one model thread
+(``mcdask.runtime.model_thread``). The flatbuffer is opened by path, so its weights are file
+pages the system can drop, not a copy on the heap.
 
 Imports neither TensorFlow nor ``mcdask.runtime.slices``: a device that runs only litert
 slices never loads TensorFlow.
@@ -71,7 +72,7 @@ class LiteSlice(SliceShape):
 
 
 class LiteChain(SliceShape):
-    """A ``mixed`` slice: its parts' interpreters, each fed from the slice's inputs and the
+    """A ``mixed`` or ``auto`` slice: its parts' interpreters, each fed from the slice's inputs and the
     exports of the parts before it, in one call on the model thread."""
 
     def __init__(self, spec: SliceSpec, pieces: list[LiteSlice]):
