@@ -16,6 +16,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import dask.config
 import numpy as np
 import psutil
 import pytest
@@ -180,6 +181,13 @@ def test_a_litert_deployment_on_stock_workers(tmp_path):
             reset_peak(pid)
             sent = send(client, addr["d1"], content_key(tail), flatbuffer_path(tail))
             assert sent > 4 * CHUNK_BYTES and peak_rss_bytes(pid) - rss < 3 * CHUNK_BYTES, (peak_rss_bytes(pid), rss)
+            # every step of a send waits at most the deployment's deadline, and says for what
+            from mcdask.errors import DeploymentError
+            from mcdask.runtime.convert import _on
+
+            with dask.config.set({"mcdask.controller.deploy-timeout": "1s"}), pytest.raises(DeploymentError) as e:
+                _on(client, addr["d1"], "nap", lambda dask_worker: time.sleep(2))
+            assert str(e.value) == f"device {addr['d1']} did not nap within 1 s (mcdask.controller.deploy-timeout)"
 
             first = deploy(client, SPLIT, binding=home, backend="litert")
             assert first.backend == "litert" and first.shipped_bytes + sent > 0.9 * w.param_bytes

@@ -128,9 +128,37 @@ def _store_chunk(dask_worker, key: str, data_key: str, offset: int, total: int, 
     return len(data)
 
 
+def _deadline_s() -> float:
+    import dask.config
+    import dask.utils
+
+    return float(dask.utils.parse_timedelta(dask.config.get("mcdask.controller.deploy-timeout", "120s")))
+
+
+def _on(client, addr: str, what: str, function, **kwargs):
+    """``function(dask_worker, **kwargs)`` on the worker at ``addr``, within the deployment's
+    deadline (``mcdask.controller.deploy-timeout``); its exception is raised here."""
+    import functools
+
+    from mcdask.errors import DeploymentError
+    from mcdask.runtime.deploy import run_within
+
+    timeout_s = _deadline_s()
+    try:
+        out = client.sync(run_within, client, functools.partial(function, **kwargs), [addr], timeout_s)[addr]
+    except TimeoutError:
+        raise DeploymentError(f"device {addr} did not {what} within {timeout_s:.0f} s "
+                              "(mcdask.controller.deploy-timeout)") from None
+    if isinstance(out, BaseException):
+        raise out
+    return out
+
+
 def send(client, addr: str, key: str, path: Path) -> int:
     """Put the flatbuffer at ``path`` into the disk cache of the worker at ``addr`` as ``key``,
-    ``CHUNK_BYTES`` at a time, each scattered straight to the worker; returns the bytes sent."""
+    ``CHUNK_BYTES`` at a time, each scattered straight to the worker; returns the bytes sent.
+    Each chunk has the deployment's deadline to arrive and to be written."""
+    from mcdask.errors import DeploymentError
     from mcdask.runtime.flatcache import entry_sha256
 
     total, sha256, offset = path.stat().st_size, entry_sha256(path), 0
@@ -138,10 +166,16 @@ def send(client, addr: str, key: str, path: Path) -> int:
         while True:
             chunk = f.read(CHUNK_BYTES)
             data_key = f"mcdask-flatbuffer-{key}-{offset}-{addr}"
-            futures = client.scatter({data_key: chunk}, workers=[addr], direct=True, hash=False)
+            what = f"take bytes {offset:,}-{offset + len(chunk):,} of flatbuffer {key} ({total:,} bytes)"
             try:
-                client.run(_store_chunk, key=key, data_key=data_key, offset=offset, total=total, sha256=sha256,
-                           workers=[addr])
+                futures = client.scatter({data_key: chunk}, workers=[addr], direct=True, hash=False,
+                                         timeout=_deadline_s())
+            except TimeoutError:
+                raise DeploymentError(f"device {addr} did not {what} within {_deadline_s():.0f} s "
+                                      "(mcdask.controller.deploy-timeout)") from None
+            try:
+                _on(client, addr, f"store {what}", _store_chunk, key=key, data_key=data_key, offset=offset,
+                    total=total, sha256=sha256)
             finally:
                 client.cancel(list(futures.values()))
             offset += len(chunk)
@@ -158,7 +192,7 @@ def ship(client, wanted: dict[str, list[SliceSpec]], addresses: dict[str, str]) 
     spec_of = {p.key: p for specs in wanted.values() for s in specs for p in parts(s)}
     lacking = {}
     for addr, keys in needs.items():
-        missing = client.run(_missing, keys=sorted(set(keys.values())), workers=[addr])[addr]
+        missing = _on(client, addr, "say which flatbuffers its disk holds", _missing, keys=sorted(set(keys.values())))
         if missing:
             lacking[addr] = {ck: spec_of[sk] for sk, ck in keys.items() if ck in missing}
     sent = 0
