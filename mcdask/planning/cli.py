@@ -57,25 +57,16 @@ def _profile(spec: str, n: int | None, names: tuple[str, ...] | None, baseline: 
     return prof
 
 
-def default_runtime() -> str:
-    """The runtime devices run unless told otherwise: ``mcdask.worker.backend``."""
+def default_runtime(backend: str | None = None) -> str:
+    """The runtime devices run on ``backend``, else on ``mcdask.worker.backend`` (litert: on
+    ``mcdask.worker.litert-kernels``)."""
     import dask.config
 
     from mcdask.config import register_defaults
 
     register_defaults()
-    return runtimes.for_backend(dask.config.get("mcdask.worker.backend", None),
+    return runtimes.for_backend(backend or dask.config.get("mcdask.worker.backend", None),
                                 dask.config.get("mcdask.worker.litert-kernels", None))
-
-
-def litert_runtime() -> str:
-    """The runtime of a litert deployment: litert on ``mcdask.worker.litert-kernels``."""
-    import dask.config
-
-    from mcdask.config import register_defaults
-
-    register_defaults()
-    return runtimes.for_backend("litert", dask.config.get("mcdask.worker.litert-kernels", None))
 
 
 def _mb(x: int) -> str:
@@ -191,7 +182,7 @@ def _evaluate(spec: str, profile_spec: str, baseline: int | None, runtime: str |
 def plan(workload, devices, profile_spec, strategy, baseline_bytes, backend, as_json, output, evaluate_spec, top):
     """Choose a task assignment for every device count 1..N."""
     if backend == "litert":   # on the kernels a litert deployment would use
-        backend = litert_runtime()
+        backend = default_runtime("litert")
     try:
         if evaluate_spec:
             if top > 1:
