@@ -193,12 +193,12 @@ def classify(client, workload, frames, *, batch_size: int | str = "auto", plan: 
     """Classify ``frames`` (as ``stream`` takes them, or a ``dask.array`` of frames) in batches
     of ``batch_size`` frames per task (``"auto"``: the size the cost model predicts fastest
     within every device's memory), for when latency does not matter; yield one ``Result`` per
-    frame, in order (``latency_s`` is its batch's). ``depth`` batches are in flight (default one
+    frame, in order (``latency_s`` is its batch's). ``depth`` batches are in flight (default two
     per device). The other options are ``stream``'s; a windowed workload (action) is refused."""
     from mcdask.planning.batching import batch_size_for
     from mcdask.runtime.deploy import worker_names
     from mcdask.security.gate import guard
-    from mcdask.streaming.batch import frame_records, refuse_windowed
+    from mcdask.streaming.batch import batch_depth, frame_records, refuse_windowed
     from mcdask.streaming.controller import plan_book
     from mcdask.streaming.session import Session
 
@@ -209,7 +209,7 @@ def classify(client, workload, frames, *, batch_size: int | str = "auto", plan: 
     book = plan_book(w, profile)
     chosen = _plan_of(plan, w) if plan is not None else book.plan_for(tuple(worker_names(client)))
     k = batch_size_for(w, chosen, book.profile(chosen.devices), None if batch_size == "auto" else int(batch_size)).k
-    depth = depth or len(chosen.devices)
+    depth = batch_depth(chosen, depth)
     session = Session(client, chosen, wsrc, depth=depth, plans=book if adapt else None, batch=k)
     labels = workloads.labels(w.name)
     for rec in frame_records(session, w, frames_of(w, frames, seed=seed, limit=limit), k, depth):

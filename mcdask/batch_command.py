@@ -71,11 +71,11 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
     ``k``, append one line per frame to ``out`` a batch at a time; returns the summary.
     ``summary["stopped"]`` says why a job ended early (the scheduler lost, no plan fits)."""
     from mcdask.output import quiet
-    from mcdask.streaming.batch import frame_records, lines_of
+    from mcdask.streaming.batch import batch_depth, frame_records, lines_of
     from mcdask.streaming.records import Tally
     from mcdask.streaming.session import Session
 
-    depth = depth or len(plan.devices)   # a killed job loses at most this many batches
+    depth = batch_depth(plan, depth)
     session = Session(client, plan, weights, depth=depth, plans=plans, batch=k)
     w = workloads.get(plan.workload)
     labels, tally, stopped, interrupted = workloads.labels(plan.workload), Tally(), None, False
@@ -138,7 +138,8 @@ def run_job(client, plan: Plan, items, k: int, weights, out: str, start: int, to
               help="a .keras / .weights.h5 file present at the same path on every device")
 @click.option("--seed", default=0, show_default=True, help="seed of the default weights")
 @click.option("--depth", type=click.IntRange(1), default=None,
-              help="batches in flight [default: one per device: a killed job redoes at most that many]")
+              help="batches in flight [default: two per device, each computing one with its next on it; "
+                   "a killed job redoes at most that many]")
 @options.backend
 @click.option("--json", "as_json", is_flag=True, help="print the summary as JSON on the last stdout line")
 def batch(scheduler, workload, source, out, k, resume, frames, plan_opt, profile, adapt, weights, seed, depth,

@@ -46,12 +46,12 @@ def stream_through(client, plan: Plan, items, weights, depth: int | None, out_pa
     from rich.console import Console
     from rich.progress import Progress
 
-    from mcdask.streaming.dynamic import batch_depth
+    from mcdask.streaming.dynamic import dynamic_depth
     from mcdask.streaming.records import Tally
     from mcdask.streaming.session import Session
 
     if batcher and depth is None:
-        depth = batch_depth(plan, batcher.max_batch)
+        depth = dynamic_depth(plan, batcher.max_batch)
     session = Session(client, plan, weights, depth=depth, plans=plans, events=events, deployment=deployment,
                       batch=batcher.max_batch if batcher else 1)
     total = total if total is not None else getattr(items, "__len__", lambda: None)()

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 import dask.config
 
 from mcdask.errors import SourceError
-from mcdask.streaming.batch import Unbatcher, checked, refuse_windowed, stacked
+from mcdask.streaming.batch import Unbatcher, batch_depth, checked, refuse_windowed, stacked
 from mcdask.streaming.records import Item, Record
 from mcdask.streaming.stream import default_depth
 
@@ -39,12 +39,13 @@ IDLE_S = 30.0
 _END = object()
 
 
-def batch_depth(plan, max_batch: int) -> int:
+def dynamic_depth(plan, max_batch: int) -> int:
     """Batches in flight: as many frames as the stream keeps in flight without batching
     (``mcdask.stream.depth``, else ``default_depth``), in batches of ``max_batch``, and at
-    least one per device. Frames wait at the source, where batches form, not in flight."""
+    least batch mode's two per device (``batch_depth``: each device has its next batch on it
+    when one ends). Frames wait at the source, where batches form, not in flight."""
     frames = dask.config.get("mcdask.stream.depth", None) or default_depth(plan)
-    return max(len(plan.devices), math.ceil(frames / max_batch))
+    return max(batch_depth(plan), math.ceil(frames / max_batch))
 
 
 class DynamicBatcher:
