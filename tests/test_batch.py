@@ -169,6 +169,7 @@ def test_a_batch_job_killed_half_way_resumes_without_losing_or_repeating_a_frame
         assert again.returncode == 0, again.stderr
         summary = json.loads(again.stdout.strip().splitlines()[-1])
         assert summary["resumed_from"] == held and summary["classified"] == frames - held
+        assert summary["depth"] == 4   # two batches in flight per device (mcdask.streaming.batch.batch_depth)
         with cluster.client() as client:   # the Python API, on a dask.array of frames in chunks of 4
             raw = np.stack(list(itertools.islice(open_source("synthetic", ALEXNET), 10)))
             api = list(mcdask.classify(client, "alexnet", da.from_array(raw, chunks=(4, -1, -1, -1)), batch_size=3))
