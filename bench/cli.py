@@ -10,7 +10,6 @@ import click
 
 import workloads
 from bench.provenance import OUT_DIR_HELP
-from mcdask import options
 from mcdask.planning.planner import TOP_WITHIN
 from mcdask.security.tls import tls_options
 
@@ -41,9 +40,10 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.option("--strategy", "strategies", type=click.Choice(["optimal", "paper"]), multiple=True,
               help="planner strategies to compare [default: optimal]")
 @click.option("--profile", type=click.Choice(["farm", "device", "pi3"]), default=None,
-              help="plan on times measured piece by piece on a farm device under its quotas (device), on the "
-                   "Pi 3's layer times rebalanced to this host's conv/dense split (farm), or on the published "
-                   "Pi 3 ones [default: device; quick: farm]")
+              help="plan on times measured piece by piece on a farm device under its quotas (device: TensorFlow's "
+                   "pieces, so tensorflow farms only), on the Pi 3's layer times rebalanced to this host's "
+                   "conv/dense split (farm), or on the published Pi 3 ones [default: device on tensorflow alone; "
+                   "farm with litert or --quick]")
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="measure up to K distinct plans per row, the planner's and its runners-up predicted within "
                    "--within of it, and report the winner (the row's figures), each candidate and won_by")
@@ -63,18 +63,32 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.option("--soak", "soak_frames", type=click.IntRange(100), default=None, metavar="FRAMES",
               help="instead: stream FRAMES AlexNet frames through 3 local workers and measure whether the "
                    "client's, the scheduler's and the workers' memory stays flat (full run: 20000)")
-@options.backend
+@click.option("--backend", "backends", type=click.Choice(["tensorflow", "litert"]), multiple=True,
+              help="how the devices run their slices; repeat for both, measured one after the other in one "
+                   "run and one result, each on a farm brought up for it [default: mcdask.worker.backend]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
 def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, repeats, scheduler, name,
-          out_dir, backend, as_json, soak_frames):
+          out_dir, backends, as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
         return run_soak(soak_frames, name, out_dir, as_json)
+    import dask.config
+
     from . import report
     from .provenance import PartialRunError, provenance, result_name, results_dir
-    from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run
+    from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run_backends
 
+    backends = tuple(dict.fromkeys(backends))
+    if len(backends) > 1 and scheduler:
+        raise click.UsageError("--scheduler names one farm, which runs one backend: leave it out to measure "
+                               f"{' and '.join(backends)} (the bench brings up a farm for each)")
+    lite = "litert" in (backends or (dask.config.get("mcdask.worker.backend"),))
+    if profile == "device" and lite:
+        raise click.UsageError("--profile device times TensorFlow's pieces on the farm's devices, which a litert "
+                               "device does not run (nor hold, beside its model, in 1 GiB): plan litert on "
+                               "--profile farm, or measure --backend tensorflow alone")
+    default_profile = "farm" if quick or lite else "device"
     settings = Settings(
         workloads=tuple(names) or (("alexnet",) if quick else workloads.NAMES),
         devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 13))),
@@ -82,16 +96,16 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
         time_scale=time_scale or (4.0 if quick else 1.0),
         frames=(dict.fromkeys(workloads.NAMES, frames) if frames
                 else QUICK_FRAMES if quick else DEFAULT_FRAMES),
-        profile=profile or ("farm" if quick else "device"),
+        profile=profile or default_profile,
         top=top,
         within=within,
         repeats=repeats,
     )
-    full = (not names and not devices and time_scale is None and backend is None and top == 1 and frames is None
-            and profile in (None, "device") and repeats == 1)
+    full = (not names and not devices and time_scale is None and not backends and top == 1 and frames is None
+            and profile in (None, default_profile) and repeats == 1)
     partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
-               + (f"-{backend}" if backend else "") + (f"-top{top}" if top > 1 else "")
-               + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, "device") else "")
+               + (f"-{'-'.join(backends)}" if backends else "") + (f"-top{top}" if top > 1 else "")
+               + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, default_profile) else "")
                + (f"-r{repeats}" if repeats > 1 else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
@@ -99,8 +113,7 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
         raise click.UsageError(str(e)) from None
     log = (lambda m: click.echo(m, err=True)) if as_json else click.echo
     try:
-        with options.using_backend(backend):
-            result = run(settings, scheduler=scheduler, log=log)
+        result = run_backends(settings, backends, scheduler=scheduler, log=log)
     except RuntimeError as e:  # a farm that cannot give these rows
         raise click.ClickException(str(e)) from None
     result["provenance"] = provenance()
@@ -108,7 +121,7 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
     log(report.markdown(result))
     log(f"written: {files['markdown']}, {files['json']}, {', '.join(files['plots'])}")
     if as_json:
-        rows = [{k: r.get(k) for k in ("workload", "devices", "ips", "ips_pi_speed", "latency_p50_s",
+        rows = [{k: r.get(k) for k in ("workload", "devices", "backend", "ips", "ips_pi_speed", "latency_p50_s",
                                         "latency_p99_s", "predicted_ips", "strategy", "efficiency", "feasible")
                                         + (("winner", "planner_choice", "won_by") if top > 1 else ())
                                         + (("ips_median", "ips_spread") if repeats > 1 else ())}

@@ -29,40 +29,65 @@ def _ips(r: dict) -> str:
     return f"{_f(r['ips_median'])} ({len(ips)} runs: {_f(min(ips))}-{_f(max(ips))})"
 
 
+def backends(result: dict) -> list[str]:
+    """The device runtimes a result measured, in its order (one for a result of one backend)."""
+    s = result["settings"]
+    return list(s.get("backends") or [s.get("backend", "tensorflow")])
+
+
+def _peak(r: dict) -> str:
+    """The highest device peak resident memory of a row against its device's limit, in MB."""
+    peaks, limits = r.get("device_peak_rss_bytes") or {}, r.get("device_memory_limit_bytes") or {}
+    if not peaks:
+        return "-"
+    d = max(peaks, key=lambda k: peaks[k])
+    limit = limits.get(d)
+    return f"{peaks[d] / 1e6:,.0f}" + (f" / {limit / 1e6:,.0f}" if limit else "")
+
+
 def markdown(result: dict) -> str:
     s = result["settings"]
-    farm = result.get("farm") or {}
+    several = len(backends(result)) > 1
+    farms = result.get("farms") or {s.get("backend"): result.get("farm") or {}}
     lines = [f"# mcdask bench: emulated pi3 farm (time scale {s['time_scale']})", ""]
-    lines.append(f"Farm mode: {farm.get('mode')}; CPU capped: {farm.get('cpu_capped')}; network shaped: "
-                 f"{farm.get('network_shaped')}. Machine: {result['machine']['cores']} cores. "
+    for runtime, farm in farms.items():
+        lines.append((f"Farm for {runtime}: " if several else "Farm ")
+                     + f"mode: {farm.get('mode')}; CPU capped: {farm.get('cpu_capped')}; network shaped: "
+                     f"{farm.get('network_shaped')}.")
+        if farm.get("not_capped_reason"):
+            lines.append(f"**Not capped:** {farm['not_capped_reason']}")
+    lines.append(f"Backend{'s' if several else ''}: {', '.join(backends(result))}. "
+                 f"Machine: {result['machine']['cores']} cores. "
                  f"IPS at Pi speed = measured IPS / time scale. Wall time {result['wall_s']:.0f} s.")
-    if farm.get("not_capped_reason"):
-        lines.append(f"**Not capped:** {farm['not_capped_reason']}")
     lines.append("")
+    lead = "| backend " if several else ""
     for workload in s["workloads"]:
         rows = [r for r in result["rows"] if r["workload"] == workload]
         lines += [f"## {workload}", "",
-                  "| devices | strategy | IPS (Pi speed) | predicted | meas/pred | latency p50 s | p99 s | "
+                  lead + "| devices | strategy | IPS (Pi speed) | predicted | meas/pred | latency p50 s | p99 s | "
                   "compute bound | compute+memory bound | link bound | efficiency | util mean / busiest | "
-                  "J/inf (static+dyn) | client+scheduler CPU / frame time | Dask CPU on devices / model CPU |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "J/inf (static+dyn) | client+scheduler CPU / frame time | Dask CPU on devices / model CPU | "
+                  "device peak / limit MB |",
+                  "|---" * (16 + several) + "|"]
         for r in rows:
+            first = f"| {r.get('backend', '-')} " if several else ""
             if not r.get("feasible", True):
-                lines.append(f"| {r['devices']} | {r['strategy']} | infeasible: {r['reason']} |" + " |" * 12)
+                lines.append(first + f"| {r['devices']} | {r['strategy']} | infeasible: {r['reason']} |" + " |" * 13)
                 continue
             if r.get("failed"):
-                lines.append(f"| {r['devices']} | {r['strategy']} | failed: {r['failed']} |" + " |" * 12)
+                lines.append(first + f"| {r['devices']} | {r['strategy']} | failed: {r['failed']} |" + " |" * 13)
                 continue
             e = r.get("energy") or {}
             lines.append(
-                f"| {r['devices']} | {r['strategy']} | {_ips(r)} | {_f(r['predicted_ips'])} | "
+                first + f"| {r['devices']} | {r['strategy']} | {_ips(r)} | {_f(r['predicted_ips'])} | "
                 f"{_f(r['measured_over_predicted'])} | {_f(r['latency_p50_s'] * s['time_scale'])} | "
                 f"{_f(r['latency_p99_s'] * s['time_scale'])} | {_f(r['compute_bound_ips'])} | "
                 f"{_f(r.get('placement_bound_ips'))} | "
                 f"{_f(r['link_bound_ips'])} | {_f(r['efficiency'])} | {_f(r['utilisation_mean'])} / "
                 f"{_f(r.get('bottleneck_busy'))} | "
                 f"{_f(e.get('total_j'))} ({_f(e.get('static_j'))}+{_f(e.get('dynamic_j'))}) | "
-                f"{_pct(r.get('runtime_share_of_frame_time'))} | {_pct(r.get('worker_runtime_over_compute'))} |")
+                f"{_pct(r.get('runtime_share_of_frame_time'))} | {_pct(r.get('worker_runtime_over_compute'))} | "
+                f"{_peak(r)} |")
         lines += ["", "Published reference rows:", "", "| system | devices (ours) | IPS | J/inf | source |",
                   "|---|---|---|---|---|"]
         for ref in paper.REFERENCE[workload]:
@@ -76,7 +101,9 @@ def markdown(result: dict) -> str:
                  "host CPU seconds of the client and scheduler per frame, times the frame rate. Dask CPU on "
                  "devices / model CPU: the workers' own threads (event loop, comms, serialisation) against "
                  "their model threads, host CPU seconds. Util: each device's task time over the run; the "
-                 "busiest device near 1 means the runtime kept the bottleneck fed.")
+                 "busiest device near 1 means the runtime kept the bottleneck fed. Device peak / limit: the "
+                 "highest peak resident memory of the row's devices over the plan's build and its stream, "
+                 "against that device's usable memory.")
     return "\n".join(lines) + "\n"
 
 
@@ -84,18 +111,23 @@ def summary(result: dict) -> str:
     """One line per (workload, devices): the optimal planner's row beside the paper strategy's
     IPS, for the README."""
     ts = result["settings"]["time_scale"]
-    lines = ["| workload | devices | IPS (Pi speed) | paper strategy IPS | predicted | efficiency | busiest device | "
-             "latency p50 s | J/inference |", "|---|---|---|---|---|---|---|---|---|"]
-    for workload in result["settings"]["workloads"]:
-        by = {(r["devices"], r["strategy"]): r for r in result["rows"] if r["workload"] == workload}
-        for n in sorted({d for d, _ in by}):
-            r, pr = by.get((n, "optimal"), {}), by.get((n, "paper"), {})
-            if "ips_pi_speed" not in r:
-                continue
-            lines.append(f"| {workload} | {n} | {_f(r['ips_pi_speed'])} | {_f(pr.get('ips_pi_speed'))} | "
-                         f"{_f(r['predicted_ips'])} | {_f(r['efficiency'])} | {_f(r.get('bottleneck_busy'))} | "
-                         f"{_f(r['latency_p50_s'] * ts)} | "
-                         f"{_f((r.get('energy') or {}).get('total_j'))} |")
+    several = len(backends(result)) > 1
+    lines = [("| backend " if several else "") + "| workload | devices | IPS (Pi speed) | paper strategy IPS | "
+             "predicted | efficiency | busiest device | latency p50 s | J/inference |",
+             "|---" * (9 + several) + "|"]
+    for b in backends(result):
+        for workload in result["settings"]["workloads"]:
+            by = {(r["devices"], r["strategy"]): r for r in result["rows"]
+                  if r["workload"] == workload and r.get("backend", b) == b}
+            for n in sorted({d for d, _ in by}):
+                r, pr = by.get((n, "optimal"), {}), by.get((n, "paper"), {})
+                if "ips_pi_speed" not in r:
+                    continue
+                lines.append((f"| {b} " if several else "") + f"| {workload} | {n} | {_f(r['ips_pi_speed'])} | "
+                             f"{_f(pr.get('ips_pi_speed'))} | "
+                             f"{_f(r['predicted_ips'])} | {_f(r['efficiency'])} | {_f(r.get('bottleneck_busy'))} | "
+                             f"{_f(r['latency_p50_s'] * ts)} | "
+                             f"{_f((r.get('energy') or {}).get('total_j'))} |")
     return "\n".join(lines) + "\n"
 
 
@@ -111,12 +143,18 @@ def plots(result: dict, outdir: Path, name: str = "bench") -> list[Path]:
         if not rows:
             continue
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-        for strategy in sorted({r["strategy"] for r in rows}):
-            rs = sorted((r for r in rows if r["strategy"] == strategy), key=lambda r: r["devices"])
-            n = [r["devices"] for r in rs]
-            ax1.plot(n, [r["ips_pi_speed"] for r in rs], "o-", label=f"measured ({strategy})")
-            ax1.plot(n, [r["predicted_ips"] for r in rs], "x--", label=f"predicted ({strategy})")
-            ax2.plot(n, [(r.get("energy") or {}).get("total_j") for r in rs], "o-", label=f"farm ({strategy})")
+        several = len(backends(result)) > 1
+        for b in backends(result):
+            for strategy in sorted({r["strategy"] for r in rows}):
+                rs = sorted((r for r in rows if r["strategy"] == strategy and r.get("backend", b) == b),
+                            key=lambda r: r["devices"])
+                if not rs:
+                    continue
+                n = [r["devices"] for r in rs]
+                tag = f"{strategy}, {b}" if several else strategy
+                ax1.plot(n, [r["ips_pi_speed"] for r in rs], "o-", label=f"measured ({tag})")
+                ax1.plot(n, [r["predicted_ips"] for r in rs], "x--", label=f"predicted ({tag})")
+                ax2.plot(n, [(r.get("energy") or {}).get("total_j") for r in rs], "o-", label=f"farm ({tag})")
         farm_ref = [r for r in paper.REFERENCE[workload] if "farm" in r["system"]]
         if farm_ref:
             ax1.plot([r["devices"] for r in farm_ref], [r["ips"] for r in farm_ref], "s", color="gray",

@@ -261,7 +261,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     from mcdask.streaming.sources import Feeder, open_source
 
     n_max = max(settings.devices)
-    backend = dask.config.get("mcdask.worker.backend", "tensorflow")
+    backend = dask.config.get("mcdask.worker.backend")
     started = None
     if scheduler is None:
         log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}, backend {backend}")
@@ -337,13 +337,47 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     finally:
         if started is not None:
             farm.down(log=log)
+    runtime = configured_runtime()
+    for r in rows:
+        r["backend"] = runtime
     reference = {w: paper.REFERENCE[w] for w in settings.workloads}
     return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
-                         "profile": settings.profile, "backend": configured_runtime(),
+                         "profile": settings.profile, "backend": runtime, "backends": [runtime],
                          **({"top": settings.top, "within": settings.within} if settings.top > 1 else {}),
                          **({"repeats": settings.repeats} if settings.repeats > 1 else {})},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
                                                       "not_capped_reason", "time_scale")},
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
             "wall_s": time.perf_counter() - t_start, "rows": rows, "reference": reference}
+
+
+def run_backends(settings: Settings, backends: tuple[str, ...] = (), scheduler: str | None = None,
+                 log=print) -> dict:
+    """``run`` once per device runtime in ``backends`` (none: the configured one), each on a
+    farm of its own brought up for it (a farm puts one runtime's threads under its devices'
+    compute quotas), one after the other: one result whose rows carry their ``backend``, the
+    runs' settings merged (``backends``) and each farm's status under ``farms``."""
+    from mcdask.options import using_backend
+
+    if len(backends) > 1 and scheduler is not None:
+        raise RuntimeError("a farm that is already up runs one backend's threads under its compute quotas; "
+                           "leave out --scheduler to measure several backends (the bench brings up a farm for each)")
+    results = []
+    for b in backends or (None,):
+        with using_backend(b):
+            results.append(run(settings, scheduler=scheduler, log=log))
+    return merge(results)
+
+
+def merge(results: list[dict]) -> dict:
+    """One result of ``run``'s results on different backends (``run_backends``)."""
+    merged = dict(results[0])
+    runtimes = [r["settings"]["backend"] for r in results]
+    if len(set(runtimes)) < len(runtimes):
+        raise ValueError(f"results of one backend twice: {', '.join(runtimes)}")
+    merged["settings"] = {**results[0]["settings"], "backend": "+".join(runtimes), "backends": runtimes}
+    merged["farms"] = {r["settings"]["backend"]: r["farm"] for r in results}
+    merged["rows"] = [row for r in results for row in r["rows"]]
+    merged["wall_s"] = sum(r["wall_s"] for r in results)
+    return merged

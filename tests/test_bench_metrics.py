@@ -119,7 +119,8 @@ def test_a_partial_run_never_takes_the_full_runs_file_name():
 
 
 @pytest.mark.parametrize("args", [["--workload", "alexnet", "--devices", "6"], ["--frames", "48"],
-                                  ["--profile", "farm"], ["--repeats", "3"]])
+                                  ["--profile", "pi3"], ["--profile", "device", "--backend", "tensorflow"],
+                                  ["--repeats", "3"]])
 def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything(args):
     """Fewer workloads or devices, other frame counts, another planning profile: each a run
     whose figures are not the full run's."""
@@ -129,6 +130,50 @@ def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_any
 
     r = CliRunner().invoke(bench, [*args, "--name", "bench"])
     assert r.exit_code == 2 and "this run is partial" in r.output
+
+
+def test_a_bench_of_two_backends_is_one_result_with_a_row_per_backend(tmp_path):
+    """``--backend tensorflow --backend litert``: each backend's run on its own farm, merged into
+    one result whose rows and table say which backend measured them, with each device's peak."""
+    import json
+    from pathlib import Path
+
+    from click.testing import CliRunner
+
+    from bench import report
+    from bench.cli import bench
+    from bench.run import merge
+
+    one = json.loads((Path(__file__).parent.parent / "bench/results/issue13-alexnet-device.json").read_text())
+    row = dict(one["rows"][0], device_peak_rss_bytes={"d0": 700e6, "d1": 812e6},
+               device_memory_limit_bytes={"d0": 1006.6e6, "d1": 1006.6e6})
+
+    def result(runtime, ips):
+        return {**one, "settings": {**one["settings"], "backend": runtime, "backends": [runtime]},
+                "farm": {"mode": "netns", "cpu_capped": runtime == "tensorflow"}, "wall_s": 10.0,
+                "rows": [dict(row, ips_pi_speed=ips, backend=runtime)]}
+
+    merged = merge([result("tensorflow", 3.0), result("litert-auto", 4.5)])
+    assert merged["settings"]["backends"] == ["tensorflow", "litert-auto"] and merged["wall_s"] == 20.0
+    assert [r["backend"] for r in merged["rows"]] == ["tensorflow", "litert-auto"]
+    assert merged["farms"]["litert-auto"]["cpu_capped"] is False
+    md = report.markdown(merged)
+    assert "| tensorflow | 2 | optimal | 3.00 |" in md and "| litert-auto | 2 | optimal | 4.50 |" in md
+    assert "Farm for litert-auto: mode: netns; CPU capped: False" in md and "| 812 / 1,007 |" in md
+    lines = report.summary(merged).splitlines()
+    assert lines[0].startswith("| backend | workload") and len(lines) == 4
+    assert lines[3].startswith("| litert-auto | alexnet | 2 | 4.50 |")
+    # one backend: no backend column, as before
+    assert "| 2 | optimal | 3.00 |" in report.markdown(merge([result("tensorflow", 3.0)]))
+    assert "| tensorflow |" not in report.markdown(merge([result("tensorflow", 3.0)]))
+    with pytest.raises(ValueError, match="one backend twice"):
+        merge([result("tensorflow", 3.0), result("tensorflow", 3.1)])
+    # a farm that is up runs one backend: refused in one line before anything starts
+    r = CliRunner().invoke(bench, ["--backend", "tensorflow", "--backend", "litert", "--scheduler", "tcp://x:1"])
+    assert r.exit_code == 2 and "--scheduler names one farm, which runs one backend" in r.output
+    # the device profile times TensorFlow's pieces: a litert bench (the default backend) plans on the farm's
+    r = CliRunner().invoke(bench, ["--profile", "device", "--name", "x"])
+    assert r.exit_code == 2 and "--profile device times TensorFlow's pieces" in r.output
 
 
 def test_bench_repeats_keep_the_median_run_and_the_spread():
