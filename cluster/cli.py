@@ -60,10 +60,11 @@ def farm():
               help="Mutual TLS: a CA for the farm, a certificate per device naming it, the scheduler on tls:// "
                    "admitting only workers whose certificate names them; `farm status --json` gives the "
                    "client's certificate paths under 'tls'.")
-@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
-              help="The runtime the devices get ready and put under their compute quota: TensorFlow's threads, "
-                   "or LiteRT's model thread (then no device imports TensorFlow). Deploy on the same backend "
-                   "(`mcdask run --backend`): the other one's kernels would run outside the quota.")
+@click.option("--backend", type=click.Choice(["litert", "tensorflow"]), default=None,
+              help="The runtime the devices get ready and put under their compute quota: LiteRT's model thread "
+                   "(then no device imports TensorFlow), or TensorFlow's threads. Deploy on the same backend "
+                   "(`mcdask run --backend`): the other one's kernels would run outside the quota. "
+                   "[default: mcdask.worker.backend, litert]")
 @click.option("--json", "as_json", is_flag=True, help="Print the farm status as JSON (last line).")
 def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, host_time_s, env,
        no_fallback, timeout_s, use_tls, backend, as_json):

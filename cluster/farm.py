@@ -43,6 +43,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import dask.config
+
 from mcdask.runtime.pieces import BACKENDS
 
 from . import cgroups, closed_loop, network, processes, system, tls
@@ -66,9 +68,11 @@ Log = Callable[[str], None]
 def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_port: int = 8787,
        verify: bool = True, extra_env: dict[str, str] | None = None, host_time_s: float | None = None,
        start_timeout_s: float = 600, allow_fallback: bool = True, use_tls: bool = False,
-       backend: str = "tensorflow", log: Log = print) -> dict:
+       backend: str | None = None, log: Log = print) -> dict:
     """Start the farm described by ``spec`` (under mutual TLS with ``use_tls``: ``cluster.tls``),
-    its devices ready to run ``backend`` (``cluster.preload``); returns ``status()``."""
+    its devices ready to run ``backend`` (``cluster.preload``; default ``mcdask.worker.backend``);
+    returns ``status()``."""
+    backend = backend or dask.config.get("mcdask.worker.backend")
     if time_scale <= 0:
         raise FarmError(f"--time-scale must be > 0, got {time_scale}")
     if backend not in BACKENDS:

@@ -26,7 +26,7 @@ def dask_setup(worker) -> None:  # noqa: ARG001 - dask's preload signature
     import dask.config
 
     t0 = time.perf_counter()
-    backend = dask.config.get("mcdask.worker.backend", "tensorflow")
+    backend = dask.config.get("mcdask.worker.backend")
     placed = _litert_ready() if backend == "litert" else _tensorflow_ready()
     worker.log_event("mcdask-farm", {"action": "preloaded", "backend": backend,
                                      "seconds": time.perf_counter() - t0, "compute_threads": placed})

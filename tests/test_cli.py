@@ -1,6 +1,7 @@
 """The `mcdask` command as a user runs it: machine-readable output is part of the contract."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +15,7 @@ from mcdask.errors import SourceError
 from mcdask.streaming.sources import BadFrame, Feeder, open_source
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
@@ -33,10 +35,12 @@ def test_quiet_demo_json_last_line():
 
 @pytest.mark.slow
 def test_make_demo_replicates_and_splits_with_no_library_chatter():
-    """`make demo` (700 MB devices): the plan replicates AlexNet's convolutions and splits fc1,
-    says so in words, and passes its check; no TensorFlow, absl or oneDNN line on the way
-    (with this environment's own log levels taken out)."""
-    r = subprocess.run([str(BIN / "mcdask"), "demo", "--device-memory", "700MB", "--frames", "8"],
+    """`make demo` (its devices' memory as the Makefile gives it; the default backend): the plan
+    replicates AlexNet's convolutions and splits fc1, says so in words, and passes its check; no
+    TensorFlow, absl or oneDNN line on the way (with this environment's own log levels taken out)."""
+    memory = re.search(r"mcdask demo --device-memory (\S+)", (ROOT / "Makefile").read_text())
+    assert memory, "the Makefile's demo target names its devices' memory"
+    r = subprocess.run([str(BIN / "mcdask"), "demo", "--device-memory", memory[1], "--frames", "8"],
                        capture_output=True, text=True, env=quiet_env(), timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "conv1..pool5 replicated on 2 devices" in r.stdout and "8 of 8 frames classified" in r.stdout

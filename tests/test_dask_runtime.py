@@ -99,33 +99,34 @@ def _hold_weakrefs(dask_worker):
     return len(dask_worker._mcdask_test_refs)
 
 
-def _count_alive_when_building(dask_worker):
-    """Make this worker record, when it constructs its next slice, how many of the slices it
-    held (``_hold_weakrefs``) are still alive."""
+def _count_alive_when_building(dask_worker, backend):
+    """Make this worker record, when it constructs its next slice (a ``Slice`` on tensorflow, a
+    ``litert.load`` on litert), how many of the slices it held (``_hold_weakrefs``) are still alive."""
     import gc
 
-    from mcdask.runtime import slices
+    from mcdask.runtime import litert, slices
 
-    original = slices.Slice
+    module, name = (slices, "Slice") if backend == "tensorflow" else (litert, "load")
+    original = getattr(module, name)
 
-    class Recording(original):
-        def __init__(self, *args, **kwargs):
-            slices.Slice = original
-            gc.collect()
-            dask_worker._mcdask_test_alive = sum(r() is not None for r in dask_worker._mcdask_test_refs)
-            super().__init__(*args, **kwargs)
+    def recording(*args, **kwargs):
+        setattr(module, name, original)
+        gc.collect()
+        dask_worker._mcdask_test_alive = sum(r() is not None for r in dask_worker._mcdask_test_refs)
+        return original(*args, **kwargs)
 
-    slices.Slice = Recording
+    setattr(module, name, recording)
 
 
-def test_a_plan_switch_frees_the_old_plans_slices_before_building(client):
+@pytest.mark.parametrize("backend", ["litert", "tensorflow"])
+def test_a_plan_switch_frees_the_old_plans_slices_before_building(client, backend):
     """A 1 GB device cannot hold two plans' weights: when a switch starts building the new
     plan's slices, no slice of the old plan (that the new one does not reuse) is alive."""
-    deploy(client, ALEX_A)
+    deploy(client, ALEX_A, backend=backend)
     held = client.run(_hold_weakrefs)
     assert sum(held.values()) == 6   # 2 conv replicas + 2 fc1 shards + 2 fc2..fc3 shards
-    client.run(_count_alive_when_building)
-    deploy(client, ALEX_B)           # shares no slice with ALEX_A
+    client.run(_count_alive_when_building, backend=backend)
+    deploy(client, ALEX_B, backend=backend)           # shares no slice with ALEX_A
     alive = client.run(lambda dask_worker: getattr(dask_worker, "_mcdask_test_alive", None))
     assert [n for n in alive.values() if n is not None] and sum(n or 0 for n in alive.values()) == 0, alive
 
@@ -197,6 +198,9 @@ def test_other_workloads_on_dask(client, name, frames):
     # the paper's TensorFlow 1.5 memory puts either model on 4 devices (TensorFlow 2's needs 5)
     plan = plan_book(w, None, runtime="tf1.5").plan_for(device_names("pi3", 4))
     items = items_for(w, frames)
-    records, summary = _stream(client, plan, items)
+    # on TensorFlow, the runtime of the unsplit reference: VGG16 on LiteRT's XNNPACK kernels reads
+    # 1.2e-5 of the output's scale off TensorFlow's own whole model, past the 1e-5 bar of `--check`
+    with dask.config.set({"mcdask.worker.backend": "tensorflow"}):
+        records, summary = _stream(client, plan, items)
     check = check_against_reference(w, items, records, WeightsSource())
     assert check["checked"] >= 3 and check["equal"], check

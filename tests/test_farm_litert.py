@@ -63,7 +63,8 @@ def test_litert_devices_run_lite_under_the_compute_quota(lite_farm):
 
 def test_a_bench_on_the_other_backend_is_refused_in_one_line(lite_farm):
     r = subprocess.run([sys.executable, "-m", "mcdask.cli", "bench", "--scheduler", lite_farm["scheduler"],
-                        "--workload", "alexnet", "--devices", "1", "--time-scale", str(SCALE), "--name", "refused"],
+                        "--workload", "alexnet", "--devices", "1", "--time-scale", str(SCALE), "--name", "refused",
+                        "--backend", "tensorflow"],
                        capture_output=True, text=True, timeout=300, env=dict(os.environ))
     assert r.returncode != 0 and "Traceback" not in r.stderr, r.stderr
     assert r.stderr.strip().splitlines()[-1] == (

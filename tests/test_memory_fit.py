@@ -36,7 +36,9 @@ def test_run_refuses_what_does_not_fit_and_plans_for_what_does(tmp_path):
         for name in ("dev0", "dev1"):
             cluster.start_worker(name, "--memory-limit", str(int(usable / 0.8) + 1))
         cluster.wait_for({"dev0", "dev1"})
-        r = mcdask("run", "--scheduler", cluster.address, "-w", "alexnet", "--plan", str(plan), "--frames", "4")
+        # on the tensorflow backend, whose baseline the workers above are sized on
+        r = mcdask("run", "--scheduler", cluster.address, "-w", "alexnet", "--plan", str(plan), "--frames", "4",
+                   "--backend", "tensorflow")
         assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
         lines = [x for x in r.stderr.splitlines() if "does not fit" in x]
         assert len(lines) == 1, r.stderr
@@ -51,7 +53,8 @@ def test_run_refuses_what_does_not_fit_and_plans_for_what_does(tmp_path):
             assert c.get_metadata(METADATA_KEY, None) is None, "a refused plan was deployed"
 
         # without --plan: the planner's plan for what the two devices have, which runs
-        r = mcdask("run", "--scheduler", cluster.address, "-w", "alexnet", "--frames", "6", "--json")
+        r = mcdask("run", "--scheduler", cluster.address, "-w", "alexnet", "--frames", "6", "--json",
+                   "--backend", "tensorflow")
         assert r.returncode == 0, r.stderr[-3000:] + _logs(tmp_path)
         summary = json.loads(r.stdout.strip().splitlines()[-1])
         assert summary["classified"] == 6 and summary["errors"] == 0

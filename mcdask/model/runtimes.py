@@ -31,7 +31,7 @@ from mcdask.model.kinds import pi3 as _pi3
 from mcdask.model.profile import DeviceKind
 
 #: the runtime a device runs unless a deployment says otherwise (``mcdask.worker.backend``)
-DEFAULT = "tensorflow"
+DEFAULT = "litert"
 #: litert's kernels unless a deployment says otherwise (``mcdask.worker.litert-kernels``)
 LITERT_KERNELS = "auto"
 

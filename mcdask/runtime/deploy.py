@@ -58,7 +58,7 @@ class Deployment:
 def backend_of(backend: str | None = None) -> tuple[str, str]:
     """(backend, litert kernels): ``backend`` or ``mcdask.worker.backend``, and
     ``mcdask.worker.litert-kernels``, checked."""
-    backend = backend or dask.config.get("mcdask.worker.backend", "tensorflow")
+    backend = backend or dask.config.get("mcdask.worker.backend")
     kernels = dask.config.get("mcdask.worker.litert-kernels", None) or runtimes.LITERT_KERNELS
     if backend not in BACKENDS:
         raise DeploymentError(f"backend {backend!r}: choose one of {', '.join(BACKENDS)} (mcdask.worker.backend)")

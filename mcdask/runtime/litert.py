@@ -36,6 +36,24 @@ def interpreter(spec_kernels: str, *, model_path: str | None = None, model_conte
                             experimental_op_resolver_type=resolver)
 
 
+_xnnpack_announced = False
+
+
+def allocate(it, xnnpack: bool) -> None:
+    """``it.allocate_tensors()``; the process's first on XNNPACK with stderr muted: it applies the
+    delegate, which announces itself on fd 2 once per process whatever the log levels
+    (``quiet.stderr_muted``)."""
+    global _xnnpack_announced
+    if not xnnpack or _xnnpack_announced:
+        it.allocate_tensors()
+        return
+    from mcdask.runtime.quiet import stderr_muted
+
+    with stderr_muted():
+        it.allocate_tensors()
+    _xnnpack_announced = True
+
+
 class LiteSlice(SliceShape):
     """A built slice on LiteRT: ``slice(feeds)`` maps input name -> array to export name -> array.
     Inputs and exports are found by name in the flatbuffer's signature. A new batch size (or
@@ -63,7 +81,7 @@ class LiteSlice(SliceShape):
         if shapes != self._shapes:
             for index, shape in zip(self._in, shapes):
                 self._it.resize_tensor_input(index, list(shape), strict=True)
-            self._it.allocate_tensors()
+            allocate(self._it, self.spec.kernels == "xnnpack")
             self._shapes = shapes
         for index, x in zip(self._in, xs):
             self._it.set_tensor(index, x)

@@ -8,11 +8,13 @@ cluster inherit it) lets everything through; a level the user set in the environ
 
 from __future__ import annotations
 
+import contextlib
 import importlib.abc
 import importlib.util
 import logging
 import os
 import sys
+from collections.abc import Iterator
 
 VERBOSE_ENV = "MCDASK_VERBOSE"
 
@@ -67,16 +69,31 @@ class _MutedLoader(importlib.abc.Loader):
         return self.loader.create_module(spec)
 
     def exec_module(self, module) -> None:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        null = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(null, 2)
-        os.close(null)
-        try:
+        with stderr_muted():
             self.loader.exec_module(module)
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+
+
+@contextlib.contextmanager
+def stderr_muted() -> Iterator[None]:
+    """This process's standard error (file descriptor 2, which native libraries write to)
+    pointed at ``/dev/null`` while the block runs, unless ``MCDASK_VERBOSE`` is set. For native
+    calls that log what ``quiet`` cannot reach: TensorFlow's import (``_MutedImport``), and
+    LiteRT's first XNNPACK allocation, which prints "Created TensorFlow Lite XNNPACK delegate for
+    CPU." once per process whatever the log levels (``mcdask.runtime.litert``). Other threads'
+    writes to fd 2 in that time go too; Python exceptions do not."""
+    if verbose():
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def let_through() -> None:
