@@ -77,16 +77,15 @@ def _unit(description: str, user: str, prefix: Path, env: dict[str, str], comman
 
 
 def worker_unit(scheduler: str, name: str, kind: str, memory_limit: str | int, *, prefix: Path = DEFAULT_PREFIX,
-                user: str = "pi", tf_threads: int = PI_TF_THREADS, backend: str = "tensorflow") -> str:
+                user: str = "pi", tf_threads: int = PI_TF_THREADS, backend: str = "litert") -> str:
     """The systemd unit of one device's worker: the farm's flags and Dask settings, and the
     worker's memory limit as the unit's ``MemoryMax`` (as the farm's cgroup); for a ``tls://``
-    scheduler, the device's certificate from ``PREFIX/certs``. A ``litert`` device (installed
-    with ``mcdask[litert]``, no TensorFlow) has ``cluster.preload`` get LiteRT ready instead."""
+    scheduler, the device's certificate from ``PREFIX/certs``. The unit names the device's
+    backend, for ``cluster.preload`` to get it ready: ``litert`` (installed with ``mcdask[litert]``,
+    no TensorFlow), or ``tensorflow`` with its thread count."""
     limit = parse_bytes(memory_limit)
-    env = dict(WORKER_CONFIG)
-    if backend == "litert":
-        env["DASK_MCDASK__WORKER__BACKEND"] = "litert"
-    else:
+    env = {**WORKER_CONFIG, "DASK_MCDASK__WORKER__BACKEND": backend}
+    if backend == "tensorflow":
         env["MCDASK_TF_THREADS"] = str(tf_threads)
     tls = tls_flags(prefix / "certs", name) if scheduler.startswith("tls://") else []
     command = [str(prefix / "venv" / "bin" / "dask"), "worker", *worker_flags(scheduler, name, kind, limit), *tls]
@@ -123,7 +122,7 @@ def main() -> None:
               help="the install folder (its venv/ and the worker's working directory)")
 @click.option("--user", default="pi", show_default=True)
 @click.option("--tf-threads", type=click.IntRange(1), default=PI_TF_THREADS, show_default=True)
-@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
+@click.option("--backend", type=click.Choice(["litert", "tensorflow"]), default="litert", show_default=True,
               help="the runtime the device gets ready (litert: installed with mcdask[litert], no TensorFlow)")
 def worker_unit_command(scheduler, name, kind, memory_limit, prefix, user, tf_threads, backend) -> None:
     try:

@@ -107,6 +107,12 @@ try:   # what `mcdask run` asks a worker that Dask may pause before it plans
     runtime_baseline_bytes("tensorflow")
 except Exception as e:
     print(type(e).__name__, e)
+from mcdask.profiling.worker import collect_facts
+
+try:   # the first thing `mcdask profile` asks every worker
+    collect_facts(None)
+except Exception as e:
+    print(type(e).__name__, e)
 """
 
 
@@ -118,4 +124,5 @@ def test_a_tensorflow_slice_on_a_device_without_tensorflow_says_what_to_do(tmp_p
     assert run.returncode == 0, run.stderr[-3000:]
     line = ("this device has no TensorFlow for a tensorflow deployment (No module named 'tensorflow'); install "
             "mcdask[device] on it, or deploy with --backend litert")
-    assert run.stdout.strip().splitlines() == [f"SliceNotLoadedError {line}", f"ImportError {line}"]
+    assert run.stdout.strip().splitlines() == [f"SliceNotLoadedError {line}", f"ImportError {line}",
+                                                f"ImportError {line}"]

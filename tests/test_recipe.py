@@ -85,7 +85,11 @@ def test_a_device_unit_has_the_farms_dask_settings():
     farm_env = provision.base_env(None, None)
     assert {k: farm_env[k] for k in WORKER_CONFIG} == {k: env[k] for k in WORKER_CONFIG}
     assert env["DASK_DISTRIBUTED__WORKER__MEMORY__PAUSE"] == "False"
-    assert env["MCDASK_TF_THREADS"] == "4"
+    assert env["DASK_MCDASK__WORKER__BACKEND"] == "litert" and "MCDASK_TF_THREADS" not in env   # the default
+    tf = dict(v.strip('"').split("=", 1)
+              for v in unit_field(worker_unit(*EXAMPLE, backend="tensorflow"), "Environment"))
+    # a tensorflow device says so: its preload would otherwise get the default, LiteRT, ready
+    assert tf["DASK_MCDASK__WORKER__BACKEND"] == "tensorflow" and tf["MCDASK_TF_THREADS"] == "4"
 
 
 def test_a_litert_device_unit_sets_the_backend_the_farm_sets():

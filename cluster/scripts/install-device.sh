@@ -11,8 +11,9 @@
 # Mutual TLS by default: a worker of a tls:// scheduler needs ca.crt, NAME.crt and NAME.key in
 # $MCDASK_PREFIX/certs, the scheduler ca.crt, scheduler.crt and scheduler.key (`mcdask certs`);
 # MCDASK_PLAIN_TCP=1 makes a plain-TCP scheduler (and give workers a tcp:// address).
-# MCDASK_BACKEND=litert makes a LiteRT device: mcdask[litert] (no TensorFlow), and a worker that
-# gets LiteRT ready; deploy on it with `mcdask run --backend litert`.
+# A device runs LiteRT by default: mcdask[litert] (no TensorFlow), and a worker that gets LiteRT
+# ready. MCDASK_BACKEND=tensorflow makes a TensorFlow device (mcdask[device]); deploy on it with
+# `mcdask run --backend tensorflow`.
 set -euo pipefail
 usage() { sed -n '2,10p' "$0" >&2; exit 2; }
 [ $# -ge 1 ] || usage
@@ -24,7 +25,7 @@ case "$ROLE" in
   scheduler) [ $# -ge 3 ] && [ $# -le 4 ] || usage; EXTRA=scheduler ;;
   *) usage ;;
 esac
-BACKEND="${MCDASK_BACKEND:-tensorflow}"
+BACKEND="${MCDASK_BACKEND:-litert}"
 case "$BACKEND" in
   tensorflow) ;;
   litert) [ "$EXTRA" = scheduler ] || EXTRA=litert ;;

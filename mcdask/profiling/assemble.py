@@ -282,7 +282,12 @@ def profile_cluster(client, workload_names: Iterable[str], *, repeats: int = DEF
     t_start = time.perf_counter()
 
     say(f"worker facts ({len(workers)} workers)")
-    facts = {name_of[a]: f for a, f in client.run(worker_facts, workers=list(addr.values())).items()}
+    try:
+        facts = {name_of[a]: f for a, f in client.run(worker_facts, workers=list(addr.values())).items()}
+    except ImportError:  # a device installed for litert only (mcdask.runtime.slices.ensure_tf)
+        raise ProfileError("mcdask profile times TensorFlow's pieces on the devices, and a device has no "
+                           "TensorFlow: install mcdask[device] on the devices while they are profiled, or plan on a "
+                           "built-in kind (--profile pi3); timing LiteRT's pieces is not built yet") from None
     # workers on one host are timed one at a time (solo times; the cost model shares the host's
     # cores through host_cores); workers on different hosts at the same time
     by_host: dict[str, list[str]] = {}

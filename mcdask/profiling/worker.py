@@ -128,11 +128,11 @@ def runtime_baseline_bytes(runtime: str = "tensorflow") -> int:
 
 
 def collect_facts(worker) -> dict[str, Any]:
+    threads = ensure_tf()   # first: it says what to do where TensorFlow is missing
     import tensorflow as tf
 
     from mcdask.runtime import plugin
 
-    threads = ensure_tf()
     baseline = runtime_baseline_bytes("tensorflow")
     rss = rss_bytes()
     resident = plugin.resident_param_bytes()
