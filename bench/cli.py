@@ -42,8 +42,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
 @click.option("--profile", type=click.Choice(["farm", "device", "pi3"]), default=None,
               help="plan on times measured piece by piece on a farm device under its quotas (device: TensorFlow's "
                    "pieces, so tensorflow farms only), on the Pi 3's layer times rebalanced to this host's "
-                   "conv/dense split (farm), or on the published Pi 3 ones [default: device on tensorflow alone; "
-                   "farm with litert or --quick]")
+                   "conv/dense split (farm), or on the published Pi 3 ones [default: each backend's own, device "
+                   "on tensorflow and farm on litert; quick: farm]")
 @click.option("--top", type=click.IntRange(min=1), default=1, show_default=True, metavar="K",
               help="measure up to K distinct plans per row, the planner's and its runners-up predicted within "
                    "--within of it, and report the winner (the row's figures), each candidate and won_by")
@@ -88,7 +88,7 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
         raise click.UsageError("--profile device times TensorFlow's pieces on the farm's devices, which a litert "
                                "device does not run (nor hold, beside its model, in 1 GiB): plan litert on "
                                "--profile farm, or measure --backend tensorflow alone")
-    default_profile = "farm" if quick or lite else "device"
+    default_profile = "farm" if quick else None   # None: each backend's own (bench.run.default_profile)
     settings = Settings(
         workloads=tuple(names) or (("alexnet",) if quick else workloads.NAMES),
         devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 13))),

@@ -50,10 +50,11 @@ def markdown(result: dict) -> str:
     several = len(backends(result)) > 1
     farms = result.get("farms") or {s.get("backend"): result.get("farm") or {}}
     lines = [f"# mcdask bench: emulated pi3 farm (time scale {s['time_scale']})", ""]
+    profiles = s.get("profiles") or {s.get("backend"): s.get("profile")}
     for runtime, farm in farms.items():
         lines.append((f"Farm for {runtime}: " if several else "Farm ")
                      + f"mode: {farm.get('mode')}; CPU capped: {farm.get('cpu_capped')}; network shaped: "
-                     f"{farm.get('network_shaped')}.")
+                     f"{farm.get('network_shaped')}; planned on the {profiles.get(runtime, '-')} profile.")
         if farm.get("not_capped_reason"):
             lines.append(f"**Not capped:** {farm['not_capped_reason']}")
     lines.append(f"Backend{'s' if several else ''}: {', '.join(backends(result))}. "

@@ -41,7 +41,8 @@ class Settings:
     strategies: tuple[Strategy, ...] = ("optimal",)
     time_scale: float = 1.0
     frames: dict | None = None        # workload -> frames per run
-    profile: str = "device"           # planning profile: "device", "farm" or "pi3" (see farm_profile)
+    profile: str | None = None        # planning profile: "device", "farm" or "pi3" (see farm_profile);
+                                      # None: each backend's own (default_profile)
     top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
     within: float = TOP_WITHIN        # runners-up predicted within this of the best IPS
     repeats: int = 1                  # runs of each plan (bench.repeats): the row is the median run's
@@ -212,6 +213,13 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 PROFILES = ("device", "farm", "pi3")
 
 
+def default_profile(backend: str) -> str:
+    """The profile a bench of ``backend`` plans on unless told: ``device`` (each piece timed on the
+    farm's devices) for tensorflow; ``farm`` for litert, since the device profile times
+    TensorFlow's pieces, which a litert device neither runs nor holds beside its model."""
+    return "device" if backend == "tensorflow" else "farm"
+
+
 def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=print, *, client=None,
                  caps=lambda on: None, time_scale: float = 1.0):
     """The profile the bench plans with, for devices ``names``. All have the pi3's memory and
@@ -262,6 +270,10 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
 
     n_max = max(settings.devices)
     backend = dask.config.get("mcdask.worker.backend")
+    profile = settings.profile or default_profile(backend)
+    if profile == "device" and backend != "tensorflow":
+        raise RuntimeError("the device profile times TensorFlow's pieces, which a litert device neither runs nor "
+                           "holds beside its model in 1 GiB: plan litert on the farm profile")
     started = None
     if scheduler is None:
         log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}, backend {backend}")
@@ -290,7 +302,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             names = worker_names(client)[:n_max]
             if len(names) < n_max:
                 raise RuntimeError(f"the farm has {len(names)} workers, the bench needs {n_max}")
-            full = farm_profile(settings.profile, names, settings.workloads, n_max, log, client=client, caps=caps,
+            full = farm_profile(profile, names, settings.workloads, n_max, log, client=client, caps=caps,
                                 time_scale=settings.time_scale)
             broken = None  # set when the farm lost a device: later rows cannot run
             for name in settings.workloads:
@@ -339,11 +351,11 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             farm.down(log=log)
     runtime = configured_runtime()
     for r in rows:
-        r["backend"] = runtime
+        r["backend"], r["profile"] = runtime, profile
     reference = {w: paper.REFERENCE[w] for w in settings.workloads}
     return {"settings": {"workloads": list(settings.workloads), "devices": list(settings.devices),
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
-                         "profile": settings.profile, "backend": runtime, "backends": [runtime],
+                         "profile": profile, "backend": runtime, "backends": [runtime],
                          **({"top": settings.top, "within": settings.within} if settings.top > 1 else {}),
                          **({"repeats": settings.repeats} if settings.repeats > 1 else {})},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
@@ -376,7 +388,8 @@ def merge(results: list[dict]) -> dict:
     runtimes = [r["settings"]["backend"] for r in results]
     if len(set(runtimes)) < len(runtimes):
         raise ValueError(f"results of one backend twice: {', '.join(runtimes)}")
-    merged["settings"] = {**results[0]["settings"], "backend": "+".join(runtimes), "backends": runtimes}
+    merged["settings"] = {**results[0]["settings"], "backend": "+".join(runtimes), "backends": runtimes,
+                          "profiles": {r["settings"]["backend"]: r["settings"]["profile"] for r in results}}
     merged["farms"] = {r["settings"]["backend"]: r["farm"] for r in results}
     merged["rows"] = [row for r in results for row in r["rows"]]
     merged["wall_s"] = sum(r["wall_s"] for r in results)

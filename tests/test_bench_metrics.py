@@ -142,14 +142,15 @@ def test_a_bench_of_two_backends_is_one_result_with_a_row_per_backend(tmp_path):
 
     from bench import report
     from bench.cli import bench
-    from bench.run import merge
+    from bench.run import default_profile, merge
 
     one = json.loads((Path(__file__).parent.parent / "bench/results/issue13-alexnet-device.json").read_text())
     row = dict(one["rows"][0], device_peak_rss_bytes={"d0": 700e6, "d1": 812e6},
                device_memory_limit_bytes={"d0": 1006.6e6, "d1": 1006.6e6})
 
     def result(runtime, ips):
-        return {**one, "settings": {**one["settings"], "backend": runtime, "backends": [runtime]},
+        return {**one, "settings": {**one["settings"], "backend": runtime, "backends": [runtime],
+                                    "profile": default_profile(runtime)},
                 "farm": {"mode": "netns", "cpu_capped": runtime == "tensorflow"}, "wall_s": 10.0,
                 "rows": [dict(row, ips_pi_speed=ips, backend=runtime)]}
 
@@ -157,9 +158,12 @@ def test_a_bench_of_two_backends_is_one_result_with_a_row_per_backend(tmp_path):
     assert merged["settings"]["backends"] == ["tensorflow", "litert-auto"] and merged["wall_s"] == 20.0
     assert [r["backend"] for r in merged["rows"]] == ["tensorflow", "litert-auto"]
     assert merged["farms"]["litert-auto"]["cpu_capped"] is False
+    # each backend planned on its own profile: the device profile times TensorFlow's pieces
+    assert merged["settings"]["profiles"] == {"tensorflow": "device", "litert-auto": "farm"}
     md = report.markdown(merged)
     assert "| tensorflow | 2 | optimal | 3.00 |" in md and "| litert-auto | 2 | optimal | 4.50 |" in md
     assert "Farm for litert-auto: mode: netns; CPU capped: False" in md and "| 812 / 1,007 |" in md
+    assert "Farm for tensorflow: mode: netns; CPU capped: True; network shaped: None; planned on the device" in md
     lines = report.summary(merged).splitlines()
     assert lines[0].startswith("| backend | workload") and len(lines) == 4
     assert lines[3].startswith("| litert-auto | alexnet | 2 | 4.50 |")
