@@ -73,22 +73,17 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
     and the published Pi-farm and Jetson TX2 figures."""
     if soak_frames is not None:
         return run_soak(soak_frames, name, out_dir, as_json)
-    import dask.config
-
     from . import report
+    from .backend_runs import check, run_backends
     from .provenance import PartialRunError, provenance, result_name, results_dir
-    from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings, run_backends
+    from .run import DEFAULT_FRAMES, QUICK_FRAMES, Settings
 
     backends = tuple(dict.fromkeys(backends))
-    if len(backends) > 1 and scheduler:
-        raise click.UsageError("--scheduler names one farm, which runs one backend: leave it out to measure "
-                               f"{' and '.join(backends)} (the bench brings up a farm for each)")
-    lite = "litert" in (backends or (dask.config.get("mcdask.worker.backend"),))
-    if profile == "device" and lite:
-        raise click.UsageError("--profile device times TensorFlow's pieces on the farm's devices, which a litert "
-                               "device does not run (nor hold, beside its model, in 1 GiB): plan litert on "
-                               "--profile farm, or measure --backend tensorflow alone")
-    default_profile = "farm" if quick else None   # None: each backend's own (bench.run.default_profile)
+    try:
+        check(backends, profile, scheduler)
+    except ValueError as e:
+        raise click.UsageError(str(e)) from None
+    default_profile = "farm" if quick else None   # None: each backend's own (bench.backend_runs.default_profile)
     settings = Settings(
         workloads=tuple(names) or (("alexnet",) if quick else workloads.NAMES),
         devices=parse_devices(devices) if devices else ((1, 2, 4, 6) if quick else tuple(range(1, 13))),

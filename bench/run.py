@@ -29,6 +29,7 @@ from mcdask.planning.planner import TOP_WITHIN
 from mcdask.runtime.deploy import worker_addresses
 
 from . import candidates, metrics, paper, repeats
+from .backend_runs import default_profile
 
 if TYPE_CHECKING:
     from mcdask.planning.planner import Strategy
@@ -213,13 +214,6 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 PROFILES = ("device", "farm", "pi3")
 
 
-def default_profile(backend: str) -> str:
-    """The profile a bench of ``backend`` plans on unless told: ``device`` (each piece timed on the
-    farm's devices) for tensorflow; ``farm`` for litert, since the device profile times
-    TensorFlow's pieces, which a litert device neither runs nor holds beside its model."""
-    return "device" if backend == "tensorflow" else "farm"
-
-
 def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=print, *, client=None,
                  caps=lambda on: None, time_scale: float = 1.0):
     """The profile the bench plans with, for devices ``names``. All have the pi3's memory and
@@ -271,9 +265,6 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     n_max = max(settings.devices)
     backend = dask.config.get("mcdask.worker.backend")
     profile = settings.profile or default_profile(backend)
-    if profile == "device" and backend != "tensorflow":
-        raise RuntimeError("the device profile times TensorFlow's pieces, which a litert device neither runs nor "
-                           "holds beside its model in 1 GiB: plan litert on the farm profile")
     started = None
     if scheduler is None:
         log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}, backend {backend}")
@@ -363,34 +354,3 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},
             "wall_s": time.perf_counter() - t_start, "rows": rows, "reference": reference}
 
-
-def run_backends(settings: Settings, backends: tuple[str, ...] = (), scheduler: str | None = None,
-                 log=print) -> dict:
-    """``run`` once per device runtime in ``backends`` (none: the configured one), each on a
-    farm of its own brought up for it (a farm puts one runtime's threads under its devices'
-    compute quotas), one after the other: one result whose rows carry their ``backend``, the
-    runs' settings merged (``backends``) and each farm's status under ``farms``."""
-    from mcdask.options import using_backend
-
-    if len(backends) > 1 and scheduler is not None:
-        raise RuntimeError("a farm that is already up runs one backend's threads under its compute quotas; "
-                           "leave out --scheduler to measure several backends (the bench brings up a farm for each)")
-    results = []
-    for b in backends or (None,):
-        with using_backend(b):
-            results.append(run(settings, scheduler=scheduler, log=log))
-    return merge(results)
-
-
-def merge(results: list[dict]) -> dict:
-    """One result of ``run``'s results on different backends (``run_backends``)."""
-    merged = dict(results[0])
-    runtimes = [r["settings"]["backend"] for r in results]
-    if len(set(runtimes)) < len(runtimes):
-        raise ValueError(f"results of one backend twice: {', '.join(runtimes)}")
-    merged["settings"] = {**results[0]["settings"], "backend": "+".join(runtimes), "backends": runtimes,
-                          "profiles": {r["settings"]["backend"]: r["settings"]["profile"] for r in results}}
-    merged["farms"] = {r["settings"]["backend"]: r["farm"] for r in results}
-    merged["rows"] = [row for r in results for row in r["rows"]]
-    merged["wall_s"] = sum(r["wall_s"] for r in results)
-    return merged

@@ -141,8 +141,8 @@ def test_a_bench_of_two_backends_is_one_result_with_a_row_per_backend(tmp_path):
     from click.testing import CliRunner
 
     from bench import report
+    from bench.backend_runs import default_profile, merge
     from bench.cli import bench
-    from bench.run import default_profile, merge
 
     one = json.loads((Path(__file__).parent.parent / "bench/results/issue13-alexnet-device.json").read_text())
     row = dict(one["rows"][0], device_peak_rss_bytes={"d0": 700e6, "d1": 812e6},
