@@ -10,6 +10,7 @@ import click
 
 import workloads
 from bench.provenance import OUT_DIR_HELP
+from bench.row_length import MIN_SECONDS
 from mcdask.planning.planner import TOP_WITHIN
 from mcdask.security.tls import tls_options
 
@@ -51,7 +52,12 @@ def parse_devices(text: str) -> tuple[int, ...]:
               metavar="F",
               help="with --top: runners-up predicted at least (1 - F) x the best plan's IPS")
 @click.option("--frames", type=click.IntRange(min=8), default=None, metavar="N",
-              help="frames per row for every workload [default: AlexNet and action 100, VGG16 24; quick: 80/16]")
+              help="frames per row for every workload, at least (see --min-seconds) [default: AlexNet and action 100, "
+                   "VGG16 24; quick: 80/16]")
+@click.option("--min-seconds", type=click.FloatRange(min=0), default=None, metavar="S",
+              help="stream each row at least S seconds at its predicted rate, reusing the frames in turn (this "
+                   "host's speed swings 1.7x over 3-s windows and 1.3x over 30-s ones: bench.row_length) "
+                   f"[default: {MIN_SECONDS:g}; quick: 0]")
 @click.option("--repeats", type=click.IntRange(min=1), default=1, show_default=True, metavar="R",
               help="measure each plan R times; the row is the median run's, with every run's IPS and the spread")
 @click.option("--scheduler", default=None, help="use a farm that is already up (its scheduler address)")
@@ -67,7 +73,8 @@ def parse_devices(text: str) -> tuple[int, ...]:
               help="how the devices run their slices; repeat for both, measured one after the other in one "
                    "run and one result, each on a farm brought up for it [default: mcdask.worker.backend]")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON on the last stdout line")
-def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, repeats, scheduler, name,
+def bench(names, devices, quick, time_scale, strategies, profile, top, within, frames, min_seconds, repeats,
+          scheduler, name,
           out_dir, backends, as_json, soak_frames):
     """Measure WORKLOADs on an emulated pi3 farm for each device count, beside the predictions
     and the published Pi-farm and Jetson TX2 figures."""
@@ -95,13 +102,14 @@ def bench(names, devices, quick, time_scale, strategies, profile, top, within, f
         top=top,
         within=within,
         repeats=repeats,
+        min_seconds=(0.0 if quick else MIN_SECONDS) if min_seconds is None else min_seconds,
     )
     full = (not names and not devices and time_scale is None and not backends and top == 1 and frames is None
-            and profile in (None, default_profile) and repeats == 1)
+            and profile in (None, default_profile) and repeats == 1 and min_seconds is None)
     partial = (f"bench-{'-'.join(settings.workloads)}-n{devices or 'all'}".replace(",", "_")
                + (f"-{'-'.join(backends)}" if backends else "") + (f"-top{top}" if top > 1 else "")
                + (f"-f{frames}" if frames else "") + (f"-{profile}" if profile not in (None, default_profile) else "")
-               + (f"-r{repeats}" if repeats > 1 else ""))
+               + (f"-r{repeats}" if repeats > 1 else "") + (f"-s{min_seconds:g}" if min_seconds is not None else ""))
     try:
         stem = result_name("bench-quick" if quick else "bench", full, name, partial)
     except PartialRunError as e:

@@ -7,13 +7,22 @@ layers stand to its convolutions as they do on this host: on this host AlexNet's
 take 70 % of its time, on the Pi's published profile (``mcdask.model.kinds.pi3``) 57 %. Planning
 the farm on the Pi's profile gives it the Pi's optimum, not the farm's.
 
-``host_split`` times, on this host with one TensorFlow thread, each workload cut into runs of
-dense and of other layers (slices as the runtime builds them; a windowed layer starts its
-run). ``farm_kind`` keeps the Pi kind's memory and its times *within* each group, and scales
-each workload's convolution-side and dense-side layers (and dense shards, for every shard
-size the planner may use) so that their sums are this host's, slowed as the farm slows
-AlexNet. ``python -m bench.farm_profile`` prints the split; ``host_split`` caches it as JSON
-under ``mcdask.profile.cache-dir`` (keyed by CPU model, TensorFlow and mcdask versions).
+``host_split`` times, on this host with one thread, each workload cut into runs of dense and of
+other layers (slices as the runtime builds them; a windowed layer starts its run), on the farm's
+backend: TensorFlow, or LiteRT on both of its kernels (each run converted once, then timed on
+XNNPACK and on the built-in kernels). ``farm_kind`` keeps the Pi kind's memory and its times
+*within* each group, and scales each workload's convolution-side and dense-side layers (and
+dense shards, for every shard size the planner may use) so that their sums are this host's,
+slowed as the farm slows AlexNet: the farm calibrates each device on its own runtime's whole
+AlexNet (``cluster.closed_loop``: TensorFlow's target time, times LiteRT's speed-up over it on a
+litert farm, ``runtime_ratio``), so the host's AlexNet on that runtime is what maps to it. On
+litert each piece is timed on the kernels the device would run it on
+(``mcdask.runtime.pieces.parts``; ``auto``: dense on XNNPACK where the device's memory holds
+XNNPACK's second copy of the whole workload's weights, else on the built-in kernels: a profile
+has one time per piece, and a device decides on all it holds, so a plan whose devices each hold
+a part of VGG16 or the action model, small enough for XNNPACK, runs faster than this predicts).
+``python -m bench.farm_profile`` prints the split; ``host_split`` caches it as JSON under
+``mcdask.profile.cache-dir`` (keyed by CPU model, backend, TensorFlow and mcdask versions).
 """
 
 from __future__ import annotations
@@ -24,15 +33,19 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import click
 
 import workloads
 from bench.provenance import cpu_model
+from mcdask.runtime.pieces import Kernels
 
-SCHEMA = "mcdask.host-split/1"
+SCHEMA = "mcdask.host-split/2"
+KERNELS: tuple[Kernels, ...] = ("xnnpack", "builtin")
 CALIBRATION_WORKLOAD = "alexnet"
 REPEATS = 15
 
@@ -63,21 +76,42 @@ def _tensorflow_version() -> str:
     return "unknown"
 
 
-def _cache_path(names: list[str]) -> Path:
+def _cache_path(names: list[str], backend: str = "tensorflow") -> Path:
     from mcdask import __version__
     from mcdask.profiling.cache import cache_dir_default
 
-    key = json.dumps([SCHEMA, sorted(names), cpu_model(), _tensorflow_version(), __version__])
+    key = json.dumps([SCHEMA, sorted(names), backend, cpu_model(), _tensorflow_version(), __version__])
     return cache_dir_default() / f"host-split-{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
-def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> dict:
-    """In this process (one TensorFlow thread): seconds per frame of each run of each workload
-    (median of ``repeats`` calls after 2 warm-up calls), and their sums per group."""
-    import gc
-    import statistics
+def _timers(name: str, a: int, b: int, backend: str) -> dict[str, Callable[[], object]]:
+    """Zero-argument calls of the slice of layers ``[a, b)``: ``seconds`` on TensorFlow; on
+    LiteRT one per kernel (``xnnpack_s``, ``builtin_s``) over one flatbuffer, converted here."""
+    from mcdask.runtime.pieces import SliceSpec
 
-    from mcdask.runtime.slices import Slice, SliceSpec, set_threads
+    if backend == "tensorflow":
+        from mcdask.runtime.slices import Slice
+
+        s = Slice(SliceSpec(name, a, b))
+        return {"seconds": functools.partial(s, s.example_feeds())}
+    from mcdask.runtime.convert import flatbuffer_path
+    from mcdask.runtime.litert import LiteSlice
+
+    path = flatbuffer_path(SliceSpec(name, a, b, backend="litert"))
+    out: dict[str, Callable[[], object]] = {}
+    for k in KERNELS:
+        lite = LiteSlice(SliceSpec(name, a, b, backend="litert", kernels=k), path)
+        out[f"{k}_s"] = functools.partial(lite, lite.example_feeds())
+    return out
+
+
+def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None, backend: str = "tensorflow") -> dict:
+    """In this process (one thread): seconds per frame of each run of each workload (median of
+    ``repeats`` calls after 2 warm-up calls), and their sums per group (``conv_s``, ``dense_s``;
+    on litert per kernel too: ``conv_xnnpack_s``, ``dense_builtin_s``, ...)."""
+    import gc
+
+    from mcdask.runtime.slices import set_threads
     from mcdask.runtime.timing import time_call
 
     set_threads(1)
@@ -86,36 +120,43 @@ def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None) -> di
     for name in dict.fromkeys([CALIBRATION_WORKLOAD, *names]):
         w = workloads.get(name)
         run_recs: list[dict] = []
-        group_s = {"conv_s": 0.0, "dense_s": 0.0}
+        group_s = dict.fromkeys(("conv_s", "dense_s") if backend == "tensorflow" else
+                                [f"{g}_{k}_s" for g in ("conv", "dense") for k in KERNELS], 0.0)
         for a, b in runs(w):
-            s = Slice(SliceSpec(name, a, b))
-            feeds = s.example_feeds()
-            t = statistics.median(time_call(functools.partial(s, feeds), repeats, 2))
             group = _group(w.layers[a])
-            run_recs.append({"layers": [a, b], "first": w.layers[a].name, "last": w.layers[b - 1].name,
-                                "group": group, "seconds": t})
-            group_s[f"{group}_s"] += t
-            log(f"{name} {w.layers[a].name}..{w.layers[b - 1].name} ({group}): {t * 1e3:.2f} ms")
-            del s, feeds
+            rec: dict[str, Any] = {"layers": [a, b], "first": w.layers[a].name, "last": w.layers[b - 1].name,
+                                   "group": group}
+            for field, call in _timers(name, a, b, backend).items():
+                rec[field] = statistics.median(time_call(call, repeats, 2))
+                key = f"{group}_s" if field == "seconds" else f"{group}_{field}"
+                group_s[key] = group_s.get(key, 0.0) + rec[field]
+            if backend != "tensorflow":
+                rec["seconds"] = rec["xnnpack_s"]
+            run_recs.append(rec)
+            log(f"{name} {w.layers[a].name}..{w.layers[b - 1].name} ({group}): "
+                + ", ".join(f"{k} {v * 1e3:.2f} ms" for k, v in rec.items() if k.endswith("_s") or k == "seconds"))
             gc.collect()
+        if backend != "tensorflow":
+            group_s.update(conv_s=group_s["conv_xnnpack_s"], dense_s=group_s["dense_xnnpack_s"])
         out[name] = {"runs": run_recs, **group_s}
-    return {"schema": SCHEMA, "cpu": cpu_model(), "threads": 1, "repeats": repeats,
+    return {"schema": SCHEMA, "cpu": cpu_model(), "backend": backend, "threads": 1, "repeats": repeats,
             "statistic": f"median of {repeats} calls after 2 warm-up calls, one slice per run of layers",
             "workloads": out, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-def host_split(names: list[str], log=print) -> dict:
+def host_split(names: list[str], log=print, backend: str = "tensorflow") -> dict:
     """Cached ``measure``, run in a fresh process so that its TensorFlow and memory go away."""
-    path = _cache_path(names)
+    path = _cache_path(names, backend)
     if path.exists():
         data = json.loads(path.read_text())
         if data.get("schema") == SCHEMA:
             log(f"host conv/dense split: {path} (cached)")
             return data
-    log(f"host conv/dense split: timing {', '.join(names)} on this host (one thread)...")
+    log(f"host conv/dense split: timing {', '.join(names)} on this host ({backend}, one thread)...")
     from cluster.system import run_json
 
-    cmd = [sys.executable, "-m", "bench.farm_profile", "--json", *[a for n in names for a in ("--workload", n)]]
+    cmd = [sys.executable, "-m", "bench.farm_profile", "--json", "--backend", backend,
+           *[a for n in names for a in ("--workload", n)]]
     data = run_json(cmd, env={"OMP_NUM_THREADS": "1"})
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=1))
@@ -123,35 +164,59 @@ def host_split(names: list[str], log=print) -> dict:
     return data
 
 
-def farm_kind(base, split: dict, alexnet_s: float, n_devices: int):
-    """``base`` (the Pi kind, with the farm device's memory) with each workload's conv-side and
-    dense-side times scaled to this host's split, slowed by ``alexnet_s`` / host AlexNet."""
+def _dense_kernel(runtime: str, kind, nbytes: int) -> str:
+    """The kernels a device on ``runtime`` runs the dense layers of a workload of ``nbytes``
+    weights on (module docstring)."""
+    if runtime in ("litert-xnnpack", "litert-builtin"):
+        return runtime.removeprefix("litert-")
+    if runtime == "litert-auto":
+        from mcdask.model.runtimes import get
+
+        fits = kind.baseline_bytes + get("litert-xnnpack").weight_memory_factor * nbytes <= kind.memory_bytes
+        return "xnnpack" if fits else "builtin"
+    return "builtin"    # litert-mixed
+
+
+def farm_kind(base, split: dict, alexnet_s: float, n_devices: int, runtime: str = "tensorflow",
+              runtime_ratio: float = 1.0):
+    """``base`` (the Pi kind, with the farm device's memory and ``runtime``'s baseline) with each
+    workload's conv-side and dense-side times scaled to this host's ``split`` (on that runtime),
+    slowed as the farm slows the runtime's whole AlexNet to ``alexnet_s`` x ``runtime_ratio``."""
     from mcdask.profiling.assemble import planner_shard_sizes
 
     host = split["workloads"]
     a = host[CALIBRATION_WORKLOAD]
-    slow = alexnet_s / (a["conv_s"] + a["dense_s"])
+    lite = split.get("backend", "tensorflow") == "litert"
+    slow = alexnet_s * runtime_ratio / (a["conv_s"] + a["dense_s"])
+    conv_kernel = "builtin" if runtime == "litert-builtin" else "xnnpack"
     layer_time: dict[str, dict[str, float]] = {}
     shard_time: dict[str, dict[str, dict[int, float]]] = {}
     factors: dict[str, dict[str, float]] = {}
     for name, rec in host.items():
         w = workloads.get(name)
         pi = {g: sum(base.time_s(name, l) for l in w.layers if _group(l) == g) for g in ("conv", "dense")}
-        f = {g: rec[f"{g}_s"] * slow / pi[g] if pi[g] else 1.0 for g in ("conv", "dense")}
+        sums = ({"conv": rec[f"conv_{conv_kernel}_s"], **{f"dense_{k}": rec[f"dense_{k}_s"] for k in KERNELS}}
+                if lite else {"conv": rec["conv_s"], "dense": rec["dense_s"]})
+        f = {g: t * slow / pi[g.split("_")[0]] if pi[g.split("_")[0]] else 1.0 for g, t in sums.items()}
         factors[name] = f
-        layer_time[name] = {l.name: base.time_s(name, l) * f[_group(l)] for l in w.layers}
+
+        dense = f[f"dense_{_dense_kernel(runtime, base, w.param_bytes)}"] if lite else f["dense"]
+        layer_time[name] = {l.name: base.time_s(name, l) * (dense if l.kind == "dense" else f["conv"])
+                            for l in w.layers}
         for l in w.layers:
             sizes = planner_shard_sizes(l, n_devices)
             if sizes:
-                shard_time.setdefault(name, {})[l.name] = {u: base.time_s(name, l, u) * f["dense"] for u in sizes}
+                shard_time.setdefault(name, {})[l.name] = {u: base.time_s(name, l, u) * dense for u in sizes}
     how = (f"{base.kind}'s times with each workload's conv-side and dense-side layers scaled to this host's "
-           f"split ({split['cpu']}, one thread), slowed {slow:.1f}x as the farm slows AlexNet to {alexnet_s} s; "
-           f"factors {json.dumps({n: {g: round(v, 3) for g, v in f.items()} for n, f in factors.items()})}")
+           f"split ({split['cpu']}, {split.get('backend', 'tensorflow')}, one thread), slowed {slow:.1f}x as the "
+           f"farm slows {runtime}'s AlexNet to {alexnet_s * runtime_ratio:.3f} s; factors "
+           f"{json.dumps({n: {g: round(v, 3) for g, v in f.items()} for n, f in factors.items()})}")
     return replace(base, kind=f"{base.kind}-farm", layer_time_s=layer_time, shard_time_s=shard_time,
                    sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
                    note=f"emulated {base.kind} farm device: {base.kind} memory and per-layer structure, "
                         "the farm's conv/dense balance",
-                   measured={"slowdown": slow, "factors": factors, "host_split": split})
+                   measured={"slowdown": slow, "factors": factors, "host_split": split, "runtime": runtime,
+                             "runtime_ratio": runtime_ratio})
 
 
 # --------------------------------------------------------------------------------------------
@@ -297,9 +362,10 @@ def device_kind(client, addresses: list[str], base, names: list[str], n_devices:
 @click.command()
 @click.option("--workload", "names", type=click.Choice(workloads.NAMES), multiple=True, required=True)
 @click.option("--repeats", default=REPEATS, show_default=True)
+@click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def main(names, repeats, as_json) -> None:
-    data = measure(list(names), repeats, log=lambda m: click.echo(m, err=True))
+def main(names, repeats, backend, as_json) -> None:
+    data = measure(list(names), repeats, log=lambda m: click.echo(m, err=True), backend=backend)
     if as_json:
         click.echo(json.dumps(data))
     else:

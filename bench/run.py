@@ -28,7 +28,7 @@ import workloads
 from mcdask.planning.planner import TOP_WITHIN
 from mcdask.runtime.deploy import worker_addresses
 
-from . import candidates, metrics, paper, repeats
+from . import candidates, metrics, paper, repeats, row_length
 from .backend_runs import default_profile
 
 if TYPE_CHECKING:
@@ -47,9 +47,13 @@ class Settings:
     top: int = 1                      # plans measured per (workload, n): the planner's and runners-up
     within: float = TOP_WITHIN        # runners-up predicted within this of the best IPS
     repeats: int = 1                  # runs of each plan (bench.repeats): the row is the median run's
+    min_seconds: float = 0.0          # each row streams at least this long at its predicted rate (bench.row_length)
 
 
 DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
+#: seconds each calibration round of the bench's farm times every device (``mcdask farm up
+#: --calibration-span``): over 15 s this host's speed swings about 10 % (max/min), over 3 s 39 %
+CALIBRATION_SPAN_S = 15.0
 QUICK_FRAMES = {"alexnet": 80, "vgg16": 16, "action": 80}
 
 
@@ -214,15 +218,29 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 PROFILES = ("device", "farm", "pi3")
 
 
+def _runtime_ratio(farm_status: dict, backend: str) -> float | None:
+    """A litert farm's calibration: LiteRT's AlexNet time on this host over TensorFlow's, which
+    its devices were calibrated on (``cluster.closed_loop.runtime_ratio``); None if not known."""
+    from cluster.closed_loop import runtime_ratio
+
+    if backend != "litert":
+        return None
+    try:
+        return runtime_ratio(farm_status)
+    except (KeyError, TypeError):   # a farm calibrated on one runtime only, or not calibrated
+        return None
+
+
 def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=print, *, client=None,
-                 caps=lambda on: None, time_scale: float = 1.0):
+                 caps=lambda on: None, time_scale: float = 1.0, runtime_ratio: float | None = None):
     """The profile the bench plans with, for devices ``names``. All have the pi3's memory and
     link, running the configured backend (``mcdask.model.runtimes``: its measured baseline and
     build peak). Layer times: ``pi3``: the published
-    Pi 3 ones; ``farm``: those rebalanced to this host's conv/dense split; ``device``: measured
+    Pi 3 ones; ``farm``: those rebalanced to this host's conv/dense split on the farm's runtime
+    (on litert, with the farm's ``runtime_ratio``: its calibration's LiteRT over TensorFlow
+    AlexNet time; None: from the host splits of both); ``device``: measured
     piece by piece on every farm device at once under its quotas (the median: the farm's devices
     are alike), as ``mcdask profile`` measures real devices. See ``bench.farm_profile``."""
-
     from cluster.devices import KINDS
     from mcdask.model import kinds as devices
     from mcdask.model import runtimes
@@ -231,13 +249,19 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
 
     if profile not in PROFILES:
         raise ValueError(f"unknown bench profile {profile!r}; choose from {', '.join(PROFILES)}")
-    k = runtimes.on(devices.get("pi3"), configured_runtime())
+    runtime = configured_runtime()
+    k = runtimes.on(devices.get("pi3"), runtime)
     if profile == "farm":
-        from .farm_profile import farm_kind, host_split
+        from .farm_profile import CALIBRATION_WORKLOAD, farm_kind, host_split
 
         pi3_alexnet_s = KINDS["pi3"].alexnet_s
         assert pi3_alexnet_s is not None, "the pi3 kind is stated by its AlexNet time, not a CPU share"
-        k = farm_kind(k, host_split(list(workload_names), log=log), pi3_alexnet_s, n_max)
+        backend = "litert" if runtime.startswith("litert") else "tensorflow"
+        split = host_split(list(workload_names), log=log, backend=backend)
+        if backend == "litert" and runtime_ratio is None:
+            a, tf = split["workloads"][CALIBRATION_WORKLOAD], host_split([], log=log)["workloads"][CALIBRATION_WORKLOAD]
+            runtime_ratio = (a["conv_s"] + a["dense_s"]) / (tf["conv_s"] + tf["dense_s"])
+        k = farm_kind(k, split, pi3_alexnet_s, n_max, runtime, runtime_ratio or 1.0)
     elif profile == "device":
         from .farm_profile import device_kind
 
@@ -268,7 +292,8 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
     started = None
     if scheduler is None:
         log(f"bench: farm up, {n_max} pi3 devices, time scale {settings.time_scale}, backend {backend}")
-        started = farm.up(FarmSpec.uniform(n_max, "pi3"), time_scale=settings.time_scale, backend=backend, log=log)
+        started = farm.up(FarmSpec.uniform(n_max, "pi3"), time_scale=settings.time_scale, backend=backend,
+                          calibration_span_s=CALIBRATION_SPAN_S, log=log)
         scheduler = started["scheduler"]
     farm_status = farm.status()
     if farm_status.get("mode") == "netns" and farm_status.get("backend", "tensorflow") != backend:
@@ -294,7 +319,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             if len(names) < n_max:
                 raise RuntimeError(f"the farm has {len(names)} workers, the bench needs {n_max}")
             full = farm_profile(profile, names, settings.workloads, n_max, log, client=client, caps=caps,
-                                time_scale=settings.time_scale)
+                                time_scale=settings.time_scale, runtime_ratio=_runtime_ratio(farm_status, backend))
             broken = None  # set when the farm lost a device: later rows cannot run
             for name in settings.workloads:
                 w = workloads.get(name)
@@ -316,9 +341,12 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
                             rows.append({"workload": name, "devices": n, "strategy": strategy, "feasible": True,
                                          "failed": f"not run: {broken}", "plan_id": p.id})
                             continue
-                        log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS")
-                        once = partial(measure_one, client, profile=prof, items=items, caps=caps,
-                                       time_scale=settings.time_scale, scheduler_pid=scheduler_pid,
+                        count = row_length.frames_for(frames, p.predicted.get("ips", 0) * settings.time_scale,
+                                                      settings.min_seconds)
+                        log(f"  {name} n={n} {strategy}: plan {p.id}, predicted {p.predicted.get('ips', 0):.2f} IPS, "
+                            f"{count} frames")
+                        once = partial(measure_one, client, profile=prof, items=row_length.cycled(items, count),
+                                       caps=caps, time_scale=settings.time_scale, scheduler_pid=scheduler_pid,
                                        worker_pids=worker_pids)
                         measure = partial(repeats.measure_repeated, measure=once, repeats=settings.repeats, log=log)
                         try:
@@ -348,7 +376,8 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
                          "strategies": list(settings.strategies), "time_scale": settings.time_scale,
                          "profile": profile, "backend": runtime, "backends": [runtime],
                          **({"top": settings.top, "within": settings.within} if settings.top > 1 else {}),
-                         **({"repeats": settings.repeats} if settings.repeats > 1 else {})},
+                         **({"repeats": settings.repeats} if settings.repeats > 1 else {}),
+                         "min_seconds": settings.min_seconds},
             "farm": {k: farm_status.get(k) for k in ("mode", "cpu_capped", "network_shaped", "calibration",
                                                       "not_capped_reason", "time_scale")},
             "machine": {"cores": psutil.cpu_count(), "memory_bytes": psutil.virtual_memory().total},

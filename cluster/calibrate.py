@@ -23,19 +23,22 @@ _PREPARED: dict[str, Callable[[], None]] = {}
 
 
 def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300,
-                cgroup: str | None = None, backend: str = "tensorflow") -> dict:
+                cgroup: str | None = None, backend: str = "tensorflow", relative_to: str | None = None) -> dict:
     """Median single-thread whole-model time on ``backend`` in a fresh process on this host (in
-    the cgroup directory ``cgroup`` if given)."""
+    the cgroup directory ``cgroup`` if given); with ``relative_to``, also ``ratio``: its time
+    over that backend's, from interleaved blocks of calls (``mcdask.runtime.timing.interleaved``)."""
     cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats),
-           "--backend", backend, "--json"]
+           "--backend", backend, "--json", *(["--relative-to", relative_to] if relative_to else [])]
     t0 = time.perf_counter()
     result = run_json(cmd, timeout_s=timeout_s, cgroup=cgroup)
     try:
         median = float(result["median_s"])
+        ratio = {"ratio": float(result["ratio"]), "relative_to": relative_to} if relative_to else {}
     except (KeyError, TypeError, ValueError):
-        raise FarmError(f"calibration `{' '.join(cmd)}` printed no median_s: {result}") from None
+        raise FarmError(f"calibration `{' '.join(cmd)}` printed no median_s"
+                        f"{' or ratio' if relative_to else ''}: {result}") from None
     return {"workload": workload, "backend": backend, "host_time_s": median, "min_s": result.get("min_s"),
-            "repeats": result.get("repeats"), "command": " ".join(["python", *cmd[1:]]),
+            "repeats": result.get("repeats"), **ratio, "command": " ".join(["python", *cmd[1:]]),
             "wall_s": round(time.perf_counter() - t0, 2)}
 
 

@@ -49,6 +49,11 @@ def farm():
 @click.option("--verify/--no-verify", default=True, show_default=True,
               help="Calibrate every device: time AlexNet on it under its quotas and correct its compute "
                    "share until it is within 5% of its kind's time (up to five rounds).")
+@click.option("--calibration-span", "calibration_span_s", type=click.FloatRange(min=0.5), default=3.0,
+              show_default=True, metavar="SECONDS",
+              help="How long each calibration round times every device. This host's speed swings by a third "
+                   "over 3 s and by 6 % over 30 (python -m bench.host_noise): longer rounds calibrate a farm "
+                   "for measurements closer, at the cost of its start (the bench's farm: 15).")
 @click.option("--host-time-s", type=float,
               help="Use this host AlexNet time instead of measuring it (for repeat runs).")
 @click.option("--env", "env", multiple=True, metavar="KEY=VALUE",
@@ -66,8 +71,8 @@ def farm():
                    "(`mcdask run --backend`): the other one's kernels would run outside the quota. "
                    "[default: mcdask.worker.backend, litert]")
 @click.option("--json", "as_json", is_flag=True, help="Print the farm status as JSON (last line).")
-def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, host_time_s, env,
-       no_fallback, timeout_s, use_tls, backend, as_json):
+def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verify, calibration_span_s, host_time_s,
+       env, no_fallback, timeout_s, use_tls, backend, as_json):
     """Start a scheduler and N capped, shaped workers; print the scheduler address."""
     from . import farm as f
 
@@ -88,7 +93,8 @@ def up(n, kind, spec, wifi_mbit, rtt_ms, time_scale, port, dashboard_port, verif
             extra[k] = v
         st = f.up(farm_spec, time_scale=time_scale, port=port, dashboard_port=dashboard_port,
                   verify=verify, extra_env=extra, host_time_s=host_time_s, start_timeout_s=timeout_s,
-                  allow_fallback=not no_fallback, use_tls=use_tls, backend=backend, log=_err)
+                  allow_fallback=not no_fallback, use_tls=use_tls, backend=backend,
+                  calibration_span_s=calibration_span_s, log=_err)
     except (FarmError, FarmSpecError) as e:
         _fail(e)
     if not st["cpu_capped"] or not st["network_shaped"]:

@@ -34,7 +34,11 @@ from .state import State
 #: a device is calibrated when its sustained AlexNet time is this close to its target
 TOLERANCE = 0.05
 MAX_ROUNDS = 5
-#: each timing spans at least this many seconds and calls: many CFS periods (20-56 ms here)
+#: each timing spans at least this many seconds and calls: many CFS periods (20-56 ms here).
+#: This host's own speed swings 1.39x (max/min) over 3-s windows, 1.18x over 10 s and 1.06x
+#: over 30 s (``bench/results/host-noise.json``), so a round this short lands within the 5 %
+#: tolerance partly by luck; a farm for measurements asks for longer rounds (``mcdask farm up
+#: --calibration-span``; the bench's farm: ``bench.run.CALIBRATION_SPAN_S``)
 MIN_SPAN_S = 3.0
 MIN_CALLS = 5
 #: at most this factor per correction, so one bad timing cannot throw a share far off
@@ -72,25 +76,31 @@ def reference_built(client, devices: list[dict], timeout_s: float, set_caps: Cal
         on_each(client, devices, timeout_s, calibrate.release)
 
 
-def time_devices(client, devices: list[dict], timeout_s: float) -> dict[str, dict]:
+def time_devices(client, devices: list[dict], timeout_s: float, span_s: float = MIN_SPAN_S) -> dict[str, dict]:
     """One timing of every device at once under its quotas (``calibrate.measure``: the sustained
-    mean of at least ``MIN_CALLS`` calls and ``MIN_SPAN_S``); inside ``reference_built``."""
-    return on_each(client, devices, timeout_s, calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, MIN_SPAN_S)
+    mean of at least ``MIN_CALLS`` calls and ``span_s`` seconds); inside ``reference_built``."""
+    return on_each(client, devices, timeout_s, calibrate.measure, CALIBRATION_WORKLOAD, MIN_CALLS, span_s)
 
 
-def runtime_ratio(state: State) -> float:
+def runtime_ratio(state: State | dict) -> float:
     """How much faster than TensorFlow the farm's runtime runs the reference on this host (1 for
-    tensorflow; LiteRT's host time over TensorFlow's for litert): a device's quota is sized on
-    TensorFlow's AlexNet time, so its own runtime's time there is the target times this."""
-    cal = state.data.get("calibration") or {}
-    if state.data.get("backend", "tensorflow") != "litert":
+    tensorflow; for litert, LiteRT's time over TensorFlow's from interleaved blocks of calls, or
+    for a farm brought up before those, the ratio of the two medians): a device's quota is sized
+    on TensorFlow's AlexNet time, so its own runtime's time there is the target times this. Of a
+    farm's state, or of its status (``cluster.farm.status``)."""
+    data = state.data if isinstance(state, State) else state
+    cal = data.get("calibration") or {}
+    if data.get("backend", "tensorflow") != "litert":
         return 1.0
-    return cal["litert"]["host_time_s"] / cal["host_time_s"]
+    lite = cal["litert"]
+    return lite["ratio"] if "ratio" in lite else lite["host_time_s"] / cal["host_time_s"]
 
 
-def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: Log) -> dict:
-    """Run the loop (module docstring) on ``devices`` (records of ``state``); returns the
-    summary also stored as ``state.data["verification"]``."""
+def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: Log,
+                      span_s: float = MIN_SPAN_S) -> dict:
+    """Run the loop (module docstring) on ``devices`` (records of ``state``), each round timing
+    every device for ``span_s`` seconds; returns the summary also stored as
+    ``state.data["verification"]``."""
     t0 = time.perf_counter()
     cg = Cgroups.from_dict(state.data["cgroups"])
     backend, ratio = state.data.get("backend", "tensorflow"), runtime_ratio(state)
@@ -100,10 +110,11 @@ def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: 
     with tls.client(state, "60s") as client, \
             reference_built(client, devices, timeout_s, lambda on: _set_all(cg, state, on), backend):
         for n in range(1, MAX_ROUNDS + 1):
-            measured = time_devices(client, devices, timeout_s)
+            measured = time_devices(client, devices, timeout_s, span_s)
             for d in devices:
                 m = measured[d["name"]]
-                rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"]})
+                rounds[d["name"]].append({"share": d["cpu_share"], "measured_s": m["mean_s"], "calls": m["calls"],
+                                          "elapsed_s": round(m["elapsed_s"], 3)})
             log(f"  round {n}: " + ", ".join(f"{d['name']} {measured[d['name']]['mean_s'] / targets[d['name']]:.3f}"
                                              for d in devices) + " of target")
             off = [d for d in devices if not _within(rounds[d["name"]][-1], targets[d["name"]])]
@@ -114,7 +125,8 @@ def calibrate_devices(state: State, devices: list[dict], timeout_s: float, log: 
     for d in devices:
         _record(cg, d, rounds[d["name"]], ceiling, ratio)
     summary = {"statistic": f"sustained mean of back-to-back whole-{CALIBRATION_WORKLOAD} inferences (at least "
-                            f"{MIN_CALLS} calls and {MIN_SPAN_S:g} s after one warm-up call), every device at once",
+                            f"{MIN_CALLS} calls and {span_s:g} s after one warm-up call), every device at once",
+               "span_s": span_s,
                "backend": backend, "runtime_ratio": ratio,
                "tolerance": TOLERANCE, "rounds": n, "max_rounds": MAX_ROUNDS,
                "within": sum(d["calibration"]["within_tolerance"] for d in devices), "devices": len(devices),

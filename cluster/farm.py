@@ -68,10 +68,11 @@ Log = Callable[[str], None]
 def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_port: int = 8787,
        verify: bool = True, extra_env: dict[str, str] | None = None, host_time_s: float | None = None,
        start_timeout_s: float = 600, allow_fallback: bool = True, use_tls: bool = False,
-       backend: str | None = None, log: Log = print) -> dict:
+       backend: str | None = None, calibration_span_s: float | None = None, log: Log = print) -> dict:
     """Start the farm described by ``spec`` (under mutual TLS with ``use_tls``: ``cluster.tls``),
-    its devices ready to run ``backend`` (``cluster.preload``; default ``mcdask.worker.backend``);
-    returns ``status()``."""
+    its devices ready to run ``backend`` (``cluster.preload``; default ``mcdask.worker.backend``),
+    each calibration round timing them for ``calibration_span_s`` (default
+    ``closed_loop.MIN_SPAN_S``); returns ``status()``."""
     backend = backend or dask.config.get("mcdask.worker.backend")
     if time_scale <= 0:
         raise FarmError(f"--time-scale must be > 0, got {time_scale}")
@@ -97,8 +98,9 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         log(f"  host {CALIBRATION_WORKLOAD}: {calibration['host_time_s'] * 1e3:.1f} ms per inference")
         if backend == "litert":
             # the quotas stay sized on TensorFlow's time; LiteRT's, in the same ratio, checks them
-            calibration["litert"] = host_time_s_measure("litert")
-            log(f"  host {CALIBRATION_WORKLOAD} on LiteRT: {calibration['litert']['host_time_s'] * 1e3:.1f} ms")
+            calibration["litert"] = host_time_s_measure("litert", relative_to="tensorflow")
+            log(f"  host {CALIBRATION_WORKLOAD} on LiteRT: {calibration['litert']['host_time_s'] * 1e3:.1f} ms, "
+                f"{calibration['litert']['ratio']:.3f} x TensorFlow's (interleaved)")
     dev_records = [pv.device_record(d.name, d.kind, d.index, mode, calibration.get("host_time_s"), time_scale)
                    for d in devices]
     if mode == "netns":
@@ -150,7 +152,8 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
             if verify:
                 log(f"calibrating every device: its sustained AlexNet time under its CPU quotas, within "
                     f"{closed_loop.TOLERANCE:.0%} of its target...")
-                closed_loop.calibrate_devices(state, state.data["devices"], start_timeout_s, log)
+                closed_loop.calibrate_devices(state, state.data["devices"], start_timeout_s, log,
+                                              calibration_span_s or closed_loop.MIN_SPAN_S)
         state.data["phase"] = "up"
         state.save()
     except BaseException as e:
@@ -172,14 +175,14 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
     return status()
 
 
-def host_time_s_measure(backend: str = "tensorflow") -> dict:
-    """This host's whole-model time on ``backend``, measured at the farm's CPU weight
-    (``Cgroups.prioritise``)."""
+def host_time_s_measure(backend: str = "tensorflow", relative_to: str | None = None) -> dict:
+    """This host's whole-model time on ``backend`` (and its ratio to ``relative_to``'s),
+    measured at the farm's CPU weight (``Cgroups.prioritise``)."""
     from .calibrate import host_time_s
 
     timing = Cgroups.detect().host_timing_dir()
     try:
-        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing, backend=backend)
+        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing, backend=backend, relative_to=relative_to)
     finally:
         cgroups.remove_cgroup_tree(timing)
 

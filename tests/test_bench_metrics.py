@@ -108,6 +108,40 @@ def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
     assert "pyramid" in starts and starts[0] == "spatial_conv1"
 
 
+@pytest.mark.parametrize("runtime, alexnet_dense, vgg16_dense, conv", [
+    ("litert-auto", "xnnpack", "builtin", "xnnpack"),     # VGG16's XNNPACK copy does not fit 1 GB
+    ("litert-mixed", "builtin", "builtin", "xnnpack"), ("litert-xnnpack", "xnnpack", "xnnpack", "xnnpack"),
+    ("litert-builtin", "builtin", "builtin", "builtin")])
+def test_a_litert_farm_profile_times_each_side_on_the_kernels_its_devices_run(runtime, alexnet_dense, vgg16_dense,
+                                                                              conv):
+    """On litert the farm calibrates LiteRT's AlexNet to the target x its speed-up over
+    TensorFlow (runtime_ratio): each side's sum is the host's LiteRT time on the kernels the
+    device runs it on, slowed as the farm slows LiteRT's AlexNet (XNNPACK) to that."""
+    import workloads
+    from bench.farm_profile import farm_kind
+    from mcdask.model import kinds as devices
+    from mcdask.model import runtimes
+
+    times = {"alexnet": {"conv_xnnpack_s": 0.002, "conv_builtin_s": 0.006, "dense_xnnpack_s": 0.004,
+                         "dense_builtin_s": 0.0056},
+             "vgg16": {"conv_xnnpack_s": 0.2, "conv_builtin_s": 0.6, "dense_xnnpack_s": 0.01, "dense_builtin_s": 0.014}}
+    split = {"cpu": "test cpu", "backend": "litert", "workloads": {
+        w: {**t, "conv_s": t["conv_xnnpack_s"], "dense_s": t["dense_xnnpack_s"], "runs": []} for w, t in times.items()}}
+    pi3 = runtimes.on(devices.get("pi3"), runtime)
+    kind = farm_kind(pi3, split, 0.52, n_devices=4, runtime=runtime, runtime_ratio=0.6)
+    slow = 0.52 * 0.6 / 0.006
+    for name, dense_kernel in (("alexnet", alexnet_dense), ("vgg16", vgg16_dense)):
+        w = workloads.get(name)
+        conv_side = sum(kind.time_s(name, l) for l in w.layers if l.kind != "dense")
+        dense_side = sum(kind.time_s(name, l) for l in w.layers if l.kind == "dense")
+        assert conv_side == pytest.approx(times[name][f"conv_{conv}_s"] * slow)
+        assert dense_side == pytest.approx(times[name][f"dense_{dense_kernel}_s"] * slow)
+        fc1 = next(l for l in w.layers if l.kind == "dense")
+        assert kind.time_s(name, fc1, fc1.units // 2) == pytest.approx(
+            pi3.time_s(name, fc1, fc1.units // 2) * kind.measured["factors"][name][f"dense_{dense_kernel}"])
+    assert kind.measured["runtime_ratio"] == 0.6 and kind.baseline_bytes == pi3.baseline_bytes
+
+
 def test_a_partial_run_never_takes_the_full_runs_file_name():
     from bench.provenance import PartialRunError, result_name
 
@@ -120,7 +154,7 @@ def test_a_partial_run_never_takes_the_full_runs_file_name():
 
 @pytest.mark.parametrize("args", [["--workload", "alexnet", "--devices", "6"], ["--frames", "48"],
                                   ["--profile", "pi3"], ["--profile", "device", "--backend", "tensorflow"],
-                                  ["--repeats", "3"]])
+                                  ["--repeats", "3"], ["--min-seconds", "5"]])
 def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_anything(args):
     """Fewer workloads or devices, other frame counts, another planning profile: each a run
     whose figures are not the full run's."""
@@ -130,6 +164,41 @@ def test_bench_cli_refuses_a_partial_run_under_the_full_name_before_starting_any
 
     r = CliRunner().invoke(bench, [*args, "--name", "bench"])
     assert r.exit_code == 2 and "this run is partial" in r.output
+
+
+def test_a_row_streams_its_minimum_seconds_at_the_predicted_rate_reusing_runnable_frames():
+    """Past the frames generated, a row reuses the runnable ones in turn (never a warm-up or a
+    bad frame), numbered on from the last, until it lasts ``min_seconds`` of steady state."""
+    import numpy as np
+
+    from bench.row_length import STEADY_SKIP, cycled, frames_for
+    from mcdask.streaming.records import Item
+
+    assert frames_for(100, 25.0, 30) == math.ceil(30 * 25.0 / (1 - STEADY_SKIP)) == 938
+    assert frames_for(100, 1.0, 30) == 100                     # already longer than 30 s
+    assert frames_for(100, None, 30) == frames_for(100, 25.0, 0) == 100
+    a, b = np.zeros(1), np.ones(1)
+    items = [Item(0, warmup=True), Item(1, {"x": a}), Item(2, error="frame 2: bad"), Item(3, {"x": b})]
+    assert cycled(items, 3) == items[:3]
+    out = cycled(items, 9)
+    assert [it.frame for it in out] == list(range(9)) and out[:4] == items
+    assert [id(it.inputs["x"]) for it in out[4:]] == [id(a), id(b), id(a), id(b), id(a)]
+    assert not any(it.warmup or it.error for it in out[4:])
+    with pytest.raises(ValueError, match="no runnable frame"):
+        cycled([Item(0, warmup=True)], 2)
+
+
+def test_host_noise_windows_are_mean_seconds_per_call_of_each_whole_window():
+    from bench.host_noise import spread, windows
+
+    # calls ending every 0.1 s for 2 s, then every 0.2 s; a call ending on a window's edge counts
+    # in the next window, and the last, partial window (4.0 to 4.5) is left out
+    ends = [0.1 * k for k in range(1, 21)] + [2 + 0.2 * k for k in range(1, 11)] + [4.05]
+    assert windows(ends, 2.0, 4.5) == pytest.approx([2 / 19, 2 / 10])
+    assert windows(ends, 1.0, 4.0) == pytest.approx([1 / 9, 1 / 10, 1 / 5, 1 / 5])
+    s = spread(windows(ends, 1.0, 4.0))
+    assert s["windows"] == 4 and s["max_over_min"] == pytest.approx(2.0)
+    assert s["median_s"] == pytest.approx((1 / 9 + 1 / 5) / 2)
 
 
 def test_a_bench_of_two_backends_is_one_result_with_a_row_per_backend(tmp_path):

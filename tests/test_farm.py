@@ -21,6 +21,7 @@ ok, why = has_root_netns()
 pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.skipif(not ok, reason=why)]
 BIN = Path(sys.executable).parent
 SCALE = 4
+SPAN_S = 4.0   # seconds each calibration round times a device (mcdask farm up's default: 3)
 
 
 def mcdask(*args, timeout=900, env=None):
@@ -77,7 +78,7 @@ def farm3():
     litert farm, the default, has tests/test_farm_litert.py): TensorFlow's threads under the quota
     and its AlexNet time held to the target."""
     st = last_json(mcdask("farm", "up", "--devices", "3", "--time-scale", str(SCALE), "--backend", "tensorflow",
-                          "--json"))
+                          "--calibration-span", str(SPAN_S), "--json"))
     yield st
     r = mcdask("farm", "down")
     assert r.returncode == 0, r.stderr
@@ -136,11 +137,14 @@ def test_model_threads_run_under_the_compute_quota_and_dask_outside_it(farm3):
 
 def test_status_shows_each_device_calibration(farm3):
     """Each device's record says what its closed loop found: its rounds, the last one's time,
-    the share it keeps (the last round's if that was within 5 %) and the quota it runs under."""
+    the share it keeps (the last round's if that was within 5 %) and the quota it runs under;
+    every round timed each device for the span farm up was given."""
     st = last_json(mcdask("farm", "status", "--json"))
+    assert st["verification"]["span_s"] == SPAN_S
     within = 0
     for d in st["devices"]:
         cal, last = d["calibration"], d["calibration"]["rounds"][-1]
+        assert all(SPAN_S <= r["elapsed_s"] < SPAN_S + 2 for r in cal["rounds"]), cal["rounds"]
         assert cal["target_s"] == pytest.approx(0.52 / SCALE) and cal["iterations"] == len(cal["rounds"]) >= 1
         assert cal["measured_s"] == last["measured_s"] == d["verified_alexnet_s"] and cal["share"] == d["cpu_share"]
         assert cal["within_tolerance"] == (abs(cal["error"]) <= 0.05)

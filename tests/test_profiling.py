@@ -76,6 +76,34 @@ def test_sustained_mean_sees_the_rate_a_quota_allows_where_single_calls_do_not()
         sustained_mean(q.call, min_calls=0)
 
 
+def test_interleaved_blocks_divide_a_slow_swing_of_the_hosts_speed_out_of_a_ratio():
+    """The host runs at full speed for 2 s, then at 0.7x for 2 s, and so on. Timed one after the
+    other, a = 1 ms and b = 0.6 ms a call read 0.6/0.7 = 0.86 apart; in alternating blocks of
+    0.25 s over 10 s, both see every phase alike and their ratio is 0.6."""
+    from mcdask.runtime.timing import interleaved
+
+    now = [0.0]
+
+    def work(cpu_s):
+        def call():
+            now[0] += cpu_s / (1.0 if int(now[0] / 2.0) % 2 == 0 else 0.7)
+        return call
+
+    a, b = work(0.001), work(0.0006)
+    for _ in range(1000):   # a alone for 1 s in the fast phase, b alone in the next, slow one
+        a()
+    now[0] = 2.0
+    t0 = now[0]
+    for _ in range(1000):
+        b()
+    assert (now[0] - t0) / 1000 / 0.001 == pytest.approx(0.6 / 0.7)
+    now[0] = 0.0
+    r = interleaved(a, b, seconds=10.0, block_s=0.25, clock=lambda: now[0])
+    assert r["ratio"] == pytest.approx(0.6, rel=0.02) and r["a_calls"] > 3000 and r["b_calls"] > 5000
+    with pytest.raises(ValueError, match="seconds > 0"):
+        interleaved(a, b, seconds=0)
+
+
 def test_shard_sizes_are_those_the_planner_can_use():
     fc1 = ALEX.layer("fc1")
     assert planner_shard_sizes(fc1, 1) == []

@@ -8,7 +8,10 @@ many periods shows the rate the quota allows, the rate a stream of frames gets.
 ``python -m mcdask.runtime.timing --workload alexnet --json`` prints, as its last stdout line, a JSON
 object with ``median_s``: one whole-model inference on one frame, on this host with no quota
 (the farm's open-loop share comes from it; ``--backend litert`` times LiteRT's, which a litert
-farm calibrates against).
+farm calibrates against). ``--relative-to tensorflow`` also gives ``ratio``: the backend's time
+over TensorFlow's, from ``interleaved`` blocks of calls of each (this host's speed swings by a
+third from one second to the next, ``bench/results/host-noise.json``; two medians taken a few
+seconds apart inherit that swing, blocks a quarter of a second apart cancel it).
 """
 
 from __future__ import annotations
@@ -66,6 +69,29 @@ def sustained_mean(fn: Callable[[], object], *, min_calls: int = 3, min_s: float
             "slowest_s": slowest}
 
 
+def interleaved(a: Callable[[], object], b: Callable[[], object], seconds: float = 10.0,
+                block_s: float = 0.25, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """``a`` and ``b`` called back to back in alternating blocks of about ``block_s`` each until
+    ``seconds`` have passed (at least one block of each): each one's mean seconds per call over
+    all its blocks, and ``ratio``, ``b``'s over ``a``'s. A swing of the host's speed slower
+    than a block pair lands on both alike and divides out of the ratio."""
+    if seconds <= 0 or block_s <= 0:
+        raise ValueError(f"need seconds > 0 and block_s > 0; got {seconds}, {block_s}")
+    spent, calls = [0.0, 0.0], [0, 0]
+    start = clock()
+    while clock() - start < seconds or not all(calls):
+        for i, fn in enumerate((a, b)):
+            t0 = t = clock()
+            while t - t0 < block_s or calls[i] == 0:
+                fn()
+                t = clock()
+                calls[i] += 1
+            spent[i] += t - t0
+    mean_a, mean_b = spent[0] / calls[0], spent[1] / calls[1]
+    return {"a_mean_s": mean_a, "b_mean_s": mean_b, "ratio": mean_b / mean_a, "a_calls": calls[0],
+            "b_calls": calls[1]}
+
+
 def litert_flatbuffers(workload: str = "alexnet") -> list[str]:
     """The files of the whole workload's LiteRT flatbuffers, one per stage of its single-device
     plan, converted in this process (it needs TensorFlow) into the client's cache; the farm's
@@ -117,25 +143,31 @@ def whole_model(workload: str, intra_op: int | None = 1, backend: str = "tensorf
     return once
 
 
-def whole_model_times(workload: str, repeats: int = 10, warmup: int = 2, intra_op: int | None = 1,
-                      backend: str = "tensorflow") -> list[float]:
-    """Per-frame seconds of the whole workload (median over ``repeats`` is what callers use)."""
-    return time_call(whole_model(workload, intra_op, backend), repeats, warmup)
-
-
 @click.command()
 @click.option("--workload", default="alexnet", show_default=True)
 @click.option("--repeats", default=10, show_default=True)
 @click.option("--threads", default=1, show_default=True, help="TensorFlow intra-op threads")
 @click.option("--backend", type=click.Choice(["tensorflow", "litert"]), default="tensorflow", show_default=True,
               help="litert: LiteRT with XNNPACK, one thread, on flatbuffers converted here")
+@click.option("--relative-to", type=click.Choice(["tensorflow", "litert"]), default=None,
+              help="also time the model on this backend, in blocks interleaved with --backend's, and give "
+                   "the ratio of --backend's time to its")
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True), default=10.0, show_default=True,
+              help="with --relative-to: how long the interleaved blocks run")
 @click.option("--json", "as_json", is_flag=True)
-def main(workload: str, repeats: int, threads: int, backend: str, as_json: bool) -> None:
-    times = whole_model_times(workload, repeats, intra_op=threads, backend=backend)
+def main(workload: str, repeats: int, threads: int, backend: str, relative_to: str | None, seconds: float,
+         as_json: bool) -> None:
+    model = whole_model(workload, threads, backend)
+    times = time_call(model, repeats, warmup=2)
     result: dict[str, Any] = {"workload": workload, "median_s": statistics.median(times), "min_s": min(times),
                               "repeats": len(times), "threads": threads, "backend": backend}
+    if relative_to:
+        r = interleaved(whole_model(workload, threads, relative_to), model, seconds)
+        result.update(relative_to=relative_to, ratio=r["ratio"], interleaved_s=seconds,
+                      statistic="mean over alternating blocks of back-to-back calls of each")
     click.echo(json.dumps(result) if as_json else
-               f"{workload}: median {result['median_s'] * 1e3:.1f} ms over {len(times)} runs")
+               f"{workload}: median {result['median_s'] * 1e3:.1f} ms over {len(times)} runs"
+               + (f", {result['ratio']:.3f} x {relative_to}'s time" if relative_to else ""))
 
 
 if __name__ == "__main__":
