@@ -113,7 +113,7 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
     from distributed import Client
 
     import workloads
-    from bench.run import farm_profile
+    from bench.run import farm_profile, farm_runtime_ratio
     from cluster import farm, faults, membership
     from cluster.devices import FarmSpec
     from cluster.errors import FarmError
@@ -131,7 +131,7 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
         with Client(sched, timeout="60s", set_as_default=False) as c:
             names = worker_names(c)
         profile = out_dir / "farm-profile.json"
-        farm_profile("farm", names, ("alexnet",), 12, log=log).save(profile)
+        farm_profile("farm", names, ("alexnet",), 12, log=log, runtime_ratio=farm_runtime_ratio(st)).save(profile)
         start = plan_book(workloads.get("alexnet"), str(profile)).plan_for(tuple(names))
         victim = sole_holder(start)
         restore: dict[str, Callable[[str], object]] = {

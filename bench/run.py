@@ -218,16 +218,17 @@ def measure_one(client, plan, profile, items, time_scale: float, scheduler_pid: 
 PROFILES = ("device", "farm", "pi3")
 
 
-def _runtime_ratio(farm_status: dict, backend: str) -> float | None:
+def farm_runtime_ratio(farm_status: dict) -> float | None:
     """A litert farm's calibration: LiteRT's AlexNet time on this host over TensorFlow's, which
-    its devices were calibrated on (``cluster.closed_loop.runtime_ratio``); None if not known."""
+    its devices were calibrated on (``cluster.closed_loop.runtime_ratio``); None for another
+    farm, or one not calibrated."""
     from cluster.closed_loop import runtime_ratio
 
-    if backend != "litert":
+    if farm_status.get("backend") != "litert":
         return None
     try:
         return runtime_ratio(farm_status)
-    except (KeyError, TypeError):   # a farm calibrated on one runtime only, or not calibrated
+    except (KeyError, TypeError):
         return None
 
 
@@ -259,7 +260,8 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
         backend = "litert" if runtime.startswith("litert") else "tensorflow"
         split = host_split(list(workload_names), log=log, backend=backend)
         if backend == "litert" and runtime_ratio is None:
-            a, tf = split["workloads"][CALIBRATION_WORKLOAD], host_split([], log=log)["workloads"][CALIBRATION_WORKLOAD]
+            tf = host_split([CALIBRATION_WORKLOAD], log=log)["workloads"][CALIBRATION_WORKLOAD]
+            a = split["workloads"][CALIBRATION_WORKLOAD]
             runtime_ratio = (a["conv_s"] + a["dense_s"]) / (tf["conv_s"] + tf["dense_s"])
         k = farm_kind(k, split, pi3_alexnet_s, n_max, runtime, runtime_ratio or 1.0)
     elif profile == "device":
@@ -319,7 +321,7 @@ def run(settings: Settings, scheduler: str | None = None, log=print) -> dict:
             if len(names) < n_max:
                 raise RuntimeError(f"the farm has {len(names)} workers, the bench needs {n_max}")
             full = farm_profile(profile, names, settings.workloads, n_max, log, client=client, caps=caps,
-                                time_scale=settings.time_scale, runtime_ratio=_runtime_ratio(farm_status, backend))
+                                time_scale=settings.time_scale, runtime_ratio=farm_runtime_ratio(farm_status))
             broken = None  # set when the farm lost a device: later rows cannot run
             for name in settings.workloads:
                 w = workloads.get(name)

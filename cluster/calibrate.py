@@ -23,12 +23,15 @@ _PREPARED: dict[str, Callable[[], None]] = {}
 
 
 def host_time_s(workload: str = "alexnet", repeats: int = 20, timeout_s: float = 300,
-                cgroup: str | None = None, backend: str = "tensorflow", relative_to: str | None = None) -> dict:
+                cgroup: str | None = None, backend: str = "tensorflow", relative_to: str | None = None,
+                seconds: float = 10.0) -> dict:
     """Median single-thread whole-model time on ``backend`` in a fresh process on this host (in
     the cgroup directory ``cgroup`` if given); with ``relative_to``, also ``ratio``: its time
-    over that backend's, from interleaved blocks of calls (``mcdask.runtime.timing.interleaved``)."""
+    over that backend's, from blocks of calls of each interleaved for ``seconds``
+    (``mcdask.runtime.timing.interleaved``)."""
     cmd = [sys.executable, "-m", "mcdask.runtime.timing", "--workload", workload, "--repeats", str(repeats),
-           "--backend", backend, "--json", *(["--relative-to", relative_to] if relative_to else [])]
+           "--backend", backend, "--json",
+           *(["--relative-to", relative_to, "--seconds", f"{seconds:g}"] if relative_to else [])]
     t0 = time.perf_counter()
     result = run_json(cmd, timeout_s=timeout_s, cgroup=cgroup)
     try:

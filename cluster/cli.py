@@ -51,8 +51,8 @@ def farm():
                    "share until it is within 5% of its kind's time (up to five rounds).")
 @click.option("--calibration-span", "calibration_span_s", type=click.FloatRange(min=0.5), default=3.0,
               show_default=True, metavar="SECONDS",
-              help="How long each calibration round times every device. This host's speed swings by a third "
-                   "over 3 s and by 6 % over 30 (python -m bench.host_noise): longer rounds calibrate a farm "
+              help="How long each calibration round times every device. This host's speed swings 1.7x over 3-s "
+                   "windows and 1.3x over 30-s ones (python -m bench.host_noise): longer rounds calibrate a farm "
                    "for measurements closer, at the cost of its start (the bench's farm: 15).")
 @click.option("--host-time-s", type=float,
               help="Use this host AlexNet time instead of measuring it (for repeat runs).")

@@ -35,10 +35,11 @@ from .state import State
 TOLERANCE = 0.05
 MAX_ROUNDS = 5
 #: each timing spans at least this many seconds and calls: many CFS periods (20-56 ms here).
-#: This host's own speed swings 1.39x (max/min) over 3-s windows, 1.18x over 10 s and 1.06x
-#: over 30 s (``bench/results/host-noise.json``), so a round this short lands within the 5 %
-#: tolerance partly by luck; a farm for measurements asks for longer rounds (``mcdask farm up
-#: --calibration-span``; the bench's farm: ``bench.run.CALIBRATION_SPAN_S``)
+#: This host's own speed swings 1.74x (max/min) over 3-s windows, 1.49x over 10 s and 1.27x
+#: over 30 s (``bench/results/host-noise.json``; two shorter runs: 1.39-1.45x, 1.18-1.31x and
+#: 1.06-1.24x), so a round this short lands within the 5 % tolerance partly by luck; a farm for
+#: measurements asks for longer rounds (``mcdask farm up --calibration-span``; the bench's farm:
+#: ``bench.run.CALIBRATION_SPAN_S``)
 MIN_SPAN_S = 3.0
 MIN_CALLS = 5
 #: at most this factor per correction, so one bad timing cannot throw a share far off

@@ -98,7 +98,9 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
         log(f"  host {CALIBRATION_WORKLOAD}: {calibration['host_time_s'] * 1e3:.1f} ms per inference")
         if backend == "litert":
             # the quotas stay sized on TensorFlow's time; LiteRT's, in the same ratio, checks them
-            calibration["litert"] = host_time_s_measure("litert", relative_to="tensorflow")
+            # their ratio from as long of interleaved calls as a calibration round lasts
+            calibration["litert"] = host_time_s_measure("litert", relative_to="tensorflow",
+                                                        seconds=calibration_span_s or closed_loop.MIN_SPAN_S)
             log(f"  host {CALIBRATION_WORKLOAD} on LiteRT: {calibration['litert']['host_time_s'] * 1e3:.1f} ms, "
                 f"{calibration['litert']['ratio']:.3f} x TensorFlow's (interleaved)")
     dev_records = [pv.device_record(d.name, d.kind, d.index, mode, calibration.get("host_time_s"), time_scale)
@@ -175,14 +177,15 @@ def up(spec: FarmSpec, *, time_scale: float = 1.0, port: int = 8786, dashboard_p
     return status()
 
 
-def host_time_s_measure(backend: str = "tensorflow", relative_to: str | None = None) -> dict:
-    """This host's whole-model time on ``backend`` (and its ratio to ``relative_to``'s),
-    measured at the farm's CPU weight (``Cgroups.prioritise``)."""
+def host_time_s_measure(backend: str = "tensorflow", relative_to: str | None = None, seconds: float = 10.0) -> dict:
+    """This host's whole-model time on ``backend`` (and its ratio to ``relative_to``'s, from
+    ``seconds`` of interleaved calls), measured at the farm's CPU weight (``Cgroups.prioritise``)."""
     from .calibrate import host_time_s
 
     timing = Cgroups.detect().host_timing_dir()
     try:
-        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing, backend=backend, relative_to=relative_to)
+        return host_time_s(CALIBRATION_WORKLOAD, cgroup=timing, backend=backend, relative_to=relative_to,
+                           seconds=seconds)
     finally:
         cgroups.remove_cgroup_tree(timing)
 
