@@ -52,7 +52,8 @@ class Settings:
 
 DEFAULT_FRAMES = {"alexnet": 100, "vgg16": 24, "action": 100}
 #: seconds each calibration round of the bench's farm times every device (``mcdask farm up
-#: --calibration-span``): over 15 s this host's speed swings about 10 % (max/min), over 3 s 39 %
+#: --calibration-span``): this host's speed swings 1.74x (max/min) over 3-s windows, 1.49x over
+#: 10 s and 1.27x over 30 s (``bench/results/host-noise.json``)
 CALIBRATION_SPAN_S = 15.0
 QUICK_FRAMES = {"alexnet": 80, "vgg16": 16, "action": 80}
 
