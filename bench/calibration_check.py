@@ -21,9 +21,9 @@ import click
 
 from bench.provenance import provenance, results_dir
 
-#: the bars of ``tests/test_farm.py::test_every_device_alexnet_time_is_within_bar_of_target``
-#: (why these: the comment there): each device's median time within DEVICE_BAR of the farm's
-#: median, and the farm's median within FARM_BAR of the target
+#: the bars ``tests/test_farm.py::test_every_device_alexnet_time_is_within_bar_of_target`` holds
+#: a farm to (why these: the comment there): each device's median time within DEVICE_BAR of the
+#: farm's median, and the farm's median within FARM_BAR of the target
 DEVICE_BAR = 0.15
 FARM_BAR = 0.30
 

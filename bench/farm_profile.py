@@ -129,7 +129,7 @@ def measure(names: list[str], repeats: int = REPEATS, log=lambda _m: None, backe
             for field, call in _timers(name, a, b, backend).items():
                 rec[field] = statistics.median(time_call(call, repeats, 2))
                 key = f"{group}_s" if field == "seconds" else f"{group}_{field}"
-                group_s[key] = group_s.get(key, 0.0) + rec[field]
+                group_s[key] += rec[field]
             if backend != "tensorflow":
                 rec["seconds"] = rec["xnnpack_s"]
             run_recs.append(rec)
@@ -164,16 +164,18 @@ def host_split(names: list[str], log=print, backend: str = "tensorflow") -> dict
     return data
 
 
-def _dense_kernel(runtime: str, kind, nbytes: int) -> str:
-    """The kernels a device on ``runtime`` runs the dense layers of a workload of ``nbytes``
-    weights on (module docstring)."""
+def _dense_kernel(runtime: str, kind, workload) -> str:
+    """The kernels a device of ``kind`` on ``runtime`` runs ``workload``'s dense layers on: for
+    ``auto``, the device's own rule (``mcdask.runtime.plugin.fast_dense_fits``) on the whole
+    workload at its baseline (module docstring)."""
     if runtime in ("litert-xnnpack", "litert-builtin"):
         return runtime.removeprefix("litert-")
     if runtime == "litert-auto":
-        from mcdask.model.runtimes import get
+        from mcdask.runtime.pieces import SliceSpec
+        from mcdask.runtime.plugin import fast_dense_fits
 
-        fits = kind.baseline_bytes + get("litert-xnnpack").weight_memory_factor * nbytes <= kind.memory_bytes
-        return "xnnpack" if fits else "builtin"
+        whole = SliceSpec(workload.name, 0, len(workload.layers), backend="litert", kernels="auto")
+        return "xnnpack" if fast_dense_fits([whole], kind.baseline_bytes, kind.memory_bytes) else "builtin"
     return "builtin"    # litert-mixed
 
 
@@ -200,7 +202,7 @@ def farm_kind(base, split: dict, alexnet_s: float, n_devices: int, runtime: str 
         f = {g: t * slow / pi[g.split("_")[0]] if pi[g.split("_")[0]] else 1.0 for g, t in sums.items()}
         factors[name] = f
 
-        dense = f[f"dense_{_dense_kernel(runtime, base, w.param_bytes)}"] if lite else f["dense"]
+        dense = f[f"dense_{_dense_kernel(runtime, base, w)}"] if lite else f["dense"]
         layer_time[name] = {l.name: base.time_s(name, l) * (dense if l.kind == "dense" else f["conv"])
                             for l in w.layers}
         for l in w.layers:

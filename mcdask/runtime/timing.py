@@ -9,9 +9,9 @@ many periods shows the rate the quota allows, the rate a stream of frames gets.
 object with ``median_s``: one whole-model inference on one frame, on this host with no quota
 (the farm's open-loop share comes from it; ``--backend litert`` times LiteRT's, which a litert
 farm calibrates against). ``--relative-to tensorflow`` also gives ``ratio``: the backend's time
-over TensorFlow's, from ``interleaved`` blocks of calls of each (this host's speed swings by a
-third from one second to the next, ``bench/results/host-noise.json``; two medians taken a few
-seconds apart inherit that swing, blocks a quarter of a second apart cancel it).
+over TensorFlow's, from ``interleaved`` blocks of calls of each (this host's speed swings 2.1x
+over 1-s windows and 1.7x over 3-s ones, ``bench/results/host-noise.json``; two medians taken a
+few seconds apart inherit that swing, blocks a quarter of a second apart cancel it).
 """
 
 from __future__ import annotations
