@@ -180,10 +180,15 @@ def _dense_kernel(runtime: str, kind, workload) -> str:
 
 
 def farm_kind(base, split: dict, alexnet_s: float, n_devices: int, runtime: str = "tensorflow",
-              runtime_ratio: float = 1.0):
+              runtime_ratio: float = 1.0, costs: dict | None = None, runtime_share: float = 0.1):
     """``base`` (the Pi kind, with the farm device's memory and ``runtime``'s baseline) with each
     workload's conv-side and dense-side times scaled to this host's ``split`` (on that runtime),
-    slowed as the farm slows the runtime's whole AlexNet to ``alexnet_s`` x ``runtime_ratio``."""
+    slowed as the farm slows the runtime's whole AlexNet to ``alexnet_s`` x ``runtime_ratio``.
+    ``costs`` (``bench.farm_calls.farm_costs``, measured on the farm's devices): ``dask``, the
+    host CPU seconds of Dask's own work per task, dependency and message, which a device runs at
+    its ``runtime_share`` of a host core (``cluster.devices``: a Pi core running Python): the
+    kind's runtime costs (``mcdask.model.profile``); ``call``, one call of a piece
+    on the devices, less that call's share of the host split, added to each task's compute."""
     from mcdask.profiling.assemble import planner_shard_sizes
 
     host = split["workloads"]
@@ -213,12 +218,25 @@ def farm_kind(base, split: dict, alexnet_s: float, n_devices: int, runtime: str 
            f"split ({split['cpu']}, {split.get('backend', 'tensorflow')}, one thread), slowed {slow:.1f}x as the "
            f"farm slows {runtime}'s AlexNet to {alexnet_s * runtime_ratio:.3f} s; factors "
            f"{json.dumps({n: {g: round(v, 3) for g, v in f.items()} for n, f in factors.items()})}")
+    dask_cost, call = (costs or {}).get("dask"), (costs or {}).get("call")
+    runtime_costs = {f"runtime_{k}_s": (dask_cost or {}).get(f"{k}_s", 0.0) / runtime_share
+                     for k in ("task", "dependency", "receive", "send")}
+    call_s = max(call["device_s"] - call["host_s"] * slow, 0.0) if call else 0.0
+    seen = ", ".join(f"{k} {v * 1e3:.3f} ms" for k, v in (dask_cost or {}).items() if k.endswith("_s"))
+    dask_how = ("not measured" if dask_cost is None else
+                f"Dask's CPU seconds per task, per dependency, per message received and per message sent on the "
+                f"farm's workers ({seen}, host CPU) at the devices' runtime share of a host core ({runtime_share:g})")
+    call_how = ("not measured" if call is None else
+                f"one call of a piece on the farm's devices ({call['device_s'] * 1e3:.2f} ms at Pi speed) less its "
+                f"host time slowed as the model is ({call['host_s'] * slow * 1e3:.2f} ms)")
     return replace(base, kind=f"{base.kind}-farm", layer_time_s=layer_time, shard_time_s=shard_time,
-                   sources={**base.sources, "layer_time_s": how, "shard_time_s": how},
+                   task_overhead_s=base.task_overhead_s + call_s, **runtime_costs,
+                   sources={**base.sources, "layer_time_s": how, "shard_time_s": how, "task_overhead_s": call_how,
+                            **dict.fromkeys(runtime_costs, dask_how)},
                    note=f"emulated {base.kind} farm device: {base.kind} memory and per-layer structure, "
                         "the farm's conv/dense balance",
                    measured={"slowdown": slow, "factors": factors, "host_split": split, "runtime": runtime,
-                             "runtime_ratio": runtime_ratio})
+                             "runtime_ratio": runtime_ratio, "dask_cost": dask_cost, "call": call, "call_s": call_s})
 
 
 # --------------------------------------------------------------------------------------------

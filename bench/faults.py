@@ -128,10 +128,12 @@ def run(time_scale: float, frames: int, verify: bool, out_dir: Path, log=print,
     results: dict[str, dict] = {}
     fault_at = frames // 3
     try:
+        profile = out_dir / "farm-profile.json"
         with Client(sched, timeout="60s", set_as_default=False) as c:
             names = worker_names(c)
-        profile = out_dir / "farm-profile.json"
-        farm_profile("farm", names, ("alexnet",), 12, log=log, runtime_ratio=farm_runtime_ratio(st)).save(profile)
+            # an uncalibrated farm (verify=False) has no speed to measure costs against
+            farm_profile("farm", names, ("alexnet",), 12, log=log, client=c if verify else None,
+                         time_scale=time_scale, runtime_ratio=farm_runtime_ratio(st)).save(profile)
         start = plan_book(workloads.get("alexnet"), str(profile)).plan_for(tuple(names))
         victim = sole_holder(start)
         restore: dict[str, Callable[[str], object]] = {

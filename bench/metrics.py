@@ -32,18 +32,19 @@ def compute_bound_ips(whole_model_s: dict[str, float]) -> float:
 
 def placement_bound_ips(workload, profile, devices: int) -> float | None:
     """The compute-and-memory bound: the best IPS any plan in the planner's space reaches on
-    ``profile``'s devices with free links and no per-task cost (``None``: none fits). Below
+    ``profile``'s devices with free links and no per-task, per-dependency or per-message cost
+    (``None``: none fits). Below
     ``compute_bound_ips`` when memory pins layers to devices (a 1 GB device cannot hold a
     whole VGG16, so its conv stages cannot be replicated on every device)."""
     from dataclasses import replace
 
     from mcdask.errors import PlanError, ProfileError
-    from mcdask.model.profile import LinkModel
+    from mcdask.model.profile import OVERHEADS, LinkModel
     from mcdask.planning.planner import plan
 
     free = replace(profile, default_link=LinkModel(0.0, 1e18), links=(), host_task_overhead_s={},
                    host_frame_overhead_s={},
-                   kinds={k: replace(v, task_overhead_s=0.0) for k, v in profile.kinds.items()})
+                   kinds={k: replace(v, **dict.fromkeys(OVERHEADS, 0.0)) for k, v in profile.kinds.items()})
     try:
         return plan(workload, free, devices, "optimal").predicted["ips"]
     except (PlanError, ProfileError):

@@ -264,7 +264,13 @@ def farm_profile(profile: str, names, workload_names=(), n_max: int = 12, log=pr
             tf = host_split([CALIBRATION_WORKLOAD], log=log)["workloads"][CALIBRATION_WORKLOAD]
             a = split["workloads"][CALIBRATION_WORKLOAD]
             runtime_ratio = (a["conv_s"] + a["dense_s"]) / (tf["conv_s"] + tf["dense_s"])
-        k = farm_kind(k, split, pi3_alexnet_s, n_max, runtime, runtime_ratio or 1.0)
+        costs = None
+        if client is not None and len(names) > 1:
+            from .farm_calls import farm_costs
+
+            address = worker_addresses(client)
+            costs = farm_costs(client, [address[n] for n in names], time_scale, backend, log)
+        k = farm_kind(k, split, pi3_alexnet_s, n_max, runtime, runtime_ratio or 1.0, costs, KINDS["pi3"].runtime_share)
     elif profile == "device":
         from .farm_profile import device_kind
 

@@ -102,6 +102,20 @@ def test_farm_profile_rebalances_conv_and_dense_to_the_host_split():
     assert kind.time_s("alexnet", fc1, 2048) == pytest.approx(
         pi3.time_s("alexnet", fc1, 2048) * kind.measured["factors"]["alexnet"]["dense"])
     assert kind.memory_bytes == pi3.memory_bytes and kind.baseline_bytes == pi3.baseline_bytes
+    assert (kind.task_overhead_s, kind.runtime_task_s, kind.runtime_receive_s, kind.runtime_send_s) == (0, 0, 0, 0)
+    assert kind.sources["runtime_receive_s"] == "not measured"
+    # Dask's own CPU on the farm's workers runs at the devices' runtime share of a host core
+    # and one call of a piece on the devices, less what the host split already counts of it
+    costed = farm_kind(pi3, _split(alexnet=(0.003, 0.006)), 0.52, n_devices=6, runtime_share=0.1, costs={
+        "dask": {"task_s": 0.0004, "receive_s": 0.0002, "send_s": 0.0001, "dependency_s": 0.00005, "tasks": 8},
+        "call": {"device_s": 0.030, "host_s": 0.0001}})
+    assert costed.task_overhead_s == pytest.approx(0.030 - 0.0001 * 0.52 / 0.009)
+    assert costed.runtime_task_s == pytest.approx(0.004)
+    assert costed.runtime_dependency_s == pytest.approx(0.0005)
+    assert costed.runtime_receive_s == pytest.approx(0.002)
+    assert costed.runtime_send_s == pytest.approx(0.001)
+    assert "receive_s 0.200 ms" in costed.sources["runtime_receive_s"]
+    assert costed.time_s("alexnet", fc1) == kind.time_s("alexnet", fc1)
     # the action model's pyramid (a windowed layer) starts a run of its own
     action = workloads.get("action")
     starts = [action.layers[a].name for a, _ in runs(action)]

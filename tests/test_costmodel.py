@@ -1,5 +1,7 @@
 """The cost model on hand-made workloads and profiles with answers worked out by hand."""
 
+from dataclasses import replace
+
 import pytest
 
 import workloads
@@ -7,7 +9,7 @@ from mcdask import plans
 from mcdask.errors import PlanError, ProfileError
 from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan, Shard, Stage
-from mcdask.model.profile import Device, DeviceKind, LinkModel, Profile
+from mcdask.model.profile import RUNTIME_COSTS, Device, DeviceKind, LinkModel, Profile
 from mcdask.planning.costmodel import evaluate, piece_memory_bytes, shard_units
 from workloads.spec import Builder
 
@@ -126,6 +128,29 @@ def test_windowed_consumer_replicas_receive_every_frame():
     feat = 0.1 + 256 * 4 / 1000
     # each pyramid replica needs all 15 (25) frames of its window: both features, every frame
     assert c.busy_s["link a<->b"] == pytest.approx(2 * feat)
+
+
+def test_the_runtime_costs_its_device_per_task_dependency_and_message():
+    w = workloads.get("action")
+    k = DeviceKind(kind="unit", memory_bytes=10**10, baseline_bytes=0, runtime_task_s=0.1,
+                   runtime_dependency_s=0.001, runtime_receive_s=0.01, runtime_send_s=0.02,
+                   layer_time_s={"action": {l.name: 1.0 for l in w.layers}})
+    prof = Profile({"unit": k}, tuple(Device(n, "unit") for n in "abc"), LINK)
+    p = Plan("action", ("a", "b", "c"), (whole(0, 10, "a"), whole(10, 14, "b", "c")))
+    c = evaluate(w, p, prof)
+    # a: one task a frame (frames embedded: no dependency), one message a frame to each pyramid
+    # replica (both features in it: one task's result), though each runs half of the frames
+    # (its window reads every one); b and c: half of the tasks, each depending on the 25 frames
+    # of its widest window, every frame's message in, half of the results out to the client
+    assert c.busy_s["compute a (spatial_conv1..temporal_fc)"] == pytest.approx(10.0 + 0.1 + 2 * 0.02)
+    assert c.busy_s["compute b (pyramid..fc3)"] == pytest.approx((4.0 + 0.1 + 25 * 0.001) / 2 + 0.01 + 0.02 / 2)
+    assert c.ips == pytest.approx(1 / 10.14)
+    free = evaluate(w, p, Profile({"unit": replace(k, **dict.fromkeys(RUNTIME_COSTS, 0.0))}, prof.devices, LINK))
+    assert free.busy_s["compute b (pyramid..fc3)"] == pytest.approx(2.0)
+    again = DeviceKind.from_dict(k.to_dict())
+    assert (again.runtime_task_s, again.runtime_receive_s, again.runtime_send_s) == (0.1, 0.01, 0.02)
+    with pytest.raises(ProfileError, match="runtime_receive_s >= 0"):
+        replace(k, runtime_receive_s=-1.0)
 
 
 def test_paper_plans_fit_pi3():

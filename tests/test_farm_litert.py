@@ -64,6 +64,20 @@ def test_litert_devices_run_lite_under_the_compute_quota(lite_farm):
                     assert t["cgroup"].endswith(f"/{dev['name']}"), where
 
 
+def test_one_call_of_a_piece_is_timed_on_the_devices_under_their_quotas(lite_farm):
+    """What the bench's farm profile adds to each task: one call of a LiteRT piece that computes
+    next to nothing, from each device's task thread, under its quotas, at Pi speed."""
+    from distributed import Client
+
+    from bench.farm_calls import call_cost
+
+    with Client(lite_farm["scheduler"], timeout="30s", set_as_default=False) as c:
+        r = call_cost(c, [d["address"] for d in lite_farm["devices"]], SCALE, min_s=1.0, max_s=3.0)
+    assert r["devices"] == 2 and r["piece"] == "alexnet/flatten"
+    # under a quota of a few % of a core, at Pi speed, a call takes longer than on this host alone
+    assert 0 < r["host_s"] < r["device_s"] < 1.0, r
+
+
 def test_a_bench_on_the_other_backend_is_refused_in_one_line(lite_farm):
     r = subprocess.run([sys.executable, "-m", "mcdask.cli", "bench", "--scheduler", lite_farm["scheduler"],
                         "--workload", "alexnet", "--devices", "1", "--time-scale", str(SCALE), "--name", "refused",

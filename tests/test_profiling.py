@@ -30,6 +30,14 @@ def test_fit_link_recovers_a_line_and_clamps_latency():
         fit_link([(1_000, 0.001), (1_000, 0.002)])
 
 
+def test_one_stalled_transfer_does_not_tilt_the_link():
+    sizes = (1_000, 16_000, 256_000, 1_000_000, 4_000_000)
+    points = [(n, 0.001 + n / 1e9) for n in sizes for _ in range(3)]
+    points[1] = (1_000, 0.400)     # one of three 1-kB transfers stalled behind a host pause
+    line = fit_link(points)
+    assert line.latency_s == pytest.approx(0.001) and line.bandwidth_Bps == pytest.approx(1e9)
+
+
 class Quota:
     """A thread under a CFS quota, on a clock of its own: each call needs ``cpu_s`` of CPU; each
     period of ``period_s`` gives ``quota_s`` of it, and a thread out of quota waits for the next."""
@@ -190,6 +198,23 @@ def test_links_are_fitted_to_real_transfers(cluster):
         # loopback is noisy on a shared 2-core machine: a loose tolerance, and two outliers of five allowed
         misses = [(n, t) for n, t in points if abs(link.time_s(n) - t) > max(0.5 * t, 0.002)]
         assert len(misses) <= 2, (key, misses, link)
+
+
+@pytest.mark.slow
+def test_dasks_own_cost_per_task_dependency_and_message_is_measured_on_the_workers(cluster):
+    from mcdask.profiling.overhead import measure_message_cost
+
+    client = cluster[0]
+    a, b = sorted(client.scheduler_info()["workers"])
+    before = set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks)))
+    r = measure_message_cost(client, a, [b], tasks=40, many=8, rounds=2)
+    assert {k for k in r if k.endswith("_s")} == {"task_s", "dependency_s", "receive_s", "send_s"}
+    # CPU seconds of real worker processes: a task and serving a payload cost something; a
+    # dependency at hand costs less than a whole task; the scheduler has forgotten its data
+    assert 0 < r["task_s"] < 0.05 and 0 < r["send_s"] < 0.05, r
+    assert 0 <= r["dependency_s"] < r["task_s"] and r["receive_s"] >= 0, r
+    assert (r["tasks"], r["many"], r["nbytes"]) == (40, 8, 16_000)
+    assert set(client.run_on_scheduler(lambda dask_scheduler: list(dask_scheduler.tasks))) <= before
 
 
 @pytest.mark.slow

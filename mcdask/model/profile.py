@@ -31,6 +31,17 @@ Rules the cost model and the planner rely on, said once here:
 * **Task overhead** (optional, default 0): ``kind.task_overhead_s`` seconds that every piece
   (one Dask task per frame) costs its device on top of its layers' compute: scheduling,
   (de)serialisation, feed assembly. Measured profiles (``mcdask.profiling.assemble``) set it.
+* **Runtime** (optional, default 0): what a device's runtime (Dask's Python: its event loop,
+  comms, (de)serialisation and bookkeeping) spends, in seconds: ``kind.runtime_task_s`` per
+  task, ``kind.runtime_dependency_s`` per dependency of a task (one per producer shard of each
+  input, ``window`` of them for a windowed input: the temporal pyramid reads 40 frames'
+  exports), ``kind.runtime_receive_s`` per message it fetches from another device and
+  ``kind.runtime_send_s`` per message it serves (to another device, or a result to the
+  client). Frames reach a device inside its task's own message. They add to the device's busy
+  time: a piece's resource slot keeps its next task on the scheduler until this one is done,
+  so the next task's dispatch, its dependencies' fetches and this one's result run between the
+  device's computations, not beside them. Measured by
+  ``mcdask.profiling.overhead.measure_message_cost``.
 * **Shared hosts** (optional): ``device.host`` names the machine a device runs on and
   ``profile.host_cores[host]`` its cores. Devices on one host share its cores: per frame, the
   host spends the summed busy time of its devices (one core each while busy: one-thread
@@ -59,6 +70,12 @@ from mcdask.model.files import count_key, listing, load, mapping, name, number, 
 SCHEMA = "mcdask.profile/1"
 #: the pseudo-device that sends frames and receives results
 CLIENT = "client"
+
+
+#: a kind's runtime costs (module docstring), seconds
+RUNTIME_COSTS = ("runtime_task_s", "runtime_dependency_s", "runtime_receive_s", "runtime_send_s")
+#: every per-task cost of a kind beyond its layers, seconds
+OVERHEADS = ("task_overhead_s", *RUNTIME_COSTS)
 
 
 @dataclass(frozen=True)
@@ -138,10 +155,16 @@ class DeviceKind:
     measured: dict[str, Any] = field(default_factory=dict)
     #: ``weight_memory_factor`` of dense layers, where a runtime loads them otherwise (None: the same)
     dense_weight_memory_factor: float | None = None
+    #: the device's runtime, per task, per dependency, per message fetched and served (module docstring)
+    runtime_task_s: float = 0.0
+    runtime_dependency_s: float = 0.0
+    runtime_receive_s: float = 0.0
+    runtime_send_s: float = 0.0
 
     def __post_init__(self) -> None:
-        if not self.task_overhead_s >= 0:
-            raise ProfileError(f"kind {self.kind!r}: need task_overhead_s >= 0; got {self.task_overhead_s!r}")
+        for key in OVERHEADS:
+            if not getattr(self, key) >= 0:
+                raise ProfileError(f"kind {self.kind!r}: need {key} >= 0; got {getattr(self, key)!r}")
         if (self.memory_bytes <= 0 or self.baseline_bytes < 0 or self.weight_memory_factor <= 0
                 or not (self.dense_weight_memory_factor or 1) > 0):
             raise ProfileError(f"kind {self.kind!r}: need memory_bytes > 0, baseline_bytes >= 0 and "
@@ -206,8 +229,9 @@ class DeviceKind:
                                  for w, t in self.shard_time_s.items()}
         if self.layer_memory_bytes:
             d["layer_memory_bytes"] = {w: dict(t) for w, t in self.layer_memory_bytes.items()}
-        if self.task_overhead_s:
-            d["task_overhead_s"] = self.task_overhead_s
+        for key in OVERHEADS:
+            if getattr(self, key):
+                d[key] = getattr(self, key)
         d.update({key: value if isinstance(value, str) else dict(value)
                   for key in ("resources", "sources", "note", "measured") if (value := getattr(self, key))})
         return d
@@ -244,7 +268,8 @@ class DeviceKind:
                 resources={r: number(v, f"kind {k}: resource {r}", maximum=float("inf"))
                            for r, v in mapping(d.get("resources", {}), f"kind {k}: resources").items()},
                 sources=dict(mapping(d.get("sources", {}), f"kind {k}: sources")), note=str(d.get("note", "")),
-                task_overhead_s=seconds(d.get("task_overhead_s", 0.0), f"kind {k}: task_overhead_s"),
+                **{key: seconds(d.get(key, 0.0), f"kind {k}: {key}")
+                   for key in OVERHEADS},
                 measured=dict(mapping(d.get("measured", {}), f"kind {k}: measured")))
         except KeyError as e:
             raise ProfileError(f"malformed device kind {shown(k)}: missing key {e}; a kind has "

@@ -19,6 +19,13 @@ The model (one frame = one input; times in seconds per frame):
   them. A message from replica ``a`` to replica ``b`` happens for the fraction ``f_a * f_b``
   of frames; a windowed consumer (the temporal pyramid, window ``w``) needs every frame of its
   window, so replica ``b`` receives the fraction ``min(1, w * f_b)`` of all frames.
+* **Runtime** per frame, per device: its runtime's costs (``mcdask.model.profile``):
+  per task it runs ``runtime_task_s`` plus ``runtime_dependency_s`` per dependency (one per
+  producer shard it reads, ``w`` for a windowed input), and per message it fetches or serves
+  ``runtime_receive_s`` / ``runtime_send_s``, in the same expected counts as the messages (the
+  names one producer shard exports travel in one message; a frame from the client travels in
+  the task's own message). Added to the device's busy time: a piece's resource slot keeps the
+  next task on the scheduler until this one is done, so this work is on the device's path.
 * **Link busy time**: per unordered device pair, the sum of its messages' expected times. The
   client (frame source and result sink) is one resource: every frame it sends and every result
   it receives occupies it.
@@ -142,6 +149,8 @@ class Export:
     shards: tuple[tuple[tuple[str, float], ...], ...]
     nbytes: tuple[int, ...]
     ready: tuple[Ready, ...]
+    #: the producer stage's first layer (-1: the client): names of one producer shard travel as one message
+    source: int = -1
 
 
 class Memo:
@@ -161,6 +170,10 @@ class Memo:
         if key not in self._time:
             self._time[key] = piece_time_s(self.w, kind, start, end, units) + kind.task_overhead_s
         return self._time[key]
+
+    def runtime(self, device: str):
+        """The device's kind, for its runtime costs."""
+        return self.p.kind_of(device)
 
     def memory(self, device: str, start: int, end: int, units) -> int:
         kind = self.p.kind_of(device)
@@ -210,7 +223,18 @@ class Walk:
                        for x in workload.inputs}
         self.exports = exports
 
+    def _message(self, a: str, b: str, weight: float) -> None:
+        """A message from ``a`` to ``b`` for the fraction ``weight`` of frames: what it costs
+        the devices at its ends (the bytes are ``_send``'s)."""
+        if a == b or weight == 0 or a == CLIENT:
+            return
+        if m := self.m.runtime(a).runtime_send_s:
+            self.compute[a] = self.compute.get(a, 0.0) + weight * m
+        if b != CLIENT and (m := self.m.runtime(b).runtime_receive_s):
+            self.compute[b] = self.compute.get(b, 0.0) + weight * m
+
     def _send(self, a: str, b: str, weight: float, nbytes: int) -> None:
+        """``nbytes`` from ``a`` to ``b`` for the fraction ``weight`` of frames."""
         if a == b or weight == 0:
             return
         t = weight * self.m.transfer(a, b, nbytes)
@@ -237,21 +261,31 @@ class Walk:
         for sh, times, fr in shards:
             dst = tuple(zip(sh.devices, fr))
             arrival: Ready = {}
+            # per producer shard (its names travel as one message, one dependency per frame):
+            # the widest window read of it, and its replicas
+            producers: dict[tuple[int, int], tuple[int, tuple]] = {}
             for x, window in inputs:
                 if x not in self.exports:
                     raise PlanError(f"stage [{st.start}, {st.end}) reads {x!r}, which no earlier stage exports")
                 ex = self.exports[x]
-                for src, nbytes, ready in zip(ex.shards, ex.nbytes, ex.ready):
+                for k, (src, nbytes, ready) in enumerate(zip(ex.shards, ex.nbytes, ex.ready)):
+                    producers[(ex.source, k)] = (max(window, producers.get((ex.source, k), (0,))[0]), src)
                     for b, fb in dst:
                         weight_b = min(1.0, window * fb) if window > 1 else fb
                         for a, fa in src:
                             self._send(a, b, fa * weight_b, nbytes)
                     arrival = _join(arrival, _shift(ready, self._mean_transfer(src, dst, nbytes)))
+            for window, src in producers.values():
+                for b, fb in dst:
+                    for a, fa in src:
+                        self._message(a, b, fa * (min(1.0, window * fb) if window > 1 else fb))
+            deps = sum(window for (source, _), (window, _) in producers.items() if source >= 0)
             mean_t = sum(f * t for f, t in zip(fr, times))
             mean_times.append(mean_t)
             ready_out.append(_shift(arrival, mean_t))
             for d, t, f in zip(sh.devices, times, fr):
-                self.compute[d] = self.compute.get(d, 0.0) + f * t
+                k = self.m.runtime(d)
+                self.compute[d] = self.compute.get(d, 0.0) + f * (t + k.runtime_task_s + deps * k.runtime_dependency_s)
                 if not self.track:
                     continue
                 if d not in self.memory:
@@ -269,7 +303,7 @@ class Walk:
             else:
                 sizes = (message_bytes(w, name),)
             self.exports[name] = Export(tuple(tuple(zip(sh.devices, fr)) for sh, _, fr in shards),
-                                        sizes, tuple(ready_out))
+                                        sizes, tuple(ready_out), st.start)
 
     def finish(self) -> Ready:
         """Send the output to the client; returns the frame's latency (max-plus form)."""
@@ -278,6 +312,7 @@ class Walk:
         for src, nbytes, ready in zip(ex.shards, ex.nbytes, ex.ready):
             for a, fa in src:
                 self._send(a, CLIENT, fa, nbytes)
+                self._message(a, CLIENT, fa)
             done = _join(done, _shift(ready, sum(fa * self.m.transfer(a, CLIENT, nbytes) for a, fa in src)))
         return done
 

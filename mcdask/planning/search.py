@@ -204,7 +204,7 @@ class OptimalSearch:
     def _symbolic(self, open_ex: dict[str, Export]) -> dict[str, Export]:
         out = {}
         for name, ex in open_ex.items():
-            out[name] = Export(ex.shards, ex.nbytes, tuple({(name, h): 0.0} for h in range(len(ex.shards))))
+            out[name] = Export(ex.shards, ex.nbytes, tuple({(name, h): 0.0} for h in range(len(ex.shards))), ex.source)
         return out
 
     def _step(self, cell: _Cell, used, open_ex, sig, front, states, sig_exports, base) -> None:
@@ -223,12 +223,12 @@ class OptimalSearch:
             if name == w.output or self.consumers_from[name] >= cell.end:
                 keep[name] = ex
         names = sorted(keep)
-        new_sig = tuple((n, keep[n].shards, keep[n].nbytes) for n in names)
+        new_sig = tuple((n, keep[n].shards, keep[n].nbytes, keep[n].source) for n in names)
         if new_sig not in sig_exports:
-            sig_exports[new_sig] = {n: Export(keep[n].shards, keep[n].nbytes, ()) for n in names}
+            sig_exports[new_sig] = {n: Export(keep[n].shards, keep[n].nbytes, (), keep[n].source) for n in names}
         new_used = tuple(u + t for u, t in zip(used, cell.uses))
         new_key = (cell.end, new_used, new_sig)
-        old_keys = [(n, h) for n, shards, _ in sig for h in range(len(shards))]
+        old_keys = [(n, h) for n, shards, _, _ in sig for h in range(len(shards))]
         target = states.setdefault(new_key, [])
         for entry in front:
             origins: dict[object, float] = {"origin": 0.0}

@@ -18,11 +18,16 @@ LINK_SIZES = (1_000, 16_000, 256_000, 1_000_000, 4_000_000)
 
 
 def fit_link(points: Iterable[tuple[float, float]]) -> LinkModel:
-    """Least-squares ``t = latency_s + bytes / bandwidth_Bps`` through (bytes, seconds) points,
-    latency clamped at 0 (then the line through the origin)."""
-    pts = [(float(n), float(t)) for n, t in points]
-    if len({n for n, _ in pts}) < 2:
-        raise ProfileError(f"fitting a link needs points of at least two payload sizes; got {pts}")
+    """Least-squares ``t = latency_s + bytes / bandwidth_Bps`` through the median of the
+    (bytes, seconds) points of each size, latency clamped at 0 (then the line through the origin).
+    The medians keep one stalled transfer (a pause of the host) from tilting the line."""
+    raw = [(float(n), float(t)) for n, t in points]
+    if len({n for n, _ in raw}) < 2:
+        raise ProfileError(f"fitting a link needs points of at least two payload sizes; got {raw}")
+    by_size: dict[float, list[float]] = {}
+    for n, t in raw:
+        by_size.setdefault(n, []).append(t)
+    pts = [(n, statistics.median(ts)) for n, ts in sorted(by_size.items())]
     slope, latency = line(pts)
     if latency < 0:
         latency, slope = 0.0, sum(n * t for n, t in pts) / sum(n * n for n, _ in pts)

@@ -21,11 +21,10 @@ OVERHEAD_FRAMES = 80
 
 
 def cpu_seconds() -> tuple[str, int, float]:
-    """(host, pid, user + system CPU seconds) of this process."""
-    import psutil
-
-    t = psutil.Process().cpu_times()
-    return socket.gethostname(), os.getpid(), t.user + t.system
+    """(host, pid, CPU seconds of all threads) of this process: ``time.process_time``, to the
+    nanosecond (the kernel's per-process user + system times tick at 10 ms, coarser than a
+    task)."""
+    return socket.gethostname(), os.getpid(), time.process_time()
 
 
 def probe_piece(feeds: dict, exports: dict[str, tuple]) -> dict[str, np.ndarray]:
@@ -137,3 +136,68 @@ def measure_task_overhead(client, workers: dict[str, dict], frames: int = OVERHE
                                                           round(two["hosts"].get(h, 0.0) / frames, 6)]
                                                       for h in hosts},
                       "scheduler_in_client_process": one["scheduler_in_client_process"]}}
+
+
+def _wait_released(client, keys: set, timeout_s: float) -> None:
+    """Until the scheduler has forgotten ``keys`` (the client lets go of them in the background)."""
+    def left(dask_scheduler, keys=tuple(keys)) -> int:
+        return sum(k in dask_scheduler.tasks for k in keys)
+
+    deadline = time.monotonic() + timeout_s
+    while (n := client.run_on_scheduler(left)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if n:
+        raise ProfileError(f"the message probe's {n} payloads and tasks were not released within {timeout_s:.0f} s")
+
+
+def gather_feeds(*parts) -> int:
+    """A task that reads its dependencies and computes nothing (the message probe's consumer)."""
+    return sum(int(p.size) for p in parts)
+
+
+def measure_message_cost(client, dst: str, srcs: list[str], tasks: int = 100, many: int = 16,
+                         nbytes: int = 16_000, rounds: int = 3) -> dict[str, float]:
+    """Worker CPU seconds of Dask's own work beyond a task's computation: per task, per
+    dependency of a task, and per message between workers (the consumer's cost of fetching a
+    dependency from another worker, the producer's cost of serving it).
+
+    ``tasks`` consumer tasks on worker ``dst``, each reading payloads of ``nbytes``
+    (incompressible) scattered beforehand, three ways: one payload on ``dst`` itself; ``many``
+    payloads on ``dst``; one payload on one of the workers ``srcs`` (in turn). Then, on
+    ``dst``: dependency = the extra CPU per extra payload at hand; task = the CPU of a task less
+    its one dependency; receive = the extra CPU of fetching its payload. Send: the holders' CPU
+    per payload served. Medians of ``rounds`` after one round that opens the connections.
+    """
+    from distributed import wait
+
+    rng = np.random.default_rng(0)
+    data = [rng.integers(0, 256, nbytes, dtype=np.uint8) for _ in range(many)]
+
+    def one(holders: list[str], deps: int, tag: str) -> dict[str, float]:
+        slots = [holders[k % len(holders)] for k in range(tasks * deps)]
+        scattered = {h: iter(client.scatter([data[k % deps] for k in range(tasks * deps) if slots[k] == h],
+                                            workers=[h], direct=True, hash=False)) for h in holders}
+        held = [[next(scattered[slots[i * deps + j]]) for j in range(deps)] for i in range(tasks)]
+        mine.update(f.key for fs in held for f in fs)
+        before = client.run(cpu_seconds, workers=[dst, *srcs])
+        readers = [client.submit(gather_feeds, *fs, workers=[dst], pure=False, key=f"mcdask-msg-{tag}-{i}")
+                   for i, fs in enumerate(held)]
+        mine.update(f.key for f in readers)
+        wait(readers)
+        after = client.run(cpu_seconds, workers=[dst, *srcs])
+        del readers, held
+        return {a: after[a][2] - before[a][2] for a in after}
+
+    mine: set = set()
+    got: dict[str, list[float]] = {"task_s": [], "dependency_s": [], "receive_s": [], "send_s": []}
+    for r in range(rounds + 1):
+        local, window, remote = one([dst], 1, f"l{r}"), one([dst], many, f"w{r}"), one(srcs, 1, f"r{r}")
+        if r == 0:
+            continue
+        dependency = max(window[dst] - local[dst], 0.0) / (tasks * (many - 1))
+        got["dependency_s"].append(dependency)
+        got["task_s"].append(max(local[dst] / tasks - dependency, 0.0))
+        got["receive_s"].append(max(remote[dst] - local[dst], 0.0) / tasks)
+        got["send_s"].append(max(sum(remote[s] for s in srcs), 0.0) / tasks)
+    _wait_released(client, mine, 30.0)
+    return {k: statistics.median(v) for k, v in got.items()} | {"tasks": tasks, "many": many, "nbytes": nbytes}

@@ -183,10 +183,13 @@ def _tag_in_use(worker, tag: str) -> bool:
 
 def _drop_tags(scheduler, ws, tags: list[str]) -> None:
     """Forget resource tags a worker no longer declares (Dask's ``set_resources`` only adds or
-    updates). A tag a processing task still holds stays: releasing that task subtracts from it."""
+    updates). A tag a processing task still holds stays, offering nothing (0) until the next
+    switch: releasing that task subtracts from it."""
     held = {r for ts in ws.processing for r in (ts.resource_restrictions or {})}
     for tag in tags:
         if tag in held:
+            ws.resources[tag] = 0.0
+            scheduler.resources.setdefault(tag, {})[ws.address] = 0.0
             continue
         ws.resources.pop(tag, None)
         ws.used_resources.pop(tag, None)
