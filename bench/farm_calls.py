@@ -36,16 +36,15 @@ def time_lite_call(content: bytes, spec, min_s: float, max_s: float) -> dict:
 
 def call_cost(client, addresses: list[str], time_scale: float, min_s: float = 2.0, max_s: float = 8.0) -> dict:
     """Seconds of one call of ``CALL_PROBE`` on the devices at ``addresses`` (all at once, the
-    median; at Pi speed: x ``time_scale``) and in this process on one thread (``host_s``)."""
+    median; at Pi speed: x ``time_scale``) and in this process (``host_s``; LiteRT's
+    interpreters here run one thread)."""
     from mcdask.runtime.convert import flatbuffer
     from mcdask.runtime.pieces import SliceSpec
-    from mcdask.runtime.slices import set_threads
 
     w = workloads.get(CALL_PROBE[0])
     i = [layer.name for layer in w.layers].index(CALL_PROBE[1])
     spec = SliceSpec(w.name, i, i + 1, backend="litert", kernels="builtin")
     content = flatbuffer(spec)
-    set_threads(1)
     host = time_lite_call(content, spec, 0.5, 2.0)["mean_s"]
     futures = [client.submit(time_lite_call, content, spec, min_s / time_scale, max_s / time_scale, workers=[a],
                              pure=False, allow_other_workers=False) for a in addresses]

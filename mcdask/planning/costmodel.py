@@ -171,8 +171,7 @@ class Memo:
             self._time[key] = piece_time_s(self.w, kind, start, end, units) + kind.task_overhead_s
         return self._time[key]
 
-    def runtime(self, device: str):
-        """The device's kind, for its runtime costs."""
+    def kind(self, device: str):
         return self.p.kind_of(device)
 
     def memory(self, device: str, start: int, end: int, units) -> int:
@@ -228,9 +227,9 @@ class Walk:
         the devices at its ends (the bytes are ``_send``'s)."""
         if a == b or weight == 0 or a == CLIENT:
             return
-        if m := self.m.runtime(a).runtime_send_s:
+        if m := self.m.kind(a).runtime_send_s:
             self.compute[a] = self.compute.get(a, 0.0) + weight * m
-        if b != CLIENT and (m := self.m.runtime(b).runtime_receive_s):
+        if b != CLIENT and (m := self.m.kind(b).runtime_receive_s):
             self.compute[b] = self.compute.get(b, 0.0) + weight * m
 
     def _send(self, a: str, b: str, weight: float, nbytes: int) -> None:
@@ -284,8 +283,9 @@ class Walk:
             mean_times.append(mean_t)
             ready_out.append(_shift(arrival, mean_t))
             for d, t, f in zip(sh.devices, times, fr):
-                k = self.m.runtime(d)
-                self.compute[d] = self.compute.get(d, 0.0) + f * (t + k.runtime_task_s + deps * k.runtime_dependency_s)
+                kind = self.m.kind(d)
+                self.compute[d] = self.compute.get(d, 0.0) + f * (t + kind.runtime_task_s
+                                                                  + deps * kind.runtime_dependency_s)
                 if not self.track:
                     continue
                 if d not in self.memory:
