@@ -7,9 +7,10 @@ own devices under their quotas, for the bench's ``farm`` profile (``bench.farm_p
 * **One call of a LiteRT piece** (``call_cost``): a piece that computes next to nothing (AlexNet's
   ``flatten``, on the built-in kernels) called back to back from each device's task thread, as
   ``run_piece`` calls one: the feeds copied in, the hand-off to the model thread under the
-  compute quota (a CFS quota hands out CPU in periods: a small call waits for the next one), the
-  invoke and the exports back. The host split (``bench.farm_profile.measure``) times each run of
-  layers as one call on an idle host; a plan's piece is one call on a device under quotas.
+  compute quota, the invoke and the exports back. The host split (``bench.farm_profile.measure``)
+  times each run of layers as one call on an idle host; what a call costs a device under its
+  quotas beyond that goes to each task (measured here, 2026-12-03: 0.6-0.9 ms at Pi speed,
+  within the host's own time slowed as the model is, so nothing).
 """
 
 from __future__ import annotations
