@@ -10,6 +10,7 @@ from mcdask.errors import PlanError, ProfileError
 from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.model.profile import RUNTIME_COSTS, Device, DeviceKind, LinkModel, Profile
+from mcdask.planning.batching import batch_cost
 from mcdask.planning.costmodel import evaluate, piece_memory_bytes, shard_units
 from workloads.spec import Builder
 
@@ -147,6 +148,14 @@ def test_the_runtime_costs_its_device_per_task_dependency_and_message():
     assert c.ips == pytest.approx(1 / 10.14)
     free = evaluate(w, p, Profile({"unit": replace(k, **dict.fromkeys(RUNTIME_COSTS, 0.0))}, prof.devices, LINK))
     assert free.busy_s["compute b (pyramid..fc3)"] == pytest.approx(2.0)
+    # K frames per task (batch mode): the runtime's work is paid once per task and message
+    chain = Plan("tiny", ("a", "b"), (whole(0, 2, "a"), whole(2, 4, "b")))
+    tiny = toy_profile(("a", "slow"), ("b", "slow"), kinds={"slow": replace(
+        toy_kind(), runtime_task_s=0.4, runtime_receive_s=0.2, runtime_send_s=0.1)})
+    per_frame = 0.4 + 0.2 + 0.1                  # b: its task, a's message in, its result out
+    assert evaluate(TINY, chain, tiny).busy_s["compute b (d1..d2)"] == pytest.approx(2.5 + per_frame)
+    batched = batch_cost(TINY, chain, tiny, 4, {"conv": 0.0, "flatten": 0.0, "dense": 0.0})
+    assert batched.busy_s["compute b (d1..d2)"] == pytest.approx(2.5 + per_frame / 4)
     again = DeviceKind.from_dict(k.to_dict())
     assert (again.runtime_task_s, again.runtime_receive_s, again.runtime_send_s) == (0.1, 0.01, 0.02)
     with pytest.raises(ProfileError, match="runtime_receive_s >= 0"):

@@ -10,7 +10,8 @@ The model, on top of ``mcdask.planning.costmodel`` (whose rules hold per batch):
   once per task. ``fit_fixed_fraction`` reads ``f`` from a time at 1 and at K frames;
   ``mcdask.batch.fixed-fraction`` holds them per layer kind (defaults measured on an x86 core,
   one TensorFlow thread; ``bench/batching.py`` measures them again).
-* **Messages** carry K frames: ``latency_s + K x bytes / bandwidth_Bps`` per task.
+* **Messages** carry K frames: ``latency_s + K x bytes / bandwidth_Bps`` per task; the
+  device's runtime costs (per task, dependency and message) are paid once per task.
 * **Memory**: weights once, activation buffers K times, checked against each device's kind.
 
 Per frame, every resource is busy ``1 / K`` of its per-task time, so ``Cost.ips`` is frames per
@@ -54,6 +55,7 @@ class BatchMemo(Memo):
         if k < 1:
             raise PlanError(f"a batch holds at least 1 frame; got {k}")
         self.k = k
+        self.tasks_per_frame = 1 / k
         self.fractions = fractions if fractions is not None else fixed_fractions()
 
     def time(self, device: str, start: int, end: int, units) -> float:

@@ -156,6 +156,9 @@ class Export:
 class Memo:
     """Caches of per-piece facts for one (workload, profile); walks may share one."""
 
+    #: tasks (and messages) per frame of each piece: 1, or 1/K with K frames per task
+    tasks_per_frame = 1.0
+
     def __init__(self, workload, profile: Profile):
         self.w = workload
         self.p = profile
@@ -227,6 +230,7 @@ class Walk:
         the devices at its ends (the bytes are ``_send``'s)."""
         if a == b or weight == 0 or a == CLIENT:
             return
+        weight *= self.m.tasks_per_frame
         if m := self.m.kind(a).runtime_send_s:
             self.compute[a] = self.compute.get(a, 0.0) + weight * m
         if b != CLIENT and (m := self.m.kind(b).runtime_receive_s):
@@ -284,8 +288,8 @@ class Walk:
             ready_out.append(_shift(arrival, mean_t))
             for d, t, f in zip(sh.devices, times, fr):
                 kind = self.m.kind(d)
-                self.compute[d] = self.compute.get(d, 0.0) + f * (t + kind.runtime_task_s
-                                                                  + deps * kind.runtime_dependency_s)
+                runtime = (kind.runtime_task_s + deps * kind.runtime_dependency_s) * self.m.tasks_per_frame
+                self.compute[d] = self.compute.get(d, 0.0) + f * (t + runtime)
                 if not self.track:
                     continue
                 if d not in self.memory:
