@@ -31,7 +31,7 @@ import dask
 import workloads
 from bench.provenance import results_dir
 from mcdask.commands import check_against_reference
-from mcdask.planning.costmodel import piece_time_s
+from mcdask.planning.pieces import piece_time_s
 from mcdask.planning.planner import plan as make_plan
 from mcdask.profiling.assemble import profile_cluster
 from mcdask.profiling.overhead import cpu_seconds

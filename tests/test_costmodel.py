@@ -11,7 +11,8 @@ from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.model.profile import RUNTIME_COSTS, Device, DeviceKind, LinkModel, Profile
 from mcdask.planning.batching import batch_cost
-from mcdask.planning.costmodel import evaluate, piece_memory_bytes, shard_units
+from mcdask.planning.costmodel import evaluate
+from mcdask.planning.pieces import piece_memory_bytes, shard_units
 from workloads.spec import Builder
 
 # conv (4x4x1 -> 4x4x1) -> flatten 16 -> dense 8 -> dense 2 softmax

@@ -15,7 +15,8 @@ from mcdask.model import kinds as devices
 from mcdask.model.kinds import homogeneous
 from mcdask.model.plan import Plan
 from mcdask.model.profile import Device, Profile
-from mcdask.planning.costmodel import evaluate, piece_memory_bytes
+from mcdask.planning.costmodel import evaluate
+from mcdask.planning.pieces import piece_memory_bytes
 from mcdask.planning.planner import plan, plan_all, plan_top
 from mcdask.planning.search import OptimalSearch, allowed_cuts
 

@@ -29,7 +29,8 @@ import dask.config
 from mcdask.errors import PlanError
 from mcdask.model.plan import Plan
 from mcdask.model.profile import Profile
-from mcdask.planning.costmodel import Cost, Memo, evaluate, piece_memory_bytes
+from mcdask.planning.costmodel import Cost, Memo, evaluate
+from mcdask.planning.pieces import piece_memory_bytes
 
 #: a batch size ``auto`` does not go beyond unless ``mcdask.batch.max-size`` says otherwise
 MAX_BATCH = 32

@@ -15,7 +15,7 @@ The model (one frame = one input; times in seconds per frame):
   stage gets one copy per shard); a split producer sends each shard's part (the consumer
   concatenates them: the merge). One message costs ``latency_s + bytes / bandwidth_Bps`` of
   the pair's link (nothing between pieces on one device). Layer outputs travel as float32,
-  workload inputs (frames, flows) as uint8 (``INPUT_BYTES_PER_VALUE``), as the runtime sends
+  workload inputs (frames, flows) as uint8 (``mcdask.planning.pieces``), as the runtime sends
   them. A message from replica ``a`` to replica ``b`` happens for the fraction ``f_a * f_b``
   of frames; a windowed consumer (the temporal pyramid, window ``w``) needs every frame of its
   window, so replica ``b`` receives the fraction ``min(1, w * f_b)`` of all frames.
@@ -50,69 +50,13 @@ This module imports neither TensorFlow nor Dask.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
 from mcdask.errors import PlanError, ProfileError
 from mcdask.model.plan import Plan, Stage, stage_label
 from mcdask.model.profile import CLIENT, Profile
-
-#: bytes per value of a workload input on the wire (uint8 frames; mcdask.runtime.slices.prepare_input)
-INPUT_BYTES_PER_VALUE = 1
-#: bytes per value of a layer output (float32)
-FLOAT_BYTES = 4
-
-
-# ---- per-piece facts --------------------------------------------------------------------------
-
-def shard_units(total: int, k: int) -> list[tuple[int, int]]:
-    """``k`` contiguous unit ranges ``[a, b)`` tiling ``[0, total)``; the first ``total % k``
-    are one unit larger."""
-    if not 1 <= k <= total:
-        raise PlanError(f"cannot split {total} units into {k} shards")
-    base, extra = divmod(total, k)
-    out, a = [], 0
-    for h in range(k):
-        b = a + base + (1 if h < extra else 0)
-        out.append((a, b))
-        a = b
-    return out
-
-
-def piece_time_s(workload, kind, start: int, end: int, units: tuple[int, int] | None = None) -> float:
-    """Seconds per frame for layers ``[start, end)`` on ``kind``; ``units`` splits the last."""
-    t = 0.0
-    for i in range(start, end):
-        layer = workload.layers[i]
-        u = units[1] - units[0] if (units is not None and i == end - 1) else None
-        t += kind.time_s(workload.name, layer, u)
-    return t
-
-
-def message_bytes(workload, name: str, units: tuple[int, int] | None = None) -> int:
-    """Bytes of one frame's ``name`` on the wire (a shard's part if ``units``)."""
-    if name in workload.inputs:
-        return math.prod(workload.inputs[name]) * INPUT_BYTES_PER_VALUE
-    layer = workload.layer(name)
-    if units is not None:
-        return (units[1] - units[0]) * FLOAT_BYTES * math.prod(layer.output_shape[:-1])
-    return layer.activation_bytes
-
-
-def piece_memory_bytes(workload, kind, start: int, end: int, units: tuple[int, int] | None = None) -> int:
-    """Weights plus one frame of activation buffers of layers ``[start, end)`` on ``kind``."""
-    total = 0
-    for x in workload.stage_inputs(start, end):
-        window = max((workload.window_of(workload.layers[i].name, x) for i in range(start, end)
-                      if x in workload.layers[i].inputs), default=1)
-        total += math.prod(workload.shape_of(x)) * FLOAT_BYTES * window
-    for i in range(start, end):
-        layer = workload.layers[i]
-        u = units if (units is not None and i == end - 1) else None
-        total += kind.weight_memory_bytes(workload.name, layer, None if u is None else u[1] - u[0])
-        total += message_bytes(workload, layer.name, u)
-    return total
+from mcdask.planning.pieces import message_bytes, piece_memory_bytes, piece_time_s
 
 
 def _fractions(times: list[float]) -> list[float]:
@@ -174,9 +118,6 @@ class Memo:
             self._time[key] = piece_time_s(self.w, kind, start, end, units) + kind.task_overhead_s
         return self._time[key]
 
-    def kind(self, device: str):
-        return self.p.kind_of(device)
-
     def memory(self, device: str, start: int, end: int, units) -> int:
         kind = self.p.kind_of(device)
         key = (kind.kind, start, end, units)
@@ -231,9 +172,9 @@ class Walk:
         if a == b or weight == 0 or a == CLIENT:
             return
         weight *= self.m.tasks_per_frame
-        if m := self.m.kind(a).runtime_send_s:
+        if m := self.p.kind_of(a).runtime_send_s:
             self.compute[a] = self.compute.get(a, 0.0) + weight * m
-        if b != CLIENT and (m := self.m.kind(b).runtime_receive_s):
+        if b != CLIENT and (m := self.p.kind_of(b).runtime_receive_s):
             self.compute[b] = self.compute.get(b, 0.0) + weight * m
 
     def _send(self, a: str, b: str, weight: float, nbytes: int) -> None:
@@ -287,7 +228,7 @@ class Walk:
             mean_times.append(mean_t)
             ready_out.append(_shift(arrival, mean_t))
             for d, t, f in zip(sh.devices, times, fr):
-                kind = self.m.kind(d)
+                kind = self.p.kind_of(d)
                 runtime = (kind.runtime_task_s + deps * kind.runtime_dependency_s) * self.m.tasks_per_frame
                 self.compute[d] = self.compute.get(d, 0.0) + f * (t + runtime)
                 if not self.track:

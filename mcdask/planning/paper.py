@@ -7,11 +7,8 @@ from typing import Literal
 
 from mcdask.model.plan import Plan, Shard, Stage, stage_label
 from mcdask.model.profile import Profile
-from mcdask.planning.costmodel import (
-    evaluate,
-    piece_memory_bytes,
-    shard_units,
-)
+from mcdask.planning.costmodel import evaluate
+from mcdask.planning.pieces import piece_memory_bytes, shard_units
 from mcdask.planning.result import (
     PlanResult,
     infeasible_reason,

@@ -8,7 +8,8 @@ from typing import Any
 
 from mcdask.model.plan import Plan
 from mcdask.model.profile import Profile
-from mcdask.planning.costmodel import Cost, piece_memory_bytes, shard_units
+from mcdask.planning.costmodel import Cost
+from mcdask.planning.pieces import piece_memory_bytes, shard_units
 from mcdask.planning.search import segments
 
 

@@ -10,14 +10,8 @@ from functools import lru_cache
 
 from mcdask.model.plan import Plan, Shard, Stage
 from mcdask.model.profile import Profile
-from mcdask.planning.costmodel import (
-    Export,
-    Memo,
-    Walk,
-    piece_memory_bytes,
-    shard_units,
-    value,
-)
+from mcdask.planning.costmodel import Export, Memo, Walk, value
+from mcdask.planning.pieces import piece_memory_bytes, shard_units
 
 
 def allowed_cuts(workload) -> list[int]:

@@ -69,7 +69,7 @@ import workloads
 from mcdask.errors import ProfileError
 from mcdask.model.fit import line
 from mcdask.model.profile import CLIENT, Device, DeviceKind, Link, Profile
-from mcdask.planning.costmodel import shard_units
+from mcdask.planning.pieces import shard_units
 from mcdask.profiling import Progress
 from mcdask.profiling.links import LINK_SIZES, fit_link, measure_links, medians
 from mcdask.profiling.overhead import measure_task_overhead
